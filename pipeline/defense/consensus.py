@@ -1,0 +1,246 @@
+"""The consensus purifier (arXiv 2511.21893): reconstruct each input N times with fresh latent noise,
+embed every reconstruction, and let the reconstructions' labels vote.
+
+Pure torch, no Ray: the Ray actors, `evaluate`, the attacks and library users all call this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..models.protocols import Encoder, Reconstructor
+from .labels import LabelBank
+from .verdict import VerdictPolicy
+from .vote import flip_probability, leader_and_runner_up, majority_settled, rank_labels
+
+EARLY_EXIT_MODES = ("off", "certain", "sequential")
+
+
+@dataclass(frozen=True)
+class ConsensusConfig:
+    """n: reconstructions per input (the paper uses 10).
+    early_exit: `off` draws exactly n; `certain` stops once the n-sample winner can no longer change
+        (identical labels to `off`); `sequential` also stops once the posterior predictive probability
+        that the remaining draws would change the winner is at most `alpha` (see `vote.flip_probability`).
+    round_size: draws per round after the first; the first round in `certain` mode is n // 2 + 1,
+        the smallest count at which it can stop.
+    seed: base seed; image i of a batch gets seed + i unless seeds are passed explicitly.
+    autocast: run models under torch.autocast with this dtype (e.g. torch.bfloat16), or None.
+    """
+
+    n: int = 10
+    early_exit: str = "certain"
+    alpha: float = 0.01
+    round_size: int = 2
+    top_k: int = 5
+    seed: int = 0
+    autocast: torch.dtype | None = None
+    verdict: VerdictPolicy = field(default_factory=VerdictPolicy)
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError("n must be at least 1")
+        if self.early_exit not in EARLY_EXIT_MODES:
+            raise ValueError(f"early_exit must be one of {EARLY_EXIT_MODES}")
+        if self.round_size < 1:
+            raise ValueError("round_size must be at least 1")
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError("alpha must lie in (0, 1)")
+
+
+@dataclass
+class SampleResult:
+    """Everything the defense knows about one input. Label fields are indices into the label bank;
+    `labels` resolves them to names."""
+
+    labels: list[str]
+    label_original: int
+    topk_original: list[int]
+    votes: list[int]  # one label per reconstruction used, in draw order
+    label_consensus: int
+    topk_consensus: list[int]  # by votes, then mean similarity: topk_consensus[0] == label_consensus
+    agreement: float
+    samples_used: int
+    embedding_original: torch.Tensor  # D, normalised
+    embedding: torch.Tensor  # D, normalised mean of the majority's reconstruction embeddings
+    drift: float
+    similarity_original: torch.Tensor  # L: cosine of the original embedding to each label prompt
+    similarity_purified: torch.Tensor  # L: cosine of the purified embedding to each label prompt
+    representative_index: int  # draw index of the reconstruction closest to `embedding`
+    verdict: str
+    caption_cos_original: float | None = None
+    caption_cos_purified: float | None = None
+    image: torch.Tensor | None = None  # the representative reconstruction (3 x H x W) when asked for
+
+    @property
+    def label_original_name(self) -> str:
+        return self.labels[self.label_original]
+
+    @property
+    def label_consensus_name(self) -> str:
+        return self.labels[self.label_consensus]
+
+
+class ConsensusPurifier:
+    def __init__(
+        self,
+        reconstructor: Reconstructor,
+        encoder: Encoder,
+        labels: LabelBank | Sequence[str],
+        config: ConsensusConfig | None = None,
+    ):
+        self.reconstructor = reconstructor
+        self.encoder = encoder
+        self.labels = labels if isinstance(labels, LabelBank) else LabelBank(labels)
+        self.config = config or ConsensusConfig()
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _autocast(self):
+        dtype = self.config.autocast
+        if dtype is None:
+            return contextlib.nullcontext()
+        device = getattr(self.encoder, "device", torch.device("cpu"))
+        return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+    def label_embeddings(self) -> torch.Tensor:
+        return self.labels.embeddings(self.encoder)
+
+    def text_similarity(self, embeddings: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Cosine between each embedding (B x D) and each text: B x len(texts)."""
+        with torch.no_grad():
+            text = self.encoder.embed_texts(list(texts)).float()
+        return embeddings.float().to(text.device) @ text.T
+
+    def _round_sizes(self) -> list[int]:
+        n, mode = self.config.n, self.config.early_exit
+        if mode == "off":
+            return [n]
+        first = min(n, n // 2 + 1) if mode == "certain" else min(n, self.config.round_size)
+        sizes = [first]
+        while sum(sizes) < n:
+            sizes.append(min(self.config.round_size, n - sum(sizes)))
+        return sizes
+
+    def _finished(self, counts: torch.Tensor, remaining: int) -> bool:
+        if remaining == 0:
+            return True
+        mode = self.config.early_exit
+        if mode == "off":
+            return False
+        if majority_settled(counts, remaining):
+            return True
+        if mode == "sequential":
+            leader, runner_up = leader_and_runner_up(counts)
+            return flip_probability(leader, runner_up, remaining) <= self.config.alpha
+        return False
+
+    # --- main entry ---------------------------------------------------------------------------
+    def purify(
+        self,
+        images: torch.Tensor,
+        *,
+        seeds: Sequence[int] | None = None,
+        captions: Sequence[str | None] | None = None,
+        keep_images: bool = False,
+    ) -> list[SampleResult]:
+        """Purify a batch of images (B x C x H x W in [0, 1], one size per batch).
+
+        seeds: one per image; a given (image, seed) always yields the same reconstructions, whatever
+            the batch it is in. Defaults to config.seed + position in the batch.
+        captions: optional text per image; fills the caption cosine fields.
+        keep_images: return the representative reconstruction of each image as `image`.
+        """
+        batch = images.shape[0]
+        seeds = list(seeds) if seeds is not None else [self.config.seed + i for i in range(batch)]
+        if len(seeds) != batch:
+            raise ValueError(f"got {len(seeds)} seeds for {batch} images")
+        if captions is not None and len(captions) != batch:
+            raise ValueError(f"got {len(captions)} captions for {batch} images")
+        with torch.no_grad(), self._autocast():
+            return self._purify(images, seeds, captions, keep_images)
+
+    def _purify(self, images, seeds, captions, keep_images) -> list[SampleResult]:
+        cfg = self.config
+        text = self.label_embeddings()
+        num_labels = text.shape[0]
+        original = self.encoder.embed_images(images).float()
+        original_sims = original @ text.T
+        encoded = self.reconstructor.encode(images)
+
+        batch = images.shape[0]
+        counts = torch.zeros(batch, num_labels, dtype=torch.long)
+        embeddings: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        votes: list[list[int]] = [[] for _ in range(batch)]
+        kept: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        active = list(range(batch))
+        drawn = 0
+        for size in self._round_sizes():
+            if not active:
+                break
+            subset = encoded if len(active) == batch else encoded.select(active)
+            recon = self.reconstructor.decode_samples(subset, [seeds[i] for i in active], range(drawn, drawn + size))
+            emb = self.encoder.embed_images(recon.flatten(0, 1)).float().unflatten(0, (len(active), size))
+            labels = (emb @ text.T).argmax(dim=-1).cpu()
+            for row, i in enumerate(active):
+                embeddings[i].append(emb[row])
+                votes[i].extend(labels[row].tolist())
+                counts[i] += torch.bincount(labels[row], minlength=num_labels)
+                if keep_images:
+                    kept[i].append(recon[row].float().cpu())
+            drawn += size
+            active = [i for i in active if not self._finished(counts[i], cfg.n - drawn)]
+
+        caption_emb = self._caption_embeddings(captions, original.device)
+        results = []
+        for i in range(batch):
+            emb = torch.cat(embeddings[i])  # used x D
+            sims = emb @ text.T
+            order = rank_labels(counts[i], sims.mean(0).cpu())
+            consensus = int(order[0])
+            majority = torch.tensor([v == consensus for v in votes[i]], device=emb.device)
+            purified = F.normalize(emb[majority].mean(0), dim=-1)
+            representative = int(torch.where(majority, emb @ purified, torch.tensor(-math.inf, device=emb.device)).argmax())
+            agreement = float(counts[i, consensus]) / len(votes[i])
+            drift = float(1.0 - original[i] @ purified)
+            label_original = int(original_sims[i].argmax())
+            result = SampleResult(
+                labels=self.labels.labels,
+                label_original=label_original,
+                topk_original=original_sims[i].topk(min(cfg.top_k, num_labels)).indices.tolist(),
+                votes=votes[i],
+                label_consensus=consensus,
+                topk_consensus=order[: cfg.top_k].tolist(),
+                agreement=agreement,
+                samples_used=len(votes[i]),
+                embedding_original=original[i].cpu(),
+                embedding=purified.cpu(),
+                drift=drift,
+                similarity_original=original_sims[i].cpu(),
+                similarity_purified=(purified @ text.T).cpu(),
+                representative_index=representative,
+                verdict=cfg.verdict.decide(label_original, consensus, agreement, drift),
+            )
+            if caption_emb is not None and caption_emb[i] is not None:
+                result.caption_cos_original = float(original[i] @ caption_emb[i])
+                result.caption_cos_purified = float(purified @ caption_emb[i])
+            if keep_images:
+                result.image = torch.cat(kept[i])[representative]
+            results.append(result)
+        return results
+
+    def _caption_embeddings(self, captions, device) -> list[torch.Tensor | None] | None:
+        if captions is None:
+            return None
+        present = [i for i, c in enumerate(captions) if c]
+        out: list[torch.Tensor | None] = [None] * len(captions)
+        if present:
+            emb = self.encoder.embed_texts([captions[i] for i in present]).float().to(device)
+            for row, i in enumerate(present):
+                out[i] = emb[row]
+        return out

@@ -1,0 +1,87 @@
+"""S3 (and S3-compatible) access: URI parsing, clients, and copying objects to local disk.
+
+Endpoints and credentials come from the standard AWS sources (environment, config files, instance
+roles) or an explicit endpoint URL; nothing here prints or stores a credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+
+import boto3
+from botocore.config import Config
+
+# Bounded retries with backoff for throttling, 5xx and connection resets.
+RETRY_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+
+
+def is_s3_uri(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """'s3://bucket/some/key' -> ('bucket', 'some/key')."""
+    if not is_s3_uri(uri):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"s3 URI without a bucket: {uri!r}")
+    return bucket, key
+
+
+def s3_client(endpoint_url: str | None = None):
+    """A boto3 S3 client; without `endpoint_url` boto3 reads AWS_ENDPOINT_URL(_S3) and config files."""
+    return boto3.client("s3", endpoint_url=endpoint_url or None, config=RETRY_CONFIG)
+
+
+def _list_keys(client, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return keys
+
+
+def fetch_to_cache(uri: str, cache_dir: str, *, endpoint_url: str | None = None, refresh: bool = False) -> str:
+    """Copy an S3 object or prefix into `cache_dir` once and return the local path.
+
+    A single object comes back as a file path, a prefix as a directory mirroring the keys below it.
+    The copy is made in a temporary directory and renamed into place, so an interrupted download is
+    never mistaken for a complete one.
+    """
+    bucket, key = parse_s3_uri(uri.rstrip("/"))
+    target = os.path.join(cache_dir, "s3", hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:24])
+    if os.path.isdir(target) and not refresh:
+        return _payload(target)
+    client = s3_client(endpoint_url)
+    keys = _list_keys(client, bucket, key)
+    single = key in keys
+    if not single:
+        keys = [k for k in _list_keys(client, bucket, key + "/") if not k.endswith("/")]
+    if not keys:
+        raise FileNotFoundError(f"nothing found at {uri}")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".partial-")
+    try:
+        root = os.path.join(staging, "object" if single else "prefix")
+        for k in keys:
+            relative = os.path.basename(k) if single else os.path.relpath(k, key)
+            local = os.path.join(root, relative)
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            client.download_file(bucket, k, local)
+        if refresh and os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _payload(target)
+
+
+def _payload(target: str) -> str:
+    obj = os.path.join(target, "object")
+    if os.path.isdir(obj):
+        return os.path.join(obj, os.listdir(obj)[0])
+    return os.path.join(target, "prefix")
