@@ -8,6 +8,7 @@ with full-N runs and lets a re-run on other hardware reproduce the same votes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -45,3 +46,10 @@ def randn_per_draw(
     """
     rows = [torch.stack([torch.randn(tuple(shape), generator=g) for g in row]) for row in generators]
     return torch.stack(rows).to(device=device, dtype=dtype)
+
+
+def seed_for_key(seed: int, key: str) -> int:
+    """A per-sample seed from the run seed and a stable sample key (a file name, a WebDataset key), so
+    a sample's reconstructions do not depend on its position in a batch or a corpus."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return draw_seed(seed, int.from_bytes(digest[:8], "little"))

@@ -259,8 +259,8 @@ def load_encoder(
     tokenizer = _from_pretrained(AutoTokenizer, parsed, ctx, location, is_local, parsed.subfolder)
     try:
         processor = _from_pretrained(CLIPImageProcessor, parsed, ctx, location, is_local, parsed.subfolder)
-        crop = processor.crop_size
-        options.setdefault("image_size", crop["height"] if isinstance(crop, dict) else int(crop))
+        crop = processor.crop_size  # a dict-like {"height", "width"} or an int, by version
+        options.setdefault("image_size", int(crop["height"]) if hasattr(crop, "__getitem__") else int(crop))
         options.setdefault("mean", tuple(processor.image_mean))
         options.setdefault("std", tuple(processor.image_std))
     except WeightsNotFoundError:

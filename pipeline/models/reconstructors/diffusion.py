@@ -11,6 +11,7 @@ denoise_steps sets the spacing of the DDIM grid: the chain runs every grid times
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 
@@ -19,6 +20,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
 
 from ..noise import randn_per_draw
 from .base import LatentReconstructor
+
+_SAMPLER_KEYS = ("prediction_type", "clip_sample", "clip_sample_range", "thresholding", "set_alpha_to_one", "steps_offset")
 
 
 class DiffusionReconstructor(LatentReconstructor):
@@ -91,7 +94,9 @@ class DiffusionReconstructor(LatentReconstructor):
             "strength": self.strength,
             "timesteps": self.timesteps,
             "eta": self.eta,
-            "scheduler": dict(self.scheduler.config),
+            # What the DDIM sampler actually uses; other config keys vary with how the config was saved.
+            "alphas_cumprod": hashlib.sha256(self.scheduler.alphas_cumprod.numpy().tobytes()).hexdigest(),
+            "scheduler": {k: self.scheduler.config.get(k) for k in _SAMPLER_KEYS},
         }
         return {"unet": self.unet, "vae": self.vae}, settings
 

@@ -1,0 +1,1 @@
+"""User-facing jobs: each module parses its arguments and calls the library; `cli` dispatches."""

@@ -1,0 +1,50 @@
+"""The `disillusion` command: one subcommand per job module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipeline import __version__
+
+from . import check
+
+# Each job module provides NAME, HELP, add_arguments(parser) and run(args) -> exit code.
+JOBS = (check,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="disillusion",
+        description="Sanitise multi-modal datasets against adversarial illusions by consensus-based generative purification.",
+    )
+    parser.add_argument("--version", action="version", version=f"disillusion {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="job", metavar="JOB", title="jobs")
+    for job in JOBS:
+        sub = subparsers.add_parser(job.NAME, help=job.HELP, description=job.HELP)
+        job.add_arguments(sub)
+        sub.set_defaults(run=job.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, ValueError) as error:
+        print(f"disillusion {args.job}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

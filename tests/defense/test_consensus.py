@@ -1,0 +1,116 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy, majority_label
+from pipeline.models.reconstructors import VAEReconstructor
+from tests.conftest import tiny_clip_encoder, tiny_vae
+
+LABELS = ["cat", "dog", "hello", "photo"]
+
+
+@pytest.fixture(scope="module")
+def parts(bpe_path):
+    return VAEReconstructor(tiny_vae(), latent_noise=1.0), tiny_clip_encoder(bpe_path)
+
+
+def purifier(parts, **config):
+    reconstructor, encoder = parts
+    return ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(**config))
+
+
+def batch(count=6, seed=0):
+    return torch.rand(count, 3, 24, 24, generator=torch.Generator().manual_seed(seed))
+
+
+def test_full_n_votes_agreement_and_purified_embedding(parts):
+    reconstructor, encoder = parts
+    images, seeds = batch(), [11, 12, 13, 14, 15, 16]
+    results = purifier(parts, n=7, early_exit="off").purify(images, seeds=seeds)
+    text = encoder.embed_texts([f"a photo of a {label}." for label in LABELS])
+    with torch.no_grad():
+        recon = reconstructor.reconstruct(images, 7, seeds=seeds)
+        emb = encoder.embed_images(recon.flatten(0, 1)).unflatten(0, (6, 7))
+        original = encoder.embed_images(images)
+    for i, result in enumerate(results):
+        votes = (emb[i] @ text.T).argmax(-1)
+        assert result.samples_used == 7 and result.votes == votes.tolist()
+        counts = torch.bincount(votes, minlength=len(LABELS))
+        assert result.label_consensus == majority_label(counts, (emb[i] @ text.T).mean(0))
+        assert result.agreement == pytest.approx(counts[result.label_consensus].item() / 7)
+        expected = F.normalize(emb[i][votes == result.label_consensus].mean(0), dim=-1)
+        torch.testing.assert_close(result.embedding, expected, atol=1e-5, rtol=0)
+        assert result.drift == pytest.approx(1 - float(original[i] @ expected), abs=1e-5)
+        assert result.label_original == int((original[i] @ text.T).argmax())
+        assert result.topk_consensus[0] == result.label_consensus and len(result.topk_consensus) == 4
+        assert result.votes[result.representative_index] == result.label_consensus
+        torch.testing.assert_close(result.similarity_purified, result.embedding @ text.T, atol=1e-5, rtol=0)
+
+
+def test_certain_early_exit_gives_the_full_n_label(parts):
+    images = batch(12, seed=3)
+    full = purifier(parts, n=9, early_exit="off").purify(images)
+    early = purifier(parts, n=9, early_exit="certain").purify(images)
+    assert [r.label_consensus for r in early] == [r.label_consensus for r in full]
+    assert all(r.samples_used <= 9 for r in early)
+    assert any(r.samples_used < 9 for r in early)
+    for e, f in zip(early, full):
+        assert e.votes == f.votes[: e.samples_used]  # the same draws, just fewer of them
+
+
+def test_sequential_early_exit_uses_fewer_samples(parts):
+    images = batch(12, seed=3)
+    full = purifier(parts, n=15, early_exit="off").purify(images)
+    certain = purifier(parts, n=15, early_exit="certain").purify(images)
+    sequential = purifier(parts, n=15, early_exit="sequential", alpha=0.05, round_size=3).purify(images)
+    assert sum(r.samples_used for r in sequential) <= sum(r.samples_used for r in certain)
+    agree = sum(s.label_consensus == f.label_consensus for s, f in zip(sequential, full))
+    assert agree >= 10
+
+
+def test_results_do_not_depend_on_the_batch(parts):
+    images, seeds = batch(), [5, 6, 7, 8, 9, 10]
+    together = purifier(parts, n=5).purify(images, seeds=seeds)
+    alone = purifier(parts, n=5).purify(images[2:3], seeds=seeds[2:3])[0]
+    assert alone.votes == together[2].votes
+    torch.testing.assert_close(alone.embedding, together[2].embedding, atol=1e-5, rtol=0)
+
+
+def test_representative_image_and_captions(parts):
+    reconstructor, _ = parts
+    images = batch(3)
+    results = purifier(parts, n=4, early_exit="off").purify(images, seeds=[1, 2, 3], captions=["a cat", None, "dog"], keep_images=True)
+    recon = reconstructor.reconstruct(images, 4, seeds=[1, 2, 3])
+    for i, result in enumerate(results):
+        torch.testing.assert_close(result.image, recon[i, result.representative_index], atol=1e-5, rtol=0)
+    assert results[1].caption_cos_original is None and results[1].caption_cos_purified is None
+    assert -1 <= results[0].caption_cos_original <= 1 and -1 <= results[2].caption_cos_purified <= 1
+
+
+def test_input_validation(parts):
+    with pytest.raises(ValueError, match="seeds"):
+        purifier(parts).purify(batch(2), seeds=[1])
+    with pytest.raises(ValueError):
+        ConsensusConfig(n=0)
+    with pytest.raises(ValueError):
+        ConsensusConfig(early_exit="sometimes")
+
+
+def test_verdict_policy_order():
+    policy = VerdictPolicy(min_agreement=0.6, max_drift=0.3)
+    assert policy.decide(1, 1, 0.9, 0.1) == "clean"
+    assert policy.decide(1, 2, 0.9, 0.1) == "illusion"
+    assert policy.decide(1, 2, 0.5, 0.1) == "uncertain"
+    assert policy.decide(1, 1, 0.9, 0.5) == "illusion"
+    assert VerdictPolicy(min_agreement=0.6).decide(1, 1, 0.9, 0.9) == "clean"
+
+
+def test_label_bank(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("# classes\ncat\n\n dog \n")
+    bank = LabelBank.from_file(str(path), template="a picture of the {}")
+    assert bank.labels == ["cat", "dog"] and bank.prompts == ["a picture of the cat", "a picture of the dog"]
+    with pytest.raises(ValueError, match="unique"):
+        LabelBank(["cat", "cat"])
+    with pytest.raises(ValueError, match="placeholder"):
+        LabelBank(["cat"], template="a photo")

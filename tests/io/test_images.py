@@ -1,0 +1,74 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.io.images import ImageDecodeError, decode_image, encode_png
+
+
+def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_rgb_png_round_trip():
+    array = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    tensor = decode_image(encoded(Image.fromarray(array)))
+    assert tensor.shape == (3, 5, 7) and tensor.dtype == torch.float32
+    assert decode_image(encode_png(tensor)).mul(255).round().byte().permute(1, 2, 0).numpy().tolist() == array.tolist()
+
+
+@pytest.mark.parametrize(
+    "mode, fmt, expect",
+    [
+        ("L", "PNG", (0.5, 0.5, 0.5)),
+        ("CMYK", "JPEG", None),
+        ("P", "PNG", None),
+        ("RGBA", "PNG", (1.0, 1.0, 1.0)),  # fully transparent -> white background
+        ("LA", "PNG", (1.0, 1.0, 1.0)),
+    ],
+)
+def test_modes_decode_to_rgb(mode, fmt, expect):
+    if mode == "L":
+        image = Image.new("L", (4, 3), 128)
+    elif mode == "CMYK":
+        image = Image.new("CMYK", (4, 3), (0, 255, 255, 0))  # red
+    elif mode == "P":
+        image = Image.new("RGB", (4, 3), (0, 0, 255)).convert("P")
+    else:
+        image = Image.new(mode, (4, 3), (0, 0, 0, 0) if mode == "RGBA" else (0, 0))
+    tensor = decode_image(encoded(image, fmt))
+    assert tensor.shape == (3, 3, 4)
+    if expect:
+        torch.testing.assert_close(tensor[:, 0, 0], torch.tensor(expect), atol=0.01, rtol=0)
+    if mode == "CMYK":
+        assert tensor[0].mean() > 0.8 and tensor[1].mean() < 0.2
+    if mode == "P":
+        assert tensor[2].mean() > 0.9
+
+
+def test_sixteen_bit_grayscale():
+    array = np.full((3, 4), 65535 // 4, dtype=np.uint16)
+    tensor = decode_image(encoded(Image.fromarray(array)))
+    torch.testing.assert_close(tensor[:, 0, 0], torch.full((3,), 0.25), atol=0.01, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "zero bytes"),
+        (b"this is plain text, not an image", "cannot decode"),
+        (encoded(Image.new("RGB", (64, 64), (10, 20, 30)))[:60], "cannot decode"),
+    ],
+)
+def test_bad_bytes_raise_a_clear_error(data, reason):
+    with pytest.raises(ImageDecodeError, match=reason):
+        decode_image(data)
+
+
+def test_pixel_limit():
+    with pytest.raises(ImageDecodeError, match="exceeds the limit"):
+        decode_image(encoded(Image.new("RGB", (100, 100))), max_pixels=5000)
