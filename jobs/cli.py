@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 from pipeline import __version__
 
-from . import check, train_demo
+from . import attack, check, evaluate, train_demo
 
 # Each job module provides NAME, HELP, add_arguments(parser) and run(args) -> exit code.
-JOBS = (check, train_demo)
+JOBS = (check, attack, evaluate, train_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,131 @@
+"""`disillusion evaluate`: the paper-style table on a preset's labelled sample."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+import torch
+
+NAME = "evaluate"
+HELP = "Evaluate defenses against clean, illusion and adaptive inputs (Top-1/Top-5, ASR, cosines, time)."
+log = logging.getLogger(__name__)
+
+ALL_DEFENSES = ("none", "jpeg", "blur", "ae", "ae+consensus", "vae", "vae+consensus", "dm", "dm+consensus")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--limit", type=int, default=1000, help="evaluate the first K images of the sample")
+    parser.add_argument("--json", metavar="FILE", help="write {'rows': [...], 'ablations': [...], 'config': {...}}")
+    parser.add_argument("--defenses", default=",".join(ALL_DEFENSES), help="comma-separated subset of " + ",".join(ALL_DEFENSES))
+    parser.add_argument("--n", type=int, default=10, help="reconstructions per consensus defense")
+    parser.add_argument("--eps", default="16/255", help="L-inf budget, e.g. 16/255 or 0.0627")
+    parser.add_argument("--steps", type=int, default=300, help="I-FGSM steps of the illusion attack")
+    parser.add_argument("--step-size", default="1/255")
+    parser.add_argument("--adaptive-steps", type=int, default=50, help="steps of the adaptive attacks (0 skips them)")
+    parser.add_argument("--eot-samples", type=int, default=4, help="reconstructions averaged per EOT step")
+    parser.add_argument("--ablations", action="store_true", help="also sweep N and the sampling scale for vae+consensus")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def parse_fraction(text: str) -> float:
+    if "/" in text:
+        numerator, denominator = text.split("/", 1)
+        return float(numerator) / float(denominator)
+    return float(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
+    from pipeline.attacks.illusion import cosine_objective
+    from pipeline.data.fashion_mnist import load_sample
+    from pipeline.evaluation import evaluate_defense, rows_as_dicts
+    from pipeline.presets import get_preset
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = get_preset(args.preset)
+    wanted = [d for d in args.defenses.split(",") if d]
+    unknown = set(wanted) - set(ALL_DEFENSES)
+    if unknown:
+        raise ValueError(f"unknown defenses {sorted(unknown)}; choose from {', '.join(ALL_DEFENSES)}")
+
+    encoder = preset.load_encoder()
+    bank = preset.label_bank()
+    text = bank.embeddings(encoder)
+    sample = load_sample()
+    count = min(args.limit, len(sample))
+    images, labels = sample.tensors(slice(0, count))
+    targets = pick_targets(labels.tolist(), len(bank), seed=args.seed)
+    attack = AttackConfig(eps=parse_fraction(args.eps), step_size=parse_fraction(args.step_size), steps=args.steps, seed=args.seed)
+    adaptive = AttackConfig(eps=attack.eps, step_size=max(attack.step_size, attack.eps / max(1, args.adaptive_steps) * 2.5), steps=args.adaptive_steps, seed=args.seed) if args.adaptive_steps else None
+
+    start = time.perf_counter()
+    illusions = torch.cat([
+        illusion_attack(images[i : i + args.batch_size], cosine_objective(encoder.embed_images, text[targets[i : i + args.batch_size]]), attack)
+        for i in range(0, count, args.batch_size)
+    ])
+    log.info("illusion attack on %d images: %.1f s", count, time.perf_counter() - start)
+
+    rows = []
+    for name in wanted:
+        defense = _defense(name, preset, encoder, bank, text, args)
+        log.info("evaluating %s", name)
+        rows += evaluate_defense(defense, encoder, text, images, labels, targets, illusions, adaptive, args.batch_size)
+        _print_rows(rows[-3:] if adaptive else rows[-2:], header=len(rows) <= 3)
+
+    ablations = _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args) if args.ablations else []
+    report = {
+        "rows": rows_as_dicts(rows),
+        "ablations": ablations,
+        "config": {
+            "preset": args.preset, "images": count, "n": args.n, "eps": attack.eps, "steps": attack.steps,
+            "step_size": attack.step_size, "adaptive_steps": args.adaptive_steps, "eot_samples": args.eot_samples,
+            "seed": args.seed, "threads": torch.get_num_threads(),
+        },
+    }
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
+
+
+def _defense(name, preset, encoder, bank, text, args):
+    from pipeline.evaluation import blur_defense, jpeg_defense, none_defense, reconstruction_defense
+
+    if name == "none":
+        return none_defense(encoder, text)
+    if name == "jpeg":
+        return jpeg_defense(encoder, text, quality=75)
+    if name == "blur":
+        return blur_defense(encoder, text, sigma=1.0)
+    kind, _, consensus = name.partition("+")
+    reconstructor = preset.load_reconstructor(kind)
+    return reconstruction_defense(name, reconstructor, encoder, bank, n=args.n if consensus else 1, eot_samples=args.eot_samples, seed=args.seed)
+
+
+def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args) -> list[dict]:
+    """vae+consensus on clean and illusion inputs: N sweep, then the posterior sampling scale at N=10."""
+    from pipeline.evaluation import evaluate_defense, reconstruction_defense
+
+    out = []
+    settings = [("n", n, {}) for n in (1, 3, 5, 10, 15, 20)] + [("sample_scale", s, {"sample_scale": s}) for s in (0.0, 0.5, 1.0, 2.0, 3.0)]
+    for parameter, value, options in settings:
+        n = value if parameter == "n" else args.n
+        defense = reconstruction_defense("vae+consensus", preset.load_reconstructor("vae", **options), encoder, bank, n=n, eot_samples=args.eot_samples, seed=args.seed)
+        for row in evaluate_defense(defense, encoder, text, images, labels, targets, illusions, None, args.batch_size):
+            out.append({"parameter": parameter, "value": value, **row.__dict__})
+        log.info("ablation %s=%s done", parameter, value)
+    return out
+
+
+def _print_rows(rows, header: bool) -> None:
+    if header:
+        print(f"{'defense':<15} {'input':<9} {'top1':>6} {'top5':>6} {'asr':>6} {'cos_true':>8} {'cos_tgt':>8} {'s/img':>7} {'n':>3}")
+    for r in rows:
+        print(f"{r.defense:<15} {r.input:<9} {r.top1:>6.3f} {r.top5:>6.3f} {r.asr:>6.3f} {r.cos_true:>8.3f} {r.cos_target:>8.3f} {r.sec_per_sample:>7.4f} {r.n:>3}", flush=True)

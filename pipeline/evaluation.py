@@ -1,0 +1,145 @@
+"""The paper-style evaluation: defenses x inputs (clean, illusion, adaptive illusion) x metrics.
+
+Pure torch. A `Defense` turns images into (label ranking, embedding); the metrics compare them with
+the true and target labels. Adaptive inputs are attacks built against each defense: BPDA through
+JPEG, straight through the (differentiable) blur, EOT through the stochastic reconstructors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .attacks.illusion import AttackConfig, Objective, bpda, cosine_objective, eot_objective, illusion_attack
+from .defense import ConsensusConfig, ConsensusPurifier, LabelBank
+from .defense.baselines import gaussian_blur, jpeg
+
+
+@dataclass
+class DefenseOutput:
+    ranking: torch.Tensor  # B x L label indices, best first
+    embedding: torch.Tensor  # B x D normalised embedding the defense hands downstream
+
+
+@dataclass
+class Defense:
+    name: str
+    apply: Callable[[torch.Tensor], DefenseOutput]
+    adaptive_objective: Callable[[torch.Tensor], Objective]  # target embeddings -> attack objective
+    n: int = 1
+
+
+@dataclass
+class Row:
+    defense: str
+    input: str
+    top1: float
+    top5: float
+    asr: float
+    cos_true: float
+    cos_target: float
+    sec_per_sample: float
+    n: int
+
+
+def _ranking_from_embedding(embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    return torch.argsort(embedding @ text.T, dim=-1, descending=True)
+
+
+def transform_defense(name: str, encoder, text: torch.Tensor, transform, differentiable: bool) -> Defense:
+    def apply(images: torch.Tensor) -> DefenseOutput:
+        with torch.no_grad():
+            emb = encoder.embed_images(transform(images))
+        return DefenseOutput(_ranking_from_embedding(emb, text), emb)
+
+    through = transform if differentiable else bpda(transform)
+    return Defense(name, apply, lambda targets: cosine_objective(lambda x: encoder.embed_images(through(x)), targets))
+
+
+def reconstruction_defense(name: str, reconstructor, encoder, labels: LabelBank, *, n: int, eot_samples: int, seed: int) -> Defense:
+    """n == 1: a single stochastic reconstruction; n > 1: the consensus vote over n reconstructions."""
+    text = labels.embeddings(encoder)
+    purifier = ConsensusPurifier(reconstructor, encoder, labels, ConsensusConfig(n=n, early_exit="off", top_k=len(labels), seed=seed))
+    counter = {"calls": 0}
+
+    def apply(images: torch.Tensor) -> DefenseOutput:
+        # Fresh seeds per call so that evaluating an attack never reuses the noise it was built against.
+        counter["calls"] += 1
+        seeds = [seed + 7919 * counter["calls"] + i for i in range(images.shape[0])]
+        if n == 1:
+            with torch.no_grad():
+                emb = encoder.embed_images(reconstructor.reconstruct(images, 1, seeds)[:, 0])
+            return DefenseOutput(_ranking_from_embedding(emb, text), emb)
+        results = purifier.purify(images, seeds=seeds)
+        ranking = torch.tensor([r.topk_consensus for r in results])
+        return DefenseOutput(ranking, torch.stack([r.embedding for r in results]))
+
+    return Defense(
+        name, apply, lambda targets: eot_objective(reconstructor.reconstruct, encoder.embed_images, targets, eot_samples, seed=seed + 1), n=n
+    )
+
+
+def none_defense(encoder, text: torch.Tensor) -> Defense:
+    return transform_defense("none", encoder, text, lambda x: x, differentiable=True)
+
+
+def jpeg_defense(encoder, text: torch.Tensor, quality: int = 75) -> Defense:
+    return transform_defense("jpeg", encoder, text, lambda x: jpeg(x, quality), differentiable=False)
+
+
+def blur_defense(encoder, text: torch.Tensor, sigma: float = 1.0) -> Defense:
+    return transform_defense("blur", encoder, text, lambda x: gaussian_blur(x, sigma), differentiable=True)
+
+
+def score(defense: Defense, output: DefenseOutput, labels: torch.Tensor, targets: torch.Tensor, text: torch.Tensor, input_name: str, seconds: float) -> Row:
+    """On clean inputs, asr and cos_target measure the chance level for the same targets."""
+    top1 = output.ranking[:, 0]
+    cos = output.embedding @ text.T
+    return Row(
+        defense=defense.name,
+        input=input_name,
+        top1=float((top1 == labels).float().mean()),
+        top5=float((output.ranking[:, :5] == labels[:, None]).any(-1).float().mean()),
+        asr=float((top1 == targets).float().mean()),
+        cos_true=float(cos.gather(1, labels[:, None]).mean()),
+        cos_target=float(cos.gather(1, targets[:, None]).mean()),
+        sec_per_sample=seconds / len(labels),
+        n=defense.n,
+    )
+
+
+def evaluate_defense(
+    defense: Defense,
+    encoder,
+    text: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    illusions: torch.Tensor,
+    adaptive_config: AttackConfig | None,
+    batch_size: int = 100,
+) -> list[Row]:
+    """Rows for clean, illusion and (if adaptive_config) adaptive inputs."""
+    rows = []
+    inputs = [("clean", images), ("illusion", illusions)]
+    if adaptive_config is not None:
+        adaptive = torch.cat([
+            illusion_attack(images[i : i + batch_size], defense.adaptive_objective(text[targets[i : i + batch_size]]), adaptive_config)
+            for i in range(0, len(images), batch_size)
+        ])
+        inputs.append(("adaptive", adaptive))
+    for name, x in inputs:
+        start = time.perf_counter()
+        outputs = [defense.apply(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        seconds = time.perf_counter() - start
+        output = DefenseOutput(torch.cat([o.ranking for o in outputs]), torch.cat([o.embedding for o in outputs]).float())
+        rows.append(score(defense, output, labels, targets, text, name, seconds))
+    return rows
+
+
+def rows_as_dicts(rows: Sequence[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]
+

@@ -1,0 +1,119 @@
+"""One small filesystem layer over local paths and S3 URIs: expand input specs, read and write bytes.
+
+Writes are atomic: local files go through a temporary name and os.replace; S3 objects appear whole
+when the PUT completes. So a reader never mistakes a partial output for a finished one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import re
+import tempfile
+
+from .s3 import is_s3_uri, parse_s3_uri, s3_client
+
+SHARD_SUFFIXES = (".tar",)
+_BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+class Storage:
+    def __init__(self, s3_endpoint: str | None = None):
+        self.s3_endpoint = s3_endpoint
+        self._client = None
+
+    @property
+    def s3(self):
+        if self._client is None:
+            self._client = s3_client(self.s3_endpoint)
+        return self._client
+
+    # --- reading ------------------------------------------------------------------------------
+    def read_bytes(self, uri: str) -> bytes:
+        if is_s3_uri(uri):
+            bucket, key = parse_s3_uri(uri)
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        with open(uri, "rb") as handle:
+            return handle.read()
+
+    def exists(self, uri: str) -> bool:
+        if is_s3_uri(uri):
+            bucket, key = parse_s3_uri(uri)
+            response = self.s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+            return any(item["Key"] == key for item in response.get("Contents", []))
+        return os.path.exists(uri)
+
+    def list_prefix(self, uri: str) -> list[str]:
+        """Every object or file below a directory or prefix, sorted."""
+        if is_s3_uri(uri):
+            bucket, prefix = parse_s3_uri(uri)
+            prefix = prefix.rstrip("/") + "/" if prefix else ""
+            keys = []
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys += [f"s3://{bucket}/{item['Key']}" for item in page.get("Contents", [])]
+            return sorted(keys)
+        return sorted(os.path.join(root, name) for root, _, names in os.walk(uri) for name in names)
+
+    # --- writing ------------------------------------------------------------------------------
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        if is_s3_uri(uri):
+            bucket, key = parse_s3_uri(uri)
+            self.s3.put_object(Bucket=bucket, Key=key, Body=data)
+            return
+        directory = os.path.dirname(os.path.abspath(uri))
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(temporary, uri)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+
+    # --- specs --------------------------------------------------------------------------------
+    def expand(self, spec: str) -> list[str]:
+        """Shard URIs named by SPEC: a directory or S3 prefix (every .tar below it), a glob, a brace range
+        (shard-{000000..000099}.tar), or a local text file listing one URI per line."""
+        match = _BRACE.search(spec)
+        if match:
+            first, last = match.group(1), match.group(2)
+            width = len(first)
+            names = [spec[: match.start()] + str(i).zfill(width) + spec[match.end() :] for i in range(int(first), int(last) + 1)]
+            return [uri for name in names for uri in self.expand(name)]
+        if any(ch in spec for ch in "*?["):
+            return self._glob(spec)
+        if not is_s3_uri(spec) and os.path.isfile(spec) and not spec.endswith(SHARD_SUFFIXES):
+            with open(spec, encoding="utf-8") as handle:
+                return [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+        if spec.endswith(SHARD_SUFFIXES):
+            return [spec]
+        shards = [uri for uri in self.list_prefix(spec) if uri.endswith(SHARD_SUFFIXES)]
+        if not shards:
+            raise FileNotFoundError(f"no .tar shards found under {spec}")
+        return shards
+
+    def _glob(self, pattern: str) -> list[str]:
+        if not is_s3_uri(pattern):
+            return sorted(glob.glob(pattern, recursive=True))
+        static = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+        base = static.rsplit("/", 1)[0]
+        bucket, prefix = parse_s3_uri(base)
+        candidates = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            candidates += [f"s3://{bucket}/{item['Key']}" for item in page.get("Contents", [])]
+        return sorted(uri for uri in candidates if fnmatch.fnmatchcase(uri, pattern))
+
+
+def join(base: str, *parts: str) -> str:
+    if is_s3_uri(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return os.path.join(base, *parts)
+
+
+def shard_name(uri: str) -> str:
+    """'s3://b/c/shard-000001.tar' -> 'shard-000001'."""
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    return name[: -len(".tar")] if name.endswith(".tar") else name
