@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_model_libraries(args.verbose)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
@@ -44,6 +45,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"disillusion {args.job}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _quiet_model_libraries(verbose: bool) -> None:
+    """Model loading progress bars and advisory warnings drown the job's own output."""
+    if verbose:
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (transformers_logging, diffusers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
 
 
 if __name__ == "__main__":

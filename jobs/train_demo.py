@@ -44,14 +44,14 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     metrics_path = os.path.join(args.out, "metrics.json")
     metrics = json.load(open(metrics_path)) if os.path.exists(metrics_path) else {}
-    metrics["command"] = "disillusion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    metrics["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
+    command = "disillusion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
     write_sample(test, os.path.join(args.out, "fashion_mnist_sample.npz"), seed=args.seed)
 
     def timed(name, fn):
         start = time.time()
         result = fn()
-        metrics.setdefault(name, {})["train_seconds"] = round(time.time() - start, 1)
+        metrics[name] = {"command": command, "machine": machine, "train_seconds": round(time.time() - start, 1)}
         return result
 
     if "clip" in wanted:
@@ -82,5 +82,50 @@ def run(args: argparse.Namespace) -> int:
                 json.dump({"resolution": 32}, handle)
     with open(metrics_path, "w") as handle:
         json.dump(metrics, handle, indent=2)
+    with open(os.path.join(args.out, "MODEL_CARD.md"), "w") as handle:
+        handle.write(model_card(metrics))
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def model_card(metrics: dict) -> str:
+    """The model card, generated from the metrics of the run that produced the weights."""
+    from pipeline.training.demo_models import EVAL_TEMPLATE, TRAIN_TEMPLATES
+
+    def line(name: str, what: str) -> str:
+        m = metrics.get(name, {})
+        numbers = ", ".join(f"{k} = {v}" for k, v in m.items() if k not in ("command", "machine"))
+        return f"| `{name}/` | {what} | {numbers} |"
+
+    return "\n".join([
+        "# Disillusion demo models",
+        "",
+        "Small models trained by Disillusion itself so that the defense can be shown and tested offline.",
+        "They are toys for 32 x 32 Fashion-MNIST images, not general-purpose models.",
+        "",
+        "## Data, licence and attribution",
+        "",
+        "Trained on the 60,000-image training split of Fashion-MNIST (Han Xiao, Kashif Rasul, Roland Vollgraf,",
+        "Zalando Research, 2017; MIT licence), from the Debian package `dataset-fashion-mnist`. Images are padded",
+        "from 28 x 28 to 32 x 32 and replicated to RGB. `fashion_mnist_sample.npz` holds a class-balanced, seeded",
+        "sample of 1,000 test-split images (100 per class) with labels and their test-split indices, under the",
+        "same licence. The weights here are released with Disillusion under its licence (Apache-2.0).",
+        "",
+        "## Models",
+        "",
+        "| directory | model | training and metrics (test split) |",
+        "|---|---|---|",
+        line("clip", "transformers `CLIPModel` (ViT 32 px, patch 4) + CLIP BPE tokenizer, multi-positive contrastive loss "
+             f"over captions from {len(TRAIN_TEMPLATES)} templates; zero-shot with '{EVAL_TEMPLATE}'"),
+        line("vae", "diffusers `AutoencoderKL`, 8 x 8 x 4 latent, MSE + KL; PSNR of the posterior mode"),
+        line("ae", "diffusers `AutoencoderTiny`, 8 x 8 x 4 latent, trained with latent noise 0.1"),
+        line("dm", "diffusers `UNet2DModel` + `DDPMScheduler` (1000 steps), epsilon prediction on t < 400; PSNR of DDIM "
+             "purification at strength 0.1"),
+        "",
+        "## Reproduce",
+        "",
+        "Each model was trained by the command below (wall-clock `train_seconds` above, on the machine named):",
+        "",
+        *[f"- `{name}`: `{m['command']}` ({m['machine']})" for name, m in metrics.items() if isinstance(m, dict) and "command" in m],
+        "",
+    ])

@@ -249,7 +249,7 @@ def load_encoder(
     if parsed.kind == "imagebind":
         return _load_imagebind(parsed, ctx, **options)
 
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+    from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
 
     from .encoders import CLIPEncoder
 
@@ -258,7 +258,7 @@ def load_encoder(
     model = _from_pretrained(CLIPModel, parsed, ctx, location, is_local, parsed.subfolder, use_safetensors=True)
     tokenizer = _from_pretrained(AutoTokenizer, parsed, ctx, location, is_local, parsed.subfolder)
     try:
-        processor = _from_pretrained(CLIPImageProcessor, parsed, ctx, location, is_local, parsed.subfolder)
+        processor = _from_pretrained(CLIPImageProcessorPil, parsed, ctx, location, is_local, parsed.subfolder)
         crop = processor.crop_size  # a dict-like {"height", "width"} or an int, by version
         options.setdefault("image_size", int(crop["height"]) if hasattr(crop, "__getitem__") else int(crop))
         options.setdefault("mean", tuple(processor.image_mean))

@@ -82,13 +82,13 @@ class CLIPEncoder:
         return torch.cat(chunks)
 
     def save_pretrained(self, directory: str) -> None:
-        """Model, tokenizer and a matching CLIPImageProcessor config, loadable by `load_encoder`."""
-        from transformers import CLIPImageProcessor
+        """Model, tokenizer and a matching CLIPImageProcessorPil config, loadable by `load_encoder`."""
+        from transformers import CLIPImageProcessorPil
 
         os.makedirs(directory, exist_ok=True)
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
-        CLIPImageProcessor(
+        CLIPImageProcessorPil(
             size={"shortest_edge": self.image_size},
             crop_size={"height": self.image_size, "width": self.image_size},
             image_mean=self.mean.flatten().tolist(),

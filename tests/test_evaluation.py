@@ -1,0 +1,52 @@
+import torch
+
+from pipeline.attacks import AttackConfig
+from pipeline.defense import LabelBank
+from pipeline.evaluation import blur_defense, evaluate_defense, jpeg_defense, none_defense, reconstruction_defense
+from pipeline.models.reconstructors import VAEReconstructor
+from tests.conftest import tiny_clip_encoder, tiny_vae
+
+LABELS = ["cat", "dog", "hello", "photo"]
+
+
+def setup(bpe_path):
+    encoder = tiny_clip_encoder(bpe_path)
+    bank = LabelBank(LABELS)
+    text = bank.embeddings(encoder)
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        labels = (encoder.embed_images(images) @ text.T).argmax(-1)  # the model's own labels as truth
+    targets = (labels + 1) % len(LABELS)
+    return encoder, bank, text, images, labels, targets
+
+
+def test_rows_for_every_input_and_metric_ranges(bpe_path):
+    encoder, bank, text, images, labels, targets = setup(bpe_path)
+    attack = AttackConfig(steps=5, step_size=4 / 255)
+    defenses = [
+        none_defense(encoder, text),
+        jpeg_defense(encoder, text),
+        blur_defense(encoder, text),
+        reconstruction_defense("vae", VAEReconstructor(tiny_vae()), encoder, bank, n=1, eot_samples=2, seed=0),
+        reconstruction_defense("vae+consensus", VAEReconstructor(tiny_vae()), encoder, bank, n=3, eot_samples=2, seed=0),
+    ]
+    for defense in defenses:
+        rows = evaluate_defense(defense, encoder, text, images, labels, targets, images.clone(), attack, batch_size=4)
+        assert [r.input for r in rows] == ["clean", "illusion", "adaptive"]
+        for row in rows:
+            assert 0 <= row.top1 <= row.top5 <= 1 and 0 <= row.asr <= 1
+            assert -1 <= row.cos_true <= 1 and -1 <= row.cos_target <= 1 and row.sec_per_sample > 0
+        if defense.name == "none":
+            assert rows[0].top1 == 1.0 and rows[0].asr == 0.0  # truth is the undefended model's label
+        assert rows[0].n == (3 if defense.name == "vae+consensus" else 1)
+
+
+def test_attack_on_the_undefended_model_moves_towards_the_target(bpe_path):
+    encoder, bank, text, images, labels, targets = setup(bpe_path)
+    from pipeline.attacks import illusion_attack
+    from pipeline.attacks.illusion import cosine_objective
+
+    illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(steps=20, step_size=2 / 255))
+    rows = evaluate_defense(none_defense(encoder, text), encoder, text, images, labels, targets, illusions, None)
+    clean, attacked = rows
+    assert attacked.cos_target > clean.cos_target + 0.05 and attacked.asr >= clean.asr
