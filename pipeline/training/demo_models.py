@@ -56,7 +56,7 @@ def build_clip(tokenizer: ClipBpeTokenizer):
             num_attention_heads=4, max_position_embeddings=16, bos_token_id=tokenizer.sot,
             eos_token_id=tokenizer.eot, pad_token_id=tokenizer.eot,
         ),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, image_size=32, patch_size=4),
+        vision_config=dict(hidden_size=96, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4, image_size=32, patch_size=4),
         projection_dim=64,
     )
     return CLIPModel(config)
