@@ -25,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", default="16/255", help="L-inf budget, e.g. 16/255 or 0.0627")
     parser.add_argument("--steps", type=int, default=300, help="I-FGSM steps of the illusion attack")
     parser.add_argument("--step-size", default="1/255")
-    parser.add_argument("--adaptive-steps", type=int, default=50, help="steps of the adaptive attacks (0 skips them)")
-    parser.add_argument("--eot-samples", type=int, default=4, help="reconstructions averaged per EOT step")
+    parser.add_argument("--adaptive-steps", type=int, default=30, help="steps of the adaptive attacks (0 skips them)")
+    parser.add_argument("--adaptive-limit", type=int, default=None, help="run the adaptive attacks on the first K images only")
+    parser.add_argument("--eot-samples", type=int, default=2, help="reconstructions averaged per EOT step")
+    parser.add_argument("--dm-attack-steps", type=int, default=2, help="denoising steps of the differentiable dm surrogate the adaptive attack uses")
     parser.add_argument("--ablations", action="store_true", help="also sweep N and the sampling scale for vae+consensus")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
     from pipeline.attacks.illusion import cosine_objective
     from pipeline.data.fashion_mnist import load_sample
-    from pipeline.evaluation import evaluate_defense, rows_as_dicts
+    from pipeline.evaluation import adaptive_inputs, evaluate_defense, rows_as_dicts
     from pipeline.presets import get_preset
 
     if args.threads:
@@ -72,12 +74,20 @@ def run(args: argparse.Namespace) -> int:
     ])
     log.info("illusion attack on %d images: %.1f s", count, time.perf_counter() - start)
 
-    rows = []
+    rows, adaptive_cache = [], {}
+    adaptive_count = min(count, args.adaptive_limit or count)
     for name in wanted:
         defense = _defense(name, preset, encoder, bank, text, args)
-        log.info("evaluating %s", name)
-        rows += evaluate_defense(defense, encoder, text, images, labels, targets, illusions, adaptive, args.batch_size)
-        _print_rows(rows[-3:] if adaptive else rows[-2:], header=len(rows) <= 3)
+        inputs = {"clean": images, "illusion": illusions}
+        if adaptive is not None:
+            if defense.attack_key not in adaptive_cache:
+                start = time.perf_counter()
+                adaptive_cache[defense.attack_key] = adaptive_inputs(defense, text, images[:adaptive_count], targets[:adaptive_count], adaptive, args.batch_size)
+                log.info("adaptive attack against %s on %d images: %.1f s", defense.attack_key, adaptive_count, time.perf_counter() - start)
+            inputs["adaptive"] = adaptive_cache[defense.attack_key]
+        new = evaluate_defense(defense, text, inputs, labels, targets, args.batch_size)
+        _print_rows(new, header=not rows)
+        rows += new
 
     ablations = _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args) if args.ablations else []
     report = {
@@ -85,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         "ablations": ablations,
         "config": {
             "preset": args.preset, "images": count, "n": args.n, "eps": attack.eps, "steps": attack.steps,
-            "step_size": attack.step_size, "adaptive_steps": args.adaptive_steps, "eot_samples": args.eot_samples,
+            "step_size": attack.step_size, "adaptive_steps": args.adaptive_steps, "adaptive_images": adaptive_count if adaptive else 0,
+            "adaptive_step_size": adaptive.step_size if adaptive else None, "eot_samples": args.eot_samples,
+            "dm_attack_steps": args.dm_attack_steps, "reconstructor_options": preset.reconstructor_options,
             "seed": args.seed, "threads": torch.get_num_threads(),
         },
     }
@@ -106,7 +118,15 @@ def _defense(name, preset, encoder, bank, text, args):
         return blur_defense(encoder, text, sigma=1.0)
     kind, _, consensus = name.partition("+")
     reconstructor = preset.load_reconstructor(kind)
-    return reconstruction_defense(name, reconstructor, encoder, bank, n=args.n if consensus else 1, eot_samples=args.eot_samples, seed=args.seed)
+    surrogate = None
+    if kind == "dm":
+        # Backpropagating through the whole reverse chain is too slow on CPUs: the adaptive attack
+        # differentiates a shorter DDIM chain of the same model from the same depth t*.
+        surrogate = preset.load_reconstructor(kind, denoise_steps=args.dm_attack_steps)
+    return reconstruction_defense(
+        name, reconstructor, encoder, bank, n=args.n if consensus else 1, eot_samples=args.eot_samples, seed=args.seed,
+        attack_reconstructor=surrogate,
+    )
 
 
 def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args) -> list[dict]:
@@ -118,7 +138,7 @@ def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, 
     for parameter, value, options in settings:
         n = value if parameter == "n" else args.n
         defense = reconstruction_defense("vae+consensus", preset.load_reconstructor("vae", **options), encoder, bank, n=n, eot_samples=args.eot_samples, seed=args.seed)
-        for row in evaluate_defense(defense, encoder, text, images, labels, targets, illusions, None, args.batch_size):
+        for row in evaluate_defense(defense, text, {"clean": images, "illusion": illusions}, labels, targets, args.batch_size):
             out.append({"parameter": parameter, "value": value, **row.__dict__})
         log.info("ablation %s=%s done", parameter, value)
     return out

@@ -30,6 +30,10 @@ class Defense:
     apply: Callable[[torch.Tensor], DefenseOutput]
     adaptive_objective: Callable[[torch.Tensor], Objective]  # target embeddings -> attack objective
     n: int = 1
+    attack_key: str = ""  # defenses with the same key face the same adaptive attack (e.g. vae and vae+consensus)
+
+    def __post_init__(self):
+        self.attack_key = self.attack_key or self.name
 
 
 @dataclass
@@ -59,8 +63,14 @@ def transform_defense(name: str, encoder, text: torch.Tensor, transform, differe
     return Defense(name, apply, lambda targets: cosine_objective(lambda x: encoder.embed_images(through(x)), targets))
 
 
-def reconstruction_defense(name: str, reconstructor, encoder, labels: LabelBank, *, n: int, eot_samples: int, seed: int) -> Defense:
-    """n == 1: a single stochastic reconstruction; n > 1: the consensus vote over n reconstructions."""
+def reconstruction_defense(
+    name: str, reconstructor, encoder, labels: LabelBank, *, n: int, eot_samples: int, seed: int, attack_reconstructor=None
+) -> Defense:
+    """n == 1: a single stochastic reconstruction; n > 1: the consensus vote over n reconstructions.
+
+    The adaptive attack is EOT through `attack_reconstructor` (default: the defense's own), the same
+    for the single and the consensus variant, since both draw from the same reconstruction distribution.
+    """
     text = labels.embeddings(encoder)
     purifier = ConsensusPurifier(reconstructor, encoder, labels, ConsensusConfig(n=n, early_exit="off", top_k=len(labels), seed=seed))
     counter = {"calls": 0}
@@ -77,8 +87,13 @@ def reconstruction_defense(name: str, reconstructor, encoder, labels: LabelBank,
         ranking = torch.tensor([r.topk_consensus for r in results])
         return DefenseOutput(ranking, torch.stack([r.embedding for r in results]))
 
+    through = attack_reconstructor or reconstructor
     return Defense(
-        name, apply, lambda targets: eot_objective(reconstructor.reconstruct, encoder.embed_images, targets, eot_samples, seed=seed + 1), n=n
+        name,
+        apply,
+        lambda targets: eot_objective(through.reconstruct, encoder.embed_images, targets, eot_samples, seed=seed + 1),
+        n=n,
+        attack_key=name.partition("+")[0],
     )
 
 
@@ -111,32 +126,32 @@ def score(defense: Defense, output: DefenseOutput, labels: torch.Tensor, targets
     )
 
 
+def adaptive_inputs(defense: Defense, text: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, config: AttackConfig, batch_size: int = 100) -> torch.Tensor:
+    """The adaptive illusion against `defense`, for every image."""
+    return torch.cat([
+        illusion_attack(images[i : i + batch_size], defense.adaptive_objective(text[targets[i : i + batch_size]]), config)
+        for i in range(0, len(images), batch_size)
+    ])
+
+
 def evaluate_defense(
     defense: Defense,
-    encoder,
     text: torch.Tensor,
-    images: torch.Tensor,
+    inputs: dict[str, torch.Tensor],
     labels: torch.Tensor,
     targets: torch.Tensor,
-    illusions: torch.Tensor,
-    adaptive_config: AttackConfig | None,
     batch_size: int = 100,
 ) -> list[Row]:
-    """Rows for clean, illusion and (if adaptive_config) adaptive inputs."""
+    """One row per named input set (e.g. clean, illusion, adaptive). An input set may cover only the
+    first K images (adaptive attacks are costly); it is scored against the first K labels."""
     rows = []
-    inputs = [("clean", images), ("illusion", illusions)]
-    if adaptive_config is not None:
-        adaptive = torch.cat([
-            illusion_attack(images[i : i + batch_size], defense.adaptive_objective(text[targets[i : i + batch_size]]), adaptive_config)
-            for i in range(0, len(images), batch_size)
-        ])
-        inputs.append(("adaptive", adaptive))
-    for name, x in inputs:
+    for name, x in inputs.items():
+        count = len(x)
         start = time.perf_counter()
-        outputs = [defense.apply(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        outputs = [defense.apply(x[i : i + batch_size]) for i in range(0, count, batch_size)]
         seconds = time.perf_counter() - start
         output = DefenseOutput(torch.cat([o.ranking for o in outputs]), torch.cat([o.embedding for o in outputs]).float())
-        rows.append(score(defense, output, labels, targets, text, name, seconds))
+        rows.append(score(defense, output, labels[:count], targets[:count], text, name, seconds))
     return rows
 
 

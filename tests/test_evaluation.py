@@ -2,7 +2,7 @@ import torch
 
 from pipeline.attacks import AttackConfig
 from pipeline.defense import LabelBank
-from pipeline.evaluation import blur_defense, evaluate_defense, jpeg_defense, none_defense, reconstruction_defense
+from pipeline.evaluation import adaptive_inputs, blur_defense, evaluate_defense, jpeg_defense, none_defense, reconstruction_defense
 from pipeline.models.reconstructors import VAEReconstructor
 from tests.conftest import tiny_clip_encoder, tiny_vae
 
@@ -30,8 +30,11 @@ def test_rows_for_every_input_and_metric_ranges(bpe_path):
         reconstruction_defense("vae", VAEReconstructor(tiny_vae()), encoder, bank, n=1, eot_samples=2, seed=0),
         reconstruction_defense("vae+consensus", VAEReconstructor(tiny_vae()), encoder, bank, n=3, eot_samples=2, seed=0),
     ]
+    assert defenses[3].attack_key == defenses[4].attack_key == "vae"
     for defense in defenses:
-        rows = evaluate_defense(defense, encoder, text, images, labels, targets, images.clone(), attack, batch_size=4)
+        adaptive = adaptive_inputs(defense, text, images[:4], targets[:4], attack, batch_size=4)
+        assert adaptive.shape == (4, 3, 32, 32) and (adaptive - images[:4]).abs().max() <= attack.eps + 1e-6
+        rows = evaluate_defense(defense, text, {"clean": images, "illusion": images.clone(), "adaptive": adaptive}, labels, targets, batch_size=4)
         assert [r.input for r in rows] == ["clean", "illusion", "adaptive"]
         for row in rows:
             assert 0 <= row.top1 <= row.top5 <= 1 and 0 <= row.asr <= 1
@@ -47,6 +50,6 @@ def test_attack_on_the_undefended_model_moves_towards_the_target(bpe_path):
     from pipeline.attacks.illusion import cosine_objective
 
     illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(steps=20, step_size=2 / 255))
-    rows = evaluate_defense(none_defense(encoder, text), encoder, text, images, labels, targets, illusions, None)
+    rows = evaluate_defense(none_defense(encoder, text), text, {"clean": images, "illusion": illusions}, labels, targets)
     clean, attacked = rows
     assert attacked.cos_target > clean.cos_target + 0.05 and attacked.asr >= clean.asr
