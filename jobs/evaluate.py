@@ -134,7 +134,7 @@ def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, 
     from pipeline.evaluation import evaluate_defense, reconstruction_defense
 
     out = []
-    settings = [("n", n, {}) for n in (1, 3, 5, 10, 15, 20)] + [("sample_scale", s, {"sample_scale": s}) for s in (0.0, 0.5, 1.0, 2.0, 3.0)]
+    settings = [("n", n, {}) for n in (1, 3, 5, 10, 15, 20)] + [("sample_scale", s, {"sample_scale": s}) for s in (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)]
     for parameter, value, options in settings:
         n = value if parameter == "n" else args.n
         defense = reconstruction_defense("vae+consensus", preset.load_reconstructor("vae", **options), encoder, bank, n=n, eot_samples=args.eot_samples, seed=args.seed)

@@ -1,0 +1,138 @@
+"""One shard through read -> purify -> outputs, with the bundled demo models and a bad-input corpus."""
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
+from pipeline.attacks.illusion import cosine_objective
+from pipeline.data.fashion_mnist import CLASSES, load_sample
+from pipeline.defense import ConsensusConfig, ConsensusPurifier
+from pipeline.io.images import encode_png
+from pipeline.io.shards import Sample, read_samples, write_samples
+from pipeline.io.storage import Storage
+from pipeline.presets import get_preset
+from pipeline.sanitize.shard import process_shard
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def purifier():
+    demo = get_preset("demo")
+    return ConsensusPurifier(demo.load_reconstructor("vae"), demo.load_encoder(), demo.label_bank(), ConsensusConfig(n=6))
+
+
+@pytest.fixture(scope="module")
+def corpus(purifier):
+    """6 clean samples, 3 planted illusions, and every kind of bad or odd input."""
+    images, labels = load_sample().tensors(slice(0, 9))
+    text = purifier.label_embeddings()
+    targets = pick_targets(labels[6:].tolist(), 10, seed=0)
+    adversarial = illusion_attack(images[6:], cosine_objective(purifier.encoder.embed_images, text[targets]), AttackConfig(steps=100))
+    samples = []
+    for i in range(9):
+        image = images[i] if i < 6 else adversarial[i - 6]
+        meta = {"label": CLASSES[int(labels[i])], "illusion": i >= 6}
+        samples.append(Sample(f"img{i:02d}", {"png": encode_png(image), "json": json.dumps(meta).encode(), "txt": f"a photo of a {CLASSES[int(labels[i])]}.".encode()}))
+    gray = Image.fromarray((images[0, 0].numpy() * 255).astype(np.uint8), mode="L")
+    samples += [
+        Sample("gray", {"jpg": encoded(gray, "JPEG"), "cls": b"0"}),
+        Sample("rgba", {"png": encoded(Image.new("RGBA", (32, 32), (0, 0, 0, 0)), "PNG")}),
+        Sample("palette", {"png": encoded(Image.new("RGB", (20, 24), (9, 99, 199)).convert("P"), "PNG")}),
+        Sample("cmyk", {"jpg": encoded(Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG")}),
+        Sample("sixteen", {"png": encoded(Image.fromarray(np.full((32, 32), 30000, dtype=np.uint16)), "PNG")}),
+        Sample("corrupt", {"jpg": b"\xff\xd8\xff\xe0 truncated", "json": b"{}"}),
+        Sample("textonly", {"txt": b"no image here"}),
+        Sample("empty", {"png": b""}),
+        Sample("notimage", {"png": b"just some text bytes"}),
+    ]
+    return samples
+
+
+def test_outputs_for_a_mixed_shard(tmp_path, purifier, corpus):
+    storage = Storage()
+    uri = str(tmp_path / "in" / "part-000.tar")
+    storage.write_bytes(uri, write_samples(corpus))
+    out = str(tmp_path / "out")
+    manifest = process_shard(storage, uri, out, purifier, policy="purify", batch_size=4)
+
+    table = pq.read_table(tmp_path / "out" / "verdicts" / "part-000.parquet")
+    assert table.column("key").to_pylist() == [s.key for s in corpus]  # exactly one row each, in order
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), purifier.encoder.dim)
+    rows = {r["key"]: r for r in table.to_pylist()}
+    for key in ("corrupt", "textonly", "empty", "notimage"):
+        assert rows[key]["status"] == "error" and rows[key]["error"] and rows[key]["embedding"] is None
+    assert "no image member" in rows["textonly"]["error"] and "zero bytes" in rows["empty"]["error"]
+    for key in ("gray", "rgba", "palette", "cmyk", "sixteen"):
+        assert rows[key]["status"] == "ok", rows[key]["error"]
+    assert rows["img00"]["caption_cos_original"] is not None and rows["gray"]["caption_cos_original"] is None
+    flagged = [k for k in ("img06", "img07", "img08") if rows[k]["verdict"] == "illusion"]
+    assert len(flagged) >= 2
+
+    assert manifest["samples"] == len(corpus) and manifest["errors"] == 4 and manifest["problems"] == []
+    assert json.loads((tmp_path / "out" / "manifests" / "part-000.json").read_text()) == manifest
+
+    sanitised = list(read_samples((tmp_path / "out" / "shards" / "part-000.tar").read_bytes()))
+    assert [s.key for s in sanitised] == [s.key for s in corpus]
+    for before, after in zip(corpus, sanitised):
+        note = json.loads(after.members.pop("disillusion.json"))
+        assert note["verdict"] == rows[before.key]["verdict"]
+        if note["action"] == "purified":
+            image = before.image_extension()
+            assert set(after.members) == {("png" if m == image else m) for m in before.members}  # image now lossless PNG
+            assert after.members["png"] != before.members[image]
+            assert all(after.members[m] == before.members[m] for m in before.members if m != image)
+        else:
+            assert after.members == before.members  # untouched samples are byte-identical
+    assert manifest["purified"] == sum(r["verdict"] == "illusion" for r in rows.values()) == manifest["verdicts"]["illusion"]
+
+
+def test_drop_policy_quarantines_original_bytes(tmp_path, purifier, corpus):
+    storage = Storage()
+    uri = str(tmp_path / "part-001.tar")
+    storage.write_bytes(uri, write_samples(corpus[:9]))
+    manifest = process_shard(storage, uri, str(tmp_path / "out"), purifier, policy="drop", batch_size=4)
+    kept = [s.key for s in read_samples((tmp_path / "out" / "shards" / "part-001.tar").read_bytes())]
+    quarantined = list(read_samples((tmp_path / "out" / "quarantine" / "part-001.tar").read_bytes()))
+    assert sorted(kept + [s.key for s in quarantined]) == sorted(s.key for s in corpus[:9])
+    originals = {s.key: s.members for s in corpus}
+    assert all(s.members == originals[s.key] for s in quarantined)
+    assert manifest["quarantined"] == len(quarantined) >= 2
+
+
+def test_unreadable_and_truncated_shards_are_reported(tmp_path, purifier, corpus):
+    storage = Storage()
+    data = write_samples(corpus[:4])
+    uri = str(tmp_path / "cut.tar")
+    storage.write_bytes(uri, data[: len(data) // 2])
+    manifest = process_shard(storage, uri, str(tmp_path / "out"), purifier, policy="keep", batch_size=4)
+    assert manifest["problems"] and "unreadable tar" in manifest["problems"][0]
+    missing = process_shard(storage, str(tmp_path / "absent.tar"), str(tmp_path / "out"), purifier, policy="keep")
+    assert missing["samples"] == 0 and "cannot read shard" in missing["problems"][0]
+
+
+def test_audit_writes_verdicts_but_no_shard(tmp_path, purifier, corpus):
+    storage = Storage()
+    uri = str(tmp_path / "a.tar")
+    storage.write_bytes(uri, write_samples(corpus[:3]))
+    manifest = process_shard(storage, uri, str(tmp_path / "out"), purifier, policy=None)
+    assert manifest["policy"] == "audit"
+    assert (tmp_path / "out" / "verdicts" / "a.parquet").exists() and not (tmp_path / "out" / "shards").exists()
+    # The seed of a sample comes from its key: the same verdict rows whatever the batch size.
+    again = process_shard(storage, uri, str(tmp_path / "out2"), purifier, policy=None, batch_size=1)
+    first = pq.read_table(tmp_path / "out" / "verdicts" / "a.parquet").drop(["embedding"])
+    second = pq.read_table(tmp_path / "out2" / "verdicts" / "a.parquet").drop(["embedding"])
+    assert first.column("label_consensus").equals(second.column("label_consensus"))
+    assert again["verdicts"] == manifest["verdicts"]
+    torch.testing.assert_close(torch.tensor(first.column("drift").to_pylist()), torch.tensor(second.column("drift").to_pylist()), atol=1e-4, rtol=0)
