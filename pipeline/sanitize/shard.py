@@ -21,6 +21,9 @@ from .records import Record, to_record
 from .verdicts import error_row, ok_row, verdict_table
 
 
+CANNOT_READ = "cannot read shard"
+
+
 @dataclass
 class ShardInput:
     uri: str
@@ -35,7 +38,7 @@ def read_shard(storage: Storage, uri: str) -> ShardInput:
     try:
         data = storage.read_bytes(uri)
     except Exception as error:  # missing object, permissions, network after retries
-        shard.problems.append(f"cannot read shard: {type(error).__name__}: {error}")
+        shard.problems.append(f"{CANNOT_READ}: {type(error).__name__}: {error}")
         return shard
     for item in read_samples(data):
         if isinstance(item, ShardProblem):
@@ -101,14 +104,19 @@ def finish_shard(
     policy: str | None,
     seconds: float,
     fingerprints: dict[str, str],
+    complete: bool = True,
 ) -> dict[str, Any]:
-    """Write the shard's outputs (policy None: audit, no sanitised shard) and return its manifest."""
+    """Write the shard's outputs (policy None: audit, no sanitised shard) and return its manifest.
+
+    complete=False (the shard could not be read at all) still writes a manifest that reports the
+    problem, but marks it incomplete so that the next run tries the shard again."""
     ordered = [rows[s.key] for s in shard.samples]
     kept, quarantined = (None, []) if policy is None else sanitised_samples(shard.samples, rows, purified, policy)
     verdicts = Counter(r["verdict"] for r in ordered if r["status"] == "ok")
     manifest = {
         "shard": shard.name,
         "input": shard.uri,
+        "complete": complete,
         "samples": len(ordered),
         "ok": sum(r["status"] == "ok" for r in ordered),
         "errors": sum(r["status"] == "error" for r in ordered),
@@ -147,5 +155,9 @@ def process_shard(
     fingerprints = {"reconstructor": purifier.reconstructor.fingerprint, "encoder": purifier.encoder.fingerprint}
     return finish_shard(
         storage, output, shard, rows, purified, dim=purifier.encoder.dim, policy=policy,
-        seconds=time.perf_counter() - start, fingerprints=fingerprints,
+        seconds=time.perf_counter() - start, fingerprints=fingerprints, complete=not unreadable(shard),
     )
+
+
+def unreadable(shard: ShardInput) -> bool:
+    return any(p.startswith(CANNOT_READ) for p in shard.problems)

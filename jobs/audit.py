@@ -1,0 +1,18 @@
+"""`disillusion audit`: verdict tables, manifests and a summary; no purified shards are written."""
+
+from __future__ import annotations
+
+import argparse
+
+from .sanitize import add_corpus_arguments, run_job
+
+NAME = "audit"
+HELP = "Audit WebDataset shards: a verdict per sample and a summary, without writing purified shards."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_corpus_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_job(args, None)

@@ -1,0 +1,80 @@
+"""`disillusion sanitize`: purified shards, verdict tables and manifests for a corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "sanitize"
+HELP = "Sanitise WebDataset shards: verdicts per sample, purified (or dropped) illusions, manifests; resumable."
+
+
+def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, metavar="SPEC", help="directory, S3 prefix, glob, brace range or list file of .tar shards")
+    parser.add_argument("--output", required=True, metavar="URI", help="output directory or S3 prefix")
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--config", metavar="FILE", help="JSON file with SanitizeConfig fields (flags override it)")
+    parser.add_argument("--reconstructor", metavar="SPEC", help="override the preset's reconstructor")
+    parser.add_argument("--encoder", metavar="SPEC", help="override the preset's encoder")
+    parser.add_argument("--labels", metavar="FILE", help="label file, one per line (default: the preset's labels)")
+    parser.add_argument("--template", help="prompt template with {} (default: the preset's)")
+    parser.add_argument("--n", type=int, help="reconstructions per sample (default 10)")
+    parser.add_argument("--early-exit", choices=("off", "certain", "sequential"))
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--min-agreement", type=float)
+    parser.add_argument("--max-drift", type=float)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--actors", type=int, help="purification actors (default: sized from the cluster)")
+    parser.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
+    parser.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default: the AWS variables and config)")
+    parser.add_argument("--overwrite", action="store_true", help="redo shards that already have a manifest")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_corpus_arguments(parser)
+    parser.add_argument("--on-illusion", choices=("purify", "drop", "keep"), default="purify")
+
+
+def build_config(args: argparse.Namespace, policy: str | None):
+    from pipeline.sanitize.config import SanitizeConfig
+
+    fields = {}
+    if args.config:
+        with open(args.config) as handle:
+            fields.update(json.load(handle))
+    if args.labels:
+        with open(args.labels, encoding="utf-8") as handle:
+            fields["labels"] = tuple(line.strip() for line in handle if line.strip() and not line.startswith("#"))
+    flags = {"reconstructor": args.reconstructor, "encoder": args.encoder, "template": args.template, "n": args.n,
+             "early_exit": args.early_exit, "seed": args.seed, "min_agreement": args.min_agreement,
+             "max_drift": args.max_drift, "batch_size": args.batch_size, "s3_endpoint": args.s3_endpoint}
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    fields["preset"] = args.preset
+    fields["policy"] = policy
+    if "labels" in fields and fields["labels"] is not None:
+        fields["labels"] = tuple(fields["labels"])
+    return SanitizeConfig(**fields)
+
+
+def run_job(args: argparse.Namespace, policy: str | None) -> int:
+    from pipeline.distributed.runner import run_corpus
+
+    config = build_config(args, policy)
+    summary = run_corpus(config, args.input, args.output, overwrite=args.overwrite, ray_address=args.ray_address, actors=args.actors)
+    print_summary(summary)
+    return 1 if summary["problems"] else 0
+
+
+def print_summary(summary: dict) -> None:
+    v = summary["verdicts"]
+    print()
+    print(f"{'shards':>8} {'skipped':>8} {'samples':>8} {'clean':>7} {'illusion':>9} {'uncertain':>10} {'errors':>7} {'samples/s':>10}")
+    print(f"{summary['shards']:>8} {summary['skipped']:>8} {summary['samples']:>8} {v['clean']:>7} {v['illusion']:>9} "
+          f"{v['uncertain']:>10} {summary['errors']:>7} {summary.get('samples_per_second') or 0:>10.2f}")
+    for shard, problems in summary["problems"].items():
+        print(f"problem in {shard}: {'; '.join(problems)}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_job(args, args.on_illusion)
