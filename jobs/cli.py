@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 from pipeline import __version__
 
-from . import attack, audit, check, evaluate, sanitize, train_demo
+from . import attack, audit, check, demo, evaluate, sanitize, train_demo
 
 # Each job module provides NAME, HELP, add_arguments(parser) and run(args) -> exit code.
-JOBS = (sanitize, audit, check, attack, evaluate, train_demo)
+JOBS = (demo, sanitize, audit, check, attack, evaluate, train_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
