@@ -43,6 +43,7 @@ def build_config(args: argparse.Namespace, policy: str | None):
     if args.config:
         with open(args.config) as handle:
             fields.update(json.load(handle))
+        fields.pop("calibration", None)  # provenance written by `disillusion calibrate`
     if args.labels:
         with open(args.labels, encoding="utf-8") as handle:
             fields["labels"] = tuple(line.strip() for line in handle if line.strip() and not line.startswith("#"))
