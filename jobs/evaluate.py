@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--limit", type=int, default=1000, help="evaluate the first K images of the sample")
     parser.add_argument("--json", metavar="FILE", help="write {'rows': [...], 'ablations': [...], 'config': {...}}")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown (for EVALUATION.md)")
     parser.add_argument("--defenses", default=",".join(ALL_DEFENSES), help="comma-separated subset of " + ",".join(ALL_DEFENSES))
     parser.add_argument("--n", type=int, default=10, help="reconstructions per consensus defense")
     parser.add_argument("--eps", default="16/255", help="L-inf budget, e.g. 16/255 or 0.0627")
@@ -67,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
     attack = AttackConfig(eps=parse_fraction(args.eps), step_size=parse_fraction(args.step_size), steps=args.steps, seed=args.seed)
     adaptive = AttackConfig(eps=attack.eps, step_size=max(attack.step_size, attack.eps / max(1, args.adaptive_steps) * 2.5), steps=args.adaptive_steps, seed=args.seed) if args.adaptive_steps else None
 
-    start = time.perf_counter()
+    start = attack_start = time.perf_counter()
     illusions = torch.cat([
         illusion_attack(images[i : i + args.batch_size], cosine_objective(encoder.embed_images, text[targets[i : i + args.batch_size]]), attack)
         for i in range(0, count, args.batch_size)
     ])
-    log.info("illusion attack on %d images: %.1f s", count, time.perf_counter() - start)
+    log.info("illusion attack on %d images: %.1f s", count, time.perf_counter() - attack_start)
 
     rows, adaptive_cache = [], {}
     adaptive_count = min(count, args.adaptive_limit or count)
@@ -81,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
         inputs = {"clean": images, "illusion": illusions}
         if adaptive is not None:
             if defense.attack_key not in adaptive_cache:
-                start = time.perf_counter()
+                adaptive_start = time.perf_counter()
                 adaptive_cache[defense.attack_key] = adaptive_inputs(defense, text, images[:adaptive_count], targets[:adaptive_count], adaptive, args.batch_size)
-                log.info("adaptive attack against %s on %d images: %.1f s", defense.attack_key, adaptive_count, time.perf_counter() - start)
+                log.info("adaptive attack against %s on %d images: %.1f s", defense.attack_key, adaptive_count, time.perf_counter() - adaptive_start)
             inputs["adaptive"] = adaptive_cache[defense.attack_key]
         new = evaluate_defense(defense, text, inputs, labels, targets, args.batch_size)
         _print_rows(new, header=not rows)
@@ -101,10 +102,35 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed, "threads": torch.get_num_threads(),
         },
     }
+    report["config"]["seconds"] = round(time.perf_counter() - start, 1)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(markdown_report(report))
     return 0
+
+
+def markdown_report(report: dict) -> str:
+    def table(rows, leading):
+        head = [*leading, "input", "Top-1", "Top-5", "ASR", "cos true", "cos target", "s / sample", "N"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            cells = [str(r[k]) for k in leading] + [r["input"], f"{100 * r['top1']:.1f}%", f"{100 * r['top5']:.1f}%",
+                                                   f"{100 * r['asr']:.1f}%", f"{r['cos_true']:.3f}", f"{r['cos_target']:.3f}",
+                                                   f"{r['sec_per_sample']:.4f}", str(r["n"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    config = report["config"]
+    parts = [f"Images: {config['images']} (adaptive rows: {config['adaptive_images']}); eps {config['eps']:.4f}; "
+             f"{config['steps']} attack steps of {config['step_size']:.4f}; adaptive: {config['adaptive_steps']} steps, "
+             f"EOT over {config['eot_samples']} samples; {config['threads']} threads; {config.get('seconds')} s in all.",
+             "", table(report["rows"], ["defense"])]
+    if report["ablations"]:
+        parts += ["", "Ablations (vae+consensus):", "", table(report["ablations"], ["parameter", "value"])]
+    return "\n".join(parts) + "\n"
 
 
 def _defense(name, preset, encoder, bank, text, args):
