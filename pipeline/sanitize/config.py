@@ -20,8 +20,8 @@ class SanitizeConfig:
     early_exit: str = "certain"
     alpha: float = 0.01
     seed: int = 0
-    min_agreement: float = 0.5
-    max_drift: float | None = None
+    min_agreement: float | None = None  # None: the preset's calibrated threshold
+    max_drift: float | None = None  # None: the preset's
     policy: str | None = "purify"  # purify | drop | keep; None for audit (verdicts only)
     batch_size: int = 16
     s3_endpoint: str | None = None
@@ -50,6 +50,9 @@ class SanitizeConfig:
             encoder = preset.load_encoder(device=device)
         consensus = ConsensusConfig(
             n=self.n, early_exit=self.early_exit, alpha=self.alpha, seed=self.seed,
-            verdict=VerdictPolicy(min_agreement=self.min_agreement, max_drift=self.max_drift),
+            verdict=VerdictPolicy(
+                min_agreement=preset.min_agreement if self.min_agreement is None else self.min_agreement,
+                max_drift=preset.max_drift if self.max_drift is None else self.max_drift,
+            ),
         )
         return ConsensusPurifier(reconstructor, encoder, self.label_bank(), consensus)
