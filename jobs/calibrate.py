@@ -7,6 +7,9 @@ import json
 
 import torch
 
+from pipeline.data.fashion_mnist import DEBIAN_DIR
+from pipeline.defense.calibration import METHODS
+
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."
 
@@ -15,11 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="demo")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="SPEC", help="clean WebDataset shards (default for demo: the Fashion-MNIST training split)")
-    source.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST directory (demo preset)")
+    source.add_argument("--data", default=DEBIAN_DIR,
+                        help="Fashion-MNIST directory (demo preset): uses test images outside the bundled sample")
     parser.add_argument("--limit", type=int, default=1000, help="clean samples to use")
     parser.add_argument("--target-fpr", type=float, default=0.05)
-    parser.add_argument("--use-drift", action="store_true", help="also set max_drift from the clean drift distribution")
+    parser.add_argument("--method", choices=METHODS, default="drift",
+                        help="drift: flag embeddings that move under purification (default); votes: flag any label flip")
+    parser.add_argument("--min-agreement", type=float, default=0.5, help="drift method: vote share below which a sample is 'uncertain'")
     parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--early-exit", choices=("off", "certain", "sequential"), default="certain", help="as the run will use it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--s3-endpoint")
@@ -43,13 +50,14 @@ def clean_images(args) -> tuple[torch.Tensor, list[str]]:
                 if len(images) >= args.limit:
                     return images, keys
         return images, keys
-    from pipeline.data.fashion_mnist import load_split
+    from pipeline.data.fashion_mnist import held_out_test_indices, load_split
 
     if args.preset != "demo":
         raise ValueError("pass --input with clean shards for presets other than demo")
-    train = load_split("train", args.data)
-    x, _ = train.tensors(slice(0, args.limit))
-    return list(x), [f"train-{i:05d}" for i in range(len(x))]
+    # Clean images from the distribution the demo corpus comes from, none of them in that corpus.
+    indices = held_out_test_indices()[: args.limit]
+    x, _ = load_split("t10k", args.data).tensors(indices)
+    return list(x), [f"t10k-{i:05d}" for i in indices]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.presets import get_preset
 
     preset = get_preset(args.preset)
-    purifier = ConsensusPurifier(preset.load_reconstructor(), preset.load_encoder(), preset.label_bank(), ConsensusConfig(n=args.n, seed=args.seed))
+    consensus = ConsensusConfig(n=args.n, early_exit=args.early_exit, seed=args.seed)
+    purifier = ConsensusPurifier(preset.load_reconstructor(), preset.load_encoder(), preset.label_bank(), consensus)
     images, keys = clean_images(args)
     if not images:
         raise ValueError("no decodable clean images found")
@@ -71,11 +80,14 @@ def run(args: argparse.Namespace) -> int:
         for start in range(0, len(indices), args.batch_size):
             part = indices[start : start + args.batch_size]
             results += purifier.purify(torch.stack([images[i] for i in part]), seeds=[seed_for_key(args.seed, keys[i]) for i in part])
-    result = calibrate(results, args.target_fpr, args.use_drift)
+    result = calibrate(results, args.target_fpr, args.method, args.min_agreement)
+    policy = result.policy
     config = {
-        "preset": args.preset, "n": args.n, "min_agreement": result.policy.min_agreement, "max_drift": result.policy.max_drift,
-        "calibration": {"samples": result.samples, "target_fpr": args.target_fpr, "false_positive_rate": result.false_positive_rate,
-                        "uncertain_rate": result.uncertain_rate, "source": args.input or f"fashion-mnist train[:{args.limit}]"},
+        "preset": args.preset, "n": args.n, "early_exit": args.early_exit,
+        "min_agreement": policy.min_agreement, "max_drift": policy.max_drift, "flip_min_drift": policy.flip_min_drift,
+        "calibration": {"method": args.method, "samples": result.samples, "target_fpr": args.target_fpr,
+                        "false_positive_rate": result.false_positive_rate, "uncertain_rate": result.uncertain_rate,
+                        "source": args.input or f"fashion-mnist t10k outside the bundled sample, first {result.samples}"},
     }
     print(json.dumps(config, indent=2))
     if args.json:

@@ -111,6 +111,7 @@ def print_report(report: dict) -> None:
     print(f"planted illusions: {report['illusions']} of {report['samples']} samples")
     print(f"detected (true positive rate):   {pct(report['true_positive_rate'])}")
     print(f"clean flagged (false positives): {pct(report['false_positive_rate'])}")
+    print(f"uncertain (kept, annotated):     {pct(report['uncertain_rate'])} of all samples")
     print(f"attack success before -> after:  {pct(report['asr_before'])} -> {pct(report['asr_after'])}")
     print(f"accuracy after purification:     {pct(report['accuracy_after_on_clean'])} clean, {pct(report['accuracy_after_on_illusions'])} on illusions")
-    print(f"throughput: {report['samples_per_second']} samples/s")
+    print(f"throughput: {report['samples_per_second'] or 0:.1f} samples/s")

@@ -34,6 +34,7 @@ def add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--min-agreement", type=float, default=0.5, help="below this vote share the verdict is 'uncertain'")
     group.add_argument("--max-drift", type=float, help="flag embeddings that move more than this even when labels agree")
+    group.add_argument("--flip-min-drift", type=float, default=0.0, help="a label flip with less drift is 'uncertain', not 'illusion'")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,5 +62,5 @@ def consensus_config(args: argparse.Namespace) -> ConsensusConfig:
         early_exit=args.early_exit,
         alpha=args.alpha,
         seed=args.seed,
-        verdict=VerdictPolicy(min_agreement=args.min_agreement, max_drift=args.max_drift),
+        verdict=VerdictPolicy(min_agreement=args.min_agreement, max_drift=args.max_drift, flip_min_drift=args.flip_min_drift),
     )

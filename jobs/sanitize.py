@@ -22,8 +22,10 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, help="reconstructions per sample (default 10)")
     parser.add_argument("--early-exit", choices=("off", "certain", "sequential"))
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--min-agreement", type=float)
-    parser.add_argument("--max-drift", type=float)
+    thresholds = parser.add_argument_group("verdict thresholds (default: the preset's calibrated ones; see `disillusion calibrate`)")
+    thresholds.add_argument("--min-agreement", type=float, help="below this vote share the verdict is 'uncertain'")
+    thresholds.add_argument("--max-drift", type=float, help="'illusion' when 1 - cos(original, purified) exceeds this")
+    thresholds.add_argument("--flip-min-drift", type=float, help="a label flip with less drift is 'uncertain', not 'illusion'")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--actors", type=int, help="purification actors (default: sized from the cluster)")
     parser.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
@@ -49,7 +51,7 @@ def build_config(args: argparse.Namespace, policy: str | None):
             fields["labels"] = tuple(line.strip() for line in handle if line.strip() and not line.startswith("#"))
     flags = {"reconstructor": args.reconstructor, "encoder": args.encoder, "template": args.template, "n": args.n,
              "early_exit": args.early_exit, "seed": args.seed, "min_agreement": args.min_agreement,
-             "max_drift": args.max_drift, "batch_size": args.batch_size, "s3_endpoint": args.s3_endpoint}
+             "max_drift": args.max_drift, "flip_min_drift": args.flip_min_drift, "batch_size": args.batch_size, "s3_endpoint": args.s3_endpoint}
     fields.update({k: v for k, v in flags.items() if v is not None})
     fields["preset"] = args.preset
     fields["policy"] = policy

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 SAMPLE_PATH = os.path.join(os.path.dirname(__file__), "..", "assets", "demo", "fashion_mnist_sample.npz")
+TEST_SIZE = 10_000
 
 
 @dataclass
@@ -79,3 +80,11 @@ def write_sample(test: LabelledImages, path: str, per_class: int = 100, seed: in
     picks = np.sort(picks)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savez_compressed(path, images=test.images[picks], labels=test.labels[picks].astype(np.uint8), test_indices=picks)
+
+
+def held_out_test_indices(sample_path: str = SAMPLE_PATH) -> np.ndarray:
+    """Indices of the test split outside the bundled sample, in order: clean data from the demo
+    corpus's distribution that the demo never sees (for calibration)."""
+    with np.load(sample_path, allow_pickle=False) as data:
+        taken = data["test_indices"]
+    return np.setdiff1d(np.arange(TEST_SIZE), taken)

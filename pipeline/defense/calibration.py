@@ -1,9 +1,16 @@
 """Choosing verdict thresholds from clean data alone.
 
-On clean inputs every `illusion` verdict is a false positive. Given the vote statistics of clean
-samples, pick the smallest `min_agreement` (the fewest `uncertain` verdicts) whose false-positive
-rate is at most the target; optionally also a `max_drift` at the (1 - target) quantile of clean drift.
-No illusion is looked at, so the thresholds are not tuned to any attack or corpus.
+On clean inputs every `illusion` verdict is a false positive. Given the consensus results of clean
+samples and a target false-positive rate, two methods:
+
+- `drift` (recommended): a sample is an illusion when its embedding moves by more than a threshold
+  under purification; the threshold is the smallest one whose clean false-positive rate meets the
+  target. Label flips below it become `uncertain`. Works for targets outside the label bank.
+- `votes`: any label flip is an illusion; pick the smallest `min_agreement` (the fewest `uncertain`
+  verdicts) that meets the target.
+
+No illusion is looked at, so the thresholds are not tuned to any attack or corpus. They hold for
+the reconstructor, N and early-exit setting they were measured with.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .consensus import SampleResult
-from .verdict import ILLUSION, VerdictPolicy
+from .verdict import ILLUSION, UNCERTAIN, VerdictPolicy
+
+METHODS = ("drift", "votes")
 
 
 @dataclass(frozen=True)
@@ -25,24 +34,37 @@ class Calibration:
 
 def _rates(results: Sequence[SampleResult], policy: VerdictPolicy) -> tuple[float, float]:
     verdicts = [policy.decide(r.label_original, r.label_consensus, r.agreement, r.drift) for r in results]
-    return verdicts.count(ILLUSION) / len(verdicts), verdicts.count("uncertain") / len(verdicts)
+    return verdicts.count(ILLUSION) / len(verdicts), verdicts.count(UNCERTAIN) / len(verdicts)
 
 
-def calibrate(results: Sequence[SampleResult], target_fpr: float = 0.05, use_drift: bool = False) -> Calibration:
+def _drift_policy(results: Sequence[SampleResult], target_fpr: float, min_agreement: float) -> VerdictPolicy:
+    # Only samples that reach the drift test can become false positives; allow floor(target * n) of
+    # them above the threshold, so the threshold is the next-largest drift (ties stay below it).
+    drifts = sorted((r.drift for r in results if r.agreement >= min_agreement), reverse=True)
+    allowed = int(target_fpr * len(results))
+    threshold = drifts[allowed] if allowed < len(drifts) else 0.0
+    threshold = min(2.0, max(0.0, threshold))
+    return VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold)
+
+
+def _votes_policy(results: Sequence[SampleResult], target_fpr: float) -> VerdictPolicy:
+    # Verdicts only change at observed agreement values; try them in ascending order.
+    for threshold in sorted({0.0, *(r.agreement for r in results)}):
+        policy = VerdictPolicy(min_agreement=threshold)
+        if _rates(results, policy)[0] <= target_fpr:
+            return policy
+    return VerdictPolicy(min_agreement=1.0)
+
+
+def calibrate(
+    results: Sequence[SampleResult], target_fpr: float = 0.05, method: str = "drift", min_agreement: float = 0.5
+) -> Calibration:
     if not results:
         raise ValueError("calibration needs at least one clean sample")
     if not 0.0 <= target_fpr < 1.0:
         raise ValueError("target_fpr must lie in [0, 1)")
-    max_drift = None
-    if use_drift:
-        drifts = sorted(r.drift for r in results)
-        max_drift = drifts[min(len(drifts) - 1, int((1.0 - target_fpr / 2) * len(drifts)))]
-    # Candidate agreement thresholds: the observed values (verdicts only change there), ascending.
-    for threshold in sorted({0.0, *(r.agreement for r in results), 1.01}):
-        policy = VerdictPolicy(min_agreement=min(1.0, threshold), max_drift=max_drift)
-        fpr, uncertain = _rates(results, policy)
-        if fpr <= target_fpr:
-            return Calibration(policy, fpr, uncertain, len(results))
-    policy = VerdictPolicy(min_agreement=1.0, max_drift=max_drift)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}")
+    policy = _drift_policy(results, target_fpr, min_agreement) if method == "drift" else _votes_policy(results, target_fpr)
     fpr, uncertain = _rates(results, policy)
     return Calibration(policy, fpr, uncertain, len(results))

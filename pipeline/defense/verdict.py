@@ -13,27 +13,35 @@ class VerdictPolicy:
 
     1. `uncertain` when the consensus label holds less than `min_agreement` of the votes: the
        reconstructions disagree, so neither the original label nor the consensus can be trusted.
-    2. `illusion` when the consensus label differs from the original image's label: the perturbation
-       did not survive reconstruction, which is what an adversarial illusion looks like.
-    3. `illusion` when `max_drift` is set and 1 - cos(original, purified) exceeds it: the embedding
-       moved although the top label did not (targets outside the label bank).
+    2. `illusion` when `max_drift` is set and drift = 1 - cos(original, purified) exceeds it: the
+       embedding did not survive reconstruction, whatever the labels say (this also catches targets
+       outside the label bank).
+    3. When the consensus label differs from the original image's label: `illusion` if the drift
+       exceeds `flip_min_drift`, else `uncertain`. A clean image near a class boundary can change
+       label under reconstruction while its embedding barely moves; an illusion moves it far.
     4. `clean` otherwise.
+
+    The defaults (majority agreement, any label flip is an illusion, no drift test) need no
+    calibration; `disillusion calibrate` sets the drift thresholds from clean data.
     """
 
     min_agreement: float = 0.5
     max_drift: float | None = None
+    flip_min_drift: float = 0.0
 
     def __post_init__(self):
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError("min_agreement must lie in [0, 1]")
         if self.max_drift is not None and not 0.0 <= self.max_drift <= 2.0:
             raise ValueError("max_drift must lie in [0, 2]")
+        if not 0.0 <= self.flip_min_drift <= 2.0:
+            raise ValueError("flip_min_drift must lie in [0, 2]")
 
     def decide(self, label_original: int, label_consensus: int, agreement: float, drift: float) -> str:
         if agreement < self.min_agreement:
             return UNCERTAIN
-        if label_consensus != label_original:
-            return ILLUSION
         if self.max_drift is not None and drift > self.max_drift:
             return ILLUSION
+        if label_consensus != label_original:
+            return ILLUSION if drift > self.flip_min_drift else UNCERTAIN
         return CLEAN

@@ -56,7 +56,7 @@ class ShardProgress:
     problems: list[str] = field(default_factory=list)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     purified: dict[str, bytes] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0  # purification time in the actors
 
     def complete(self) -> bool:
         return self.total is not None and len(self.rows) == self.total
@@ -133,6 +133,7 @@ def run_corpus(
                     shard.problems = json.loads(batch["problems"][i])
                 else:
                     row = unpack_verdict(str(batch["verdict"][i]), bytes(batch["embedding"][i]))
+                    shard.seconds += float(batch["seconds"][i])
                     shard.rows[row["key"]] = row
                     if len(batch["purified"][i]):
                         shard.purified[row["key"]] = bytes(batch["purified"][i])
@@ -153,7 +154,7 @@ def _finish(storage: Storage, output: str, config: SanitizeConfig, shard: ShardP
     source.problems = shard.problems or source.problems
     manifest = finish_shard(
         storage, output, source, shard.rows, shard.purified, dim=_dim(shard), policy=config.policy,
-        seconds=time.perf_counter() - shard.started, fingerprints=fingerprints,
+        seconds=shard.seconds, fingerprints=fingerprints,
         complete=not unreadable(source),
     )
     return manifest
@@ -182,7 +183,7 @@ def _collect(pending: list[Future], summary: dict, echo, wait: bool) -> list[Fut
             summary["problems"][manifest["shard"]] = manifest["problems"]
         v = manifest["verdicts"]
         echo(f"{manifest['shard']}: {manifest['samples']} samples, {v['clean']} clean, {v['illusion']} illusion, "
-             f"{v['uncertain']} uncertain, {manifest['errors']} errors, {manifest['seconds']:.1f} s"
+             f"{v['uncertain']} uncertain, {manifest['errors']} errors, {manifest['seconds']:.1f} s purifying"
              + (f", PROBLEMS: {'; '.join(manifest['problems'])}" if manifest["problems"] else ""))
     return still
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -41,11 +42,13 @@ class PurifyStage:
         verdict_json = [""] * count
         embeddings = [b""] * count
         purified = [b""] * count
+        seconds = np.zeros(count)  # purification time, shared out over the rows it was spent on
         by_shard: dict[str, list[int]] = {}
         for i, row in enumerate(rows):
             if row["index"] >= 0:
                 by_shard.setdefault(row["shard"], []).append(i)
         for shard, indices in by_shard.items():
+            start = time.perf_counter()
             records = [row_record(rows[i]) for i in indices]
             results, images = purify_records(
                 self.purifier, records, shard, seed=self.config.seed, batch_size=self.config.batch_size,
@@ -54,11 +57,13 @@ class PurifyStage:
             for i, record in zip(indices, records):
                 verdict_json[i], embeddings[i] = pack_verdict(results[record.key])
                 purified[i] = images.get(record.key, b"")
+            seconds[indices] = (time.perf_counter() - start) / len(indices)
         return {
             "uri": batch["uri"], "shard": batch["shard"], "index": batch["index"], "total": batch["total"],
             "problems": batch["problems"], "key": batch["key"],
             "verdict": np.array(verdict_json, dtype=object), "embedding": np.array(embeddings, dtype=object),
             "purified": np.array(purified, dtype=object), "models": np.array([self.models] * count, dtype=object),
+            "seconds": seconds,
         }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
@@ -20,8 +20,10 @@ class SanitizeConfig:
     early_exit: str = "certain"
     alpha: float = 0.01
     seed: int = 0
-    min_agreement: float | None = None  # None: the preset's calibrated threshold
-    max_drift: float | None = None  # None: the preset's
+    # Verdict thresholds; None: the preset's calibrated ones (uncalibrated defaults with other models).
+    min_agreement: float | None = None
+    max_drift: float | None = None
+    flip_min_drift: float | None = None
     policy: str | None = "purify"  # purify | drop | keep; None for audit (verdicts only)
     batch_size: int = 16
     s3_endpoint: str | None = None
@@ -48,11 +50,14 @@ class SanitizeConfig:
             encoder = load_encoder(self.encoder, device=device, s3_endpoint=self.s3_endpoint)
         else:
             encoder = preset.load_encoder(device=device)
-        consensus = ConsensusConfig(
-            n=self.n, early_exit=self.early_exit, alpha=self.alpha, seed=self.seed,
-            verdict=VerdictPolicy(
-                min_agreement=preset.min_agreement if self.min_agreement is None else self.min_agreement,
-                max_drift=preset.max_drift if self.max_drift is None else self.max_drift,
-            ),
-        )
+        consensus = ConsensusConfig(n=self.n, early_exit=self.early_exit, alpha=self.alpha, seed=self.seed, verdict=self.verdict_policy())
         return ConsensusPurifier(reconstructor, encoder, self.label_bank(), consensus)
+
+    def verdict_policy(self) -> VerdictPolicy:
+        from ..presets import get_preset
+
+        # The preset's thresholds were measured on its own models; drift scales differ between models.
+        own_models = not (self.reconstructor or self.encoder or self.reconstructor_options)
+        base = get_preset(self.preset).verdict if own_models else VerdictPolicy()
+        given = {"min_agreement": self.min_agreement, "max_drift": self.max_drift, "flip_min_drift": self.flip_min_drift}
+        return replace(base, **{name: value for name, value in given.items() if value is not None})
