@@ -28,6 +28,9 @@ from .rows import unpack_verdict
 log = logging.getLogger(__name__)
 
 
+ACTOR_RESTARTS = 3
+
+
 @dataclass
 class PlanResources:
     actors: int
@@ -116,6 +119,9 @@ def run_corpus(
             num_cpus=resources.cpus_per_actor,
             num_gpus=resources.gpus_per_actor,
             batch_size=config.batch_size,
+            # A crashed actor (OOM kill, lost node) restarts and its batch is retried, a bounded number of times.
+            max_restarts=ACTOR_RESTARTS,
+            max_task_retries=ACTOR_RESTARTS,
         )
     )
     progress: dict[str, ShardProgress] = {}

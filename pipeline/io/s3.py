@@ -10,12 +10,16 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionError, ResponseStreamingError
 
-# Bounded retries with backoff for throttling, 5xx and connection resets.
+# Bounded retries with backoff for throttling, 5xx and connection resets. botocore retries the
+# request; a body that breaks off while streaming is retried by `read_s3_object`.
 RETRY_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+BODY_ATTEMPTS = 4
 
 
 def is_s3_uri(uri: str) -> bool:
@@ -35,6 +39,23 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 def s3_client(endpoint_url: str | None = None):
     """A boto3 S3 client; without `endpoint_url` boto3 reads AWS_ENDPOINT_URL(_S3) and config files."""
     return boto3.client("s3", endpoint_url=endpoint_url or None, config=RETRY_CONFIG)
+
+
+def read_s3_object(client, uri: str) -> bytes:
+    """The whole object; FileNotFoundError when it does not exist."""
+    bucket, key = parse_s3_uri(uri)
+    for attempt in range(BODY_ATTEMPTS):
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(f"no such object: {uri}") from error
+            raise
+        except (ResponseStreamingError, ConnectionError):
+            if attempt == BODY_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _list_keys(client, bucket: str, prefix: str) -> list[str]:

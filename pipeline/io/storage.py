@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 
-from .s3 import is_s3_uri, parse_s3_uri, s3_client
+from .s3 import is_s3_uri, parse_s3_uri, read_s3_object, s3_client
 
 SHARD_SUFFIXES = (".tar",)
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -32,8 +32,7 @@ class Storage:
     # --- reading ------------------------------------------------------------------------------
     def read_bytes(self, uri: str) -> bytes:
         if is_s3_uri(uri):
-            bucket, key = parse_s3_uri(uri)
-            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return read_s3_object(self.s3, uri)
         with open(uri, "rb") as handle:
             return handle.read()
 

@@ -115,3 +115,38 @@ def test_kill_and_resume_processes_every_sample_exactly_once(tmp_path):
     assert len(list(manifests.iterdir())) == 4
     for name in os.listdir(tmp_path / "out" / "shards"):
         assert [s.key for s in read_samples((tmp_path / "out" / "shards" / name).read_bytes())]
+
+
+def map_worker_pids() -> list[int]:
+    """Processes of Ray Data actors (Ray titles them `ray::MapWorker(...)`)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if b"MapWorker" in handle.read():
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def test_a_killed_actor_is_restarted_and_loses_nothing(tmp_path, ray_cluster):
+    import threading
+
+    storage = Storage()
+    shards = write_corpus(lambda name, data: storage.write_bytes(str(tmp_path / "in" / name), data), shards=6, per_shard=8)
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(run_corpus(CONFIG, str(tmp_path / "in"), str(tmp_path / "out"), echo=lambda line: None)))
+    runner.start()
+    manifests, killed = tmp_path / "out" / "manifests", None
+    deadline = time.time() + 120
+    while killed is None and runner.is_alive() and time.time() < deadline:
+        workers = map_worker_pids()
+        if workers and manifests.exists() and any(manifests.iterdir()):  # mid-run: some shards done, others not
+            killed = len(list(manifests.iterdir()))
+            os.kill(workers[0], signal.SIGKILL)
+        time.sleep(0.05)
+    runner.join(timeout=300)
+    assert killed is not None and killed < 6, "the run finished before an actor could be killed; make the corpus larger"
+    assert result["samples"] == 48 and not result["problems"]
+    assert sorted(r["key"] for r in verdict_rows(tmp_path / "out")) == sorted(s.key for shard in shards for s in shard)

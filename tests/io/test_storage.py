@@ -3,6 +3,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from pipeline.io.storage import Storage, join, shard_name
+from tests.io.faulty_proxy import FaultyProxy
 
 
 @pytest.fixture
@@ -53,6 +54,23 @@ def test_s3_specs_and_round_trip(s3_endpoint):
     assert storage.expand("s3://corpus/raw/shard-{000000..000001}.tar") == shards[:2]
     assert storage.read_bytes(shards[2]) == b"\x02"
     assert storage.exists(shards[0]) and not storage.exists("s3://corpus/raw/shard-000009.tar")
+
+
+def test_transient_s3_errors_are_retried(s3_endpoint):
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="corpus")
+    Storage(s3_endpoint).write_bytes("s3://corpus/raw/shard-000000.tar", b"payload")
+    reads = lambda method, path: method == "GET" and path.startswith("/corpus/raw/shard")  # noqa: E731
+    with FaultyProxy(s3_endpoint, ["503 SlowDown", "500 InternalError", "reset", "truncate"], should_fault=reads) as proxy:
+        assert Storage(proxy.url).read_bytes("s3://corpus/raw/shard-000000.tar") == b"payload"
+        assert sum(reads(*request) for request in proxy.requests) == 5  # four failures, then the answer
+        assert not proxy.faults
+
+
+def test_a_missing_object_is_not_retried(s3_endpoint):
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="corpus")
+    with FaultyProxy(s3_endpoint, []) as proxy, pytest.raises(FileNotFoundError):
+        Storage(proxy.url).read_bytes("s3://corpus/raw/absent.tar")
+    assert len([r for r in proxy.requests if r[0] == "GET"]) == 1
 
 
 def test_join_and_shard_name():
