@@ -38,7 +38,9 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 def s3_client(endpoint_url: str | None = None):
     """A boto3 S3 client; without `endpoint_url` boto3 reads AWS_ENDPOINT_URL(_S3) and config files."""
-    return boto3.client("s3", endpoint_url=endpoint_url or None, config=RETRY_CONFIG)
+    # A session of its own: boto3's default session caches the first credentials it resolves for the
+    # life of the process, and sessions are not thread-safe.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=RETRY_CONFIG)
 
 
 def read_s3_object(client, uri: str) -> bytes:
