@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from pipeline import __version__
@@ -57,6 +58,8 @@ def _quiet_model_libraries(verbose: bool) -> None:
     for library in (transformers_logging, diffusers_logging):
         library.set_verbosity_error()
         library.disable_progress_bar()
+    # diffusers still passes an argument huggingface_hub deprecated; nothing a user can act on.
+    warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ def build_config(args: argparse.Namespace, policy: str | None):
             fields.update(json.load(handle))
         fields.pop("calibration", None)  # provenance written by `disillusion calibrate`
     if args.labels:
-        with open(args.labels, encoding="utf-8") as handle:
-            fields["labels"] = tuple(line.strip() for line in handle if line.strip() and not line.startswith("#"))
+        from pipeline.defense.labels import read_label_file
+
+        fields["labels"] = tuple(read_label_file(args.labels))
     flags = {"reconstructor": args.reconstructor, "encoder": args.encoder, "template": args.template, "n": args.n,
              "early_exit": args.early_exit, "seed": args.seed, "min_agreement": args.min_agreement,
              "max_drift": args.max_drift, "flip_min_drift": args.flip_min_drift, "batch_size": args.batch_size, "s3_endpoint": args.s3_endpoint}

@@ -1,5 +1,11 @@
-"""Named bundles of models, labels and defaults. `demo` is the embedded default: small models trained
-by `disillusion train-demo` on Fashion-MNIST and shipped inside the package."""
+"""Named bundles of models, labels and defaults.
+
+`demo` is the embedded default: small models trained by `disillusion train-demo` on Fashion-MNIST and
+shipped inside the package. `imagebind` and `clip-l14` are the paper's setting on ImageNet-1k labels
+with the Stable Diffusion VAE; their weights are not shipped and are read from the local Hugging Face
+cache or, for ImageBind, from the model cache or the checkpoint named by DISILLUSION_IMAGEBIND. Their verdict thresholds
+are the uncalibrated defaults until you run `disillusion calibrate` on clean data of your own.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,17 @@ from typing import Any
 
 from .data.fashion_mnist import CLASSES
 from .defense import LabelBank, VerdictPolicy
+from .defense.labels import read_label_file
 
-DEMO_DIR = os.path.join(os.path.dirname(__file__), "assets", "demo")
+ASSETS_DIR = os.path.join(os.path.dirname(__file__), "assets")
+DEMO_DIR = os.path.join(ASSETS_DIR, "demo")
+IMAGENET_LABELS = tuple(read_label_file(os.path.join(ASSETS_DIR, "labels", "imagenet1k.txt")))
+# ImageBind's licence (CC BY-NC-SA 4.0) rules out shipping it: `imagebind:huge` is the checkpoint in
+# the model cache (~/.cache/disillusion/imagebind/), or DISILLUSION_IMAGEBIND names a file or directory.
+IMAGEBIND_SPEC = f"imagebind:{os.environ.get('DISILLUSION_IMAGEBIND') or 'huge'}"
+# The paper's reconstructors. Options are starting points, not measured here: calibrate before use.
+SD_RECONSTRUCTORS = {"vae": "vae:stabilityai/sd-vae-ft-mse", "ae": "ae:madebyollin/taesd"}
+SD_OPTIONS = {"vae": {"sample_scale": 1.0, "latent_noise": 0.0}, "ae": {"noise_scale": 0.5}}
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,20 @@ PRESETS = {
         # outside the bundled sample; 3.0% flagged, 7.9% uncertain. The 3% target leaves room under
         # the 5% false-positive budget for sampling noise on a new corpus.
         verdict=VerdictPolicy(min_agreement=0.5, max_drift=0.114, flip_min_drift=0.114),
+    ),
+    "imagebind": Preset(
+        name="imagebind",
+        encoder=IMAGEBIND_SPEC,
+        reconstructors=SD_RECONSTRUCTORS,
+        labels=IMAGENET_LABELS,
+        reconstructor_options=SD_OPTIONS,
+    ),
+    "clip-l14": Preset(
+        name="clip-l14",
+        encoder="clip:openai/clip-vit-large-patch14",
+        reconstructors=SD_RECONSTRUCTORS,
+        labels=IMAGENET_LABELS,
+        reconstructor_options=SD_OPTIONS,
     ),
 }
 

@@ -40,3 +40,20 @@ def test_unknown_preset_and_kind(demo):
     with pytest.raises(ValueError, match="no 'gan'"):
         demo.load_reconstructor("gan")
     assert demo.label_bank().labels == list(CLASSES)
+
+
+@pytest.mark.parametrize("name", ["imagebind", "clip-l14"])
+def test_real_presets_use_imagenet_labels_and_explain_missing_weights(name, tmp_path, monkeypatch):
+    from pipeline.models import WeightsNotFoundError
+
+    preset = get_preset(name)
+    labels = preset.label_bank().labels
+    assert len(labels) == len(set(labels)) == 1000
+    assert (labels[0], labels[1], labels[999]) == ("tench", "goldfish", "toilet paper")
+    assert preset.default_reconstructor == "vae" and preset.reconstructors["vae"] == "vae:stabilityai/sd-vae-ft-mse"
+    monkeypatch.delenv("DISILLUSION_ALLOW_DOWNLOAD", raising=False)
+    empty = {"cache_dir": str(tmp_path), "hf_cache_dir": str(tmp_path)}  # nothing is found, nothing fetched
+    with pytest.raises(WeightsNotFoundError, match="Downloads are off"):
+        preset.load_reconstructor(**empty)
+    with pytest.raises(WeightsNotFoundError, match="CC BY-NC-SA|Downloads are off"):
+        preset.load_encoder(**empty)

@@ -24,10 +24,7 @@ class LabelBank:
 
     @classmethod
     def from_file(cls, path: str, template: str = DEFAULT_TEMPLATE) -> "LabelBank":
-        """One label per line; blank lines and lines starting with '#' are skipped."""
-        with open(path, encoding="utf-8") as handle:
-            labels = [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
-        return cls(labels, template)
+        return cls(read_label_file(path), template)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,3 +43,9 @@ class LabelBank:
             with torch.no_grad():
                 self._cached = (encoder, encoder.embed_texts(self.prompts).float())
         return self._cached[1]
+
+
+def read_label_file(path: str) -> list[str]:
+    """One label per line; blank lines and lines starting with '#' are skipped."""
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
