@@ -17,7 +17,7 @@ HELP = "Choose verdict thresholds on clean data for a target false-positive rate
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="demo")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--input", metavar="SPEC", help="clean WebDataset shards (default for demo: the Fashion-MNIST training split)")
+    source.add_argument("--input", metavar="SPEC", help="clean WebDataset shards (default for demo: Fashion-MNIST test images outside the bundled sample)")
     source.add_argument("--data", default=DEBIAN_DIR,
                         help="Fashion-MNIST directory (demo preset): uses test images outside the bundled sample")
     parser.add_argument("--limit", type=int, default=1000, help="clean samples to use")

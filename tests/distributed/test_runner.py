@@ -95,24 +95,25 @@ def test_unreadable_shard_is_reported_and_retried(tmp_path, ray_cluster):
 
 def test_kill_and_resume_processes_every_sample_exactly_once(tmp_path):
     storage = Storage()
-    shards = write_corpus(lambda name, data: storage.write_bytes(str(tmp_path / "in" / name), data), shards=4, per_shard=6)
+    shards = write_corpus(lambda name, data: storage.write_bytes(str(tmp_path / "in" / name), data), shards=10, per_shard=6)
     command = [sys.executable, "-m", "jobs", "sanitize", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--n", "4", "--batch-size", "4"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "killed-run.log", "wb") as log:  # a file, so a full pipe never stalls the job
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     manifests = tmp_path / "out" / "manifests"
     while time.time() < deadline and process.poll() is None and not (manifests.exists() and any(manifests.iterdir())):
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)  # the whole job, Ray workers included
     process.wait()
     done_before = len(list(manifests.iterdir())) if manifests.exists() else 0
-    assert done_before < 4, "the job finished before it could be killed; make the corpus larger"
+    assert done_before < 10, "the job finished before it could be killed; make the corpus larger"
 
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     keys = [r["key"] for r in verdict_rows(tmp_path / "out")]
     assert sorted(keys) == sorted(s.key for shard in shards for s in shard)  # exactly once
-    assert len(list(manifests.iterdir())) == 4
+    assert len(list(manifests.iterdir())) == 10
     for name in os.listdir(tmp_path / "out" / "shards"):
         assert [s.key for s in read_samples((tmp_path / "out" / "shards" / name).read_bytes())]
 
