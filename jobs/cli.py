@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 from pipeline import __version__
 
-from . import attack, audit, calibrate, check, demo, evaluate, sanitize, train_demo
+from . import attack, audit, benchmark, calibrate, check, demo, evaluate, sanitize, train_demo
 
 # Each job module provides NAME, HELP, add_arguments(parser) and run(args) -> exit code.
-JOBS = (demo, sanitize, audit, check, attack, evaluate, calibrate, train_demo)
+JOBS = (demo, sanitize, audit, check, attack, evaluate, calibrate, benchmark, train_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,21 +110,25 @@ def run_corpus(
         return summary
 
     threads = max(1, int(resources.cpus_per_actor))
-    dataset = (
-        ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=len(todo))
-        .flat_map(read_and_decode, fn_kwargs={"s3_endpoint": config.s3_endpoint}, num_cpus=resources.read_cpus)
-        .map_batches(
-            PurifyStage,
-            fn_constructor_kwargs={"config": config, "threads": threads},
-            compute=ray.data.ActorPoolStrategy(size=resources.actors),
-            num_cpus=resources.cpus_per_actor,
-            num_gpus=resources.gpus_per_actor,
-            batch_size=config.batch_size,
-            # A crashed actor (OOM kill, lost node) restarts and its batch is retried, a bounded number of times.
-            max_restarts=ACTOR_RESTARTS,
-            max_task_retries=ACTOR_RESTARTS,
+    with warnings.catch_warnings():
+        # Ray 2.60 (pinned) has no named parameter for actor restarts yet; the generic one it
+        # deprecates is the only way to bound them.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        dataset = (
+            ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=len(todo))
+            .flat_map(read_and_decode, fn_kwargs={"s3_endpoint": config.s3_endpoint}, num_cpus=resources.read_cpus)
+            .map_batches(
+                PurifyStage,
+                fn_constructor_kwargs={"config": config, "threads": threads},
+                compute=ray.data.ActorPoolStrategy(size=resources.actors),
+                num_cpus=resources.cpus_per_actor,
+                num_gpus=resources.gpus_per_actor,
+                batch_size=config.batch_size,
+                # A crashed actor (OOM kill, lost node) restarts and its batch is retried, a bounded number of times.
+                max_restarts=ACTOR_RESTARTS,
+                max_task_retries=ACTOR_RESTARTS,
+            )
         )
-    )
     progress: dict[str, ShardProgress] = {}
     fingerprints: dict[str, str] = {}
     pending: list[Future] = []
