@@ -3,8 +3,9 @@
 `demo` is the embedded default: small models trained by `disillusion train-demo` on Fashion-MNIST and
 shipped inside the package. `imagebind` and `clip-l14` are the paper's setting on ImageNet-1k labels
 with the Stable Diffusion VAE; their weights are not shipped and are read from the local Hugging Face
-cache or, for ImageBind, from the model cache or the checkpoint named by DISILLUSION_IMAGEBIND. Their verdict thresholds
-are the uncalibrated defaults until you run `disillusion calibrate` on clean data of your own.
+cache or, for ImageBind, from the model cache or the checkpoint named by DISILLUSION_IMAGEBIND. Their
+verdict thresholds are the uncalibrated defaults until you run `disillusion calibrate` on clean data
+of your own.
 """
 
 from __future__ import annotations
