@@ -1,5 +1,6 @@
 """The Ray pipeline on a real local Ray cluster with the bundled demo models."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import pytest
 from pipeline.distributed.runner import plan_resources, run_corpus
 from pipeline.io.shards import read_samples, write_samples
 from pipeline.io.storage import Storage
+from pipeline.presets import get_preset
 from pipeline.sanitize.config import SanitizeConfig
 from pipeline.sanitize.shard import process_shard
 from tests.distributed.conftest import write_corpus
@@ -57,6 +59,7 @@ def test_sanitize_resume_and_equivalence_with_the_local_path(tmp_path, ray_clust
         assert manifest["complete"] and manifest["models"]["encoder"].startswith("clip-")
     run = json.loads((out / "run.json").read_text())
     assert run["summary"]["samples"] == 26 and run["config"]["n"] == 4
+    assert run["verdict_policy"] == dataclasses.asdict(get_preset("demo").verdict)  # the thresholds in effect, recorded
 
     # Same verdicts as the single-process path (seeds come from sample keys, not batches or workers).
     local = tmp_path / "local"
