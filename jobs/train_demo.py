@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shlex
 import sys
 import time
@@ -32,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.benchmark import machine_description
     from pipeline.data.fashion_mnist import LabelledImages, load_split, write_sample
     from pipeline.models.encoders import CLIPEncoder
     from pipeline.models.reconstructors import AEReconstructor, DiffusionReconstructor, VAEReconstructor
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     metrics_path = os.path.join(args.out, "metrics.json")
     metrics = json.load(open(metrics_path)) if os.path.exists(metrics_path) else {}
     command = "disillusion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
+    machine = machine_description()  # after set_num_threads, so it names args.threads
     write_sample(test, os.path.join(args.out, "fashion_mnist_sample.npz"), seed=args.seed)
 
     def timed(name, fn):

@@ -8,6 +8,7 @@ resident set so far (the kernel cannot reset it), so it only grows down the tabl
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import time
@@ -42,10 +43,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def machine_description(device: torch.device) -> str:
-    import os
-
-    text = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+def machine_description(device: torch.device = torch.device("cpu")) -> str:
+    text = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     if device.type == "cuda":
         text += f", {torch.cuda.get_device_name(device)}"
     return text
@@ -93,9 +92,11 @@ def benchmark_models(
 ) -> list[Measurement]:
     """Embedding alone, then per reconstructor: N reconstructions alone, and the whole consensus with
     early exit off (exactly N) and `certain` (stop when the vote is settled)."""
+    def seeds(batch: torch.Tensor, first: int) -> list[int]:
+        return list(range(seed + first, seed + first + len(batch)))
+
     rows = [time_stage("embed", "-", images, batch_size, lambda x, _: encoder.embed_images(x), device)]
     for kind, reconstructor in reconstructors.items():
-        seeds = lambda x, first: list(range(seed + first, seed + first + len(x)))  # noqa: E731
         rows.append(time_stage(f"reconstruct x{n}", kind, images, batch_size,
                                lambda x, first: reconstructor.reconstruct(x, n, seeds(x, first)), device, {"n": n}))
         for early_exit in ("off", "certain"):

@@ -17,8 +17,7 @@ import platform
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..io.storage import Storage, join, shard_name
@@ -208,7 +207,7 @@ def _write_run_json(storage: Storage, output: str, config: SanitizeConfig, resou
 
     snapshot = {
         "config": config.to_json(),  # holds an endpoint URL at most; credentials never enter the config
-        "verdict_policy": dataclasses.asdict(config.verdict_policy()),  # the thresholds in effect
+        "verdict_policy": asdict(config.verdict_policy()),  # the thresholds in effect
         "resources": resources.__dict__,
         "versions": {"disillusion": __version__, "torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version()},
         "models": fingerprints,

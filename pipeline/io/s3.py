@@ -46,7 +46,8 @@ def s3_client(endpoint_url: str | None = None):
 def read_s3_object(client, uri: str) -> bytes:
     """The whole object; FileNotFoundError when it does not exist."""
     bucket, key = parse_s3_uri(uri)
-    for attempt in range(BODY_ATTEMPTS):
+    attempt = 1
+    while True:
         try:
             return client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as error:
@@ -54,10 +55,10 @@ def read_s3_object(client, uri: str) -> bytes:
                 raise FileNotFoundError(f"no such object: {uri}") from error
             raise
         except (ResponseStreamingError, ConnectionError):
-            if attempt == BODY_ATTEMPTS - 1:
+            if attempt == BODY_ATTEMPTS:
                 raise
-            time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
+            time.sleep(0.5 * 2 ** (attempt - 1))
+            attempt += 1
 
 
 def _list_keys(client, bucket: str, prefix: str) -> list[str]:
