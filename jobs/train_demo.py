@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (clip/, vae/, ae/, dm/, sample, metrics, card)")
     parser.add_argument("--models", default="clip,vae,ae,dm", help="comma-separated subset to train")
     parser.add_argument("--train-size", type=int, default=60000, help="use the first K training images")
-    parser.add_argument("--clip-epochs", type=int, default=10)
+    parser.add_argument("--clip-epochs", type=int, default=20)
     parser.add_argument("--vae-epochs", type=int, default=2)
     parser.add_argument("--ae-epochs", type=int, default=2)
     parser.add_argument("--dm-epochs", type=int, default=2)

@@ -67,7 +67,7 @@ PRESETS = {
         reconstructors={kind: f"{kind}:{DEMO_DIR}/{kind}" for kind in ("vae", "ae", "dm")},
         labels=CLASSES,
         reconstructor_options={
-            "vae": {"sample_scale": 5.0, "latent_noise": 0.0},
+            "vae": {"sample_scale": 1.0, "latent_noise": 0.0},
             "ae": {"noise_scale": 0.5},
             "dm": {"strength": 0.15, "denoise_steps": 10},
         },

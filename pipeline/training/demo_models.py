@@ -116,7 +116,7 @@ def _fit(name: str, parameters, epochs: int, steps_per_epoch: int, lr: float, st
     return running
 
 
-def train_clip(data: LabelledImages, tokenizer: ClipBpeTokenizer, *, epochs: int, batch_size: int = 256, seed: int = 0):
+def train_clip(data: LabelledImages, tokenizer: ClipBpeTokenizer, *, epochs: int, batch_size: int = 128, seed: int = 0):
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_clip(tokenizer).train()
@@ -156,12 +156,17 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and 2-pixel shifts."""
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+def _augment(x: torch.Tensor, generator: torch.Generator, shift: int = 2) -> torch.Tensor:
+    """Random horizontal flips and random shifts of up to `shift` pixels, drawn per image (the
+    vacated border is background, i.e. zeros, as in the padded Fashion-MNIST images)."""
+    count, channels, height, width = x.shape
+    flip = torch.rand(count, generator=generator) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=generator))
-    return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+    padded = F.pad(x, (shift, shift, shift, shift))
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, count), generator=generator)
+    rows = (dy[:, None] + torch.arange(height))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(width))[:, None, None, :]
+    return padded[torch.arange(count)[:, None, None, None], torch.arange(channels)[None, :, None, None], rows, cols]
 
 
 def train_vae(data: LabelledImages, *, epochs: int, batch_size: int = 128, kl_weight: float = 1e-3, seed: int = 0):
