@@ -4,7 +4,7 @@ reproduce the bundled models."""
 import torch
 
 from pipeline.data.fashion_mnist import load_sample
-from pipeline.training.demo_models import caption_merges, demo_tokenizer, train_ae, train_clip
+from pipeline.training.demo_models import _augment, caption_merges, demo_tokenizer, train_ae, train_clip
 
 
 def small_data():
@@ -26,3 +26,19 @@ def test_clip_training_runs_and_tokenizer_covers_the_captions():
     assert len(caption_merges()) == len(set(caption_merges()))
     model = train_clip(small_data(), tokenizer, epochs=1, batch_size=32)
     assert model.config.vision_config.image_size == 32
+
+
+def test_augmentation_shifts_each_image_by_its_own_offset_without_wrapping():
+    # One bright pixel per image in the middle; after the shift it must sit within 2 px of where it was.
+    images = torch.zeros(64, 3, 8, 8)
+    images[:, :, 4, 4] = 1.0
+    out = _augment(images, torch.Generator().manual_seed(0), shift=2)
+    assert out.shape == images.shape and torch.equal(out[:, 0], out[:, 2])  # channels move together
+    positions = {tuple(torch.nonzero(o[0])[0].tolist()) for o in out}
+    assert all(len(torch.nonzero(o[0])) == 1 for o in out)  # shifted, not lost or duplicated
+    assert all(2 <= r <= 6 and 1 <= c <= 6 for r, c in positions)  # flip moves column 4 to 3
+    assert len(positions) > 5  # offsets differ between images of one batch
+    edge = torch.zeros(1, 1, 4, 4)
+    edge[..., 0, :] = 1.0  # a top row shifted up by 1 disappears; it never wraps to the bottom
+    shifted = [_augment(edge, torch.Generator().manual_seed(s), shift=1) for s in range(20)]
+    assert all(float(s[..., -1, :].sum()) == 0.0 for s in shifted)
