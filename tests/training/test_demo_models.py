@@ -34,8 +34,9 @@ def test_augmentation_shifts_each_image_by_its_own_offset_without_wrapping():
     images[:, :, 4, 4] = 1.0
     out = _augment(images, torch.Generator().manual_seed(0), shift=2)
     assert out.shape == images.shape and torch.equal(out[:, 0], out[:, 2])  # channels move together
-    positions = {tuple(torch.nonzero(o[0])[0].tolist()) for o in out}
-    assert all(len(torch.nonzero(o[0])) == 1 for o in out)  # shifted, not lost or duplicated
+    lit = [torch.nonzero(o[0]) for o in out]
+    assert all(len(pixels) == 1 for pixels in lit)  # shifted, not lost or duplicated
+    positions = {tuple(pixels[0].tolist()) for pixels in lit}
     assert all(2 <= r <= 6 and 1 <= c <= 6 for r, c in positions)  # flip moves column 4 to 3
     assert len(positions) > 5  # offsets differ between images of one batch
     edge = torch.zeros(1, 1, 4, 4)
