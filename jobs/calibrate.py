@@ -37,15 +37,17 @@ def clean_images(args) -> tuple[torch.Tensor, list[str]]:
     if args.input:
         from pipeline.io.shards import Sample, read_samples
         from pipeline.io.storage import Storage
-        from pipeline.sanitize.records import to_record
+        from pipeline.presets import get_preset
+        from pipeline.sanitize.records import as_images, to_record
 
         storage, images, keys = Storage(args.s3_endpoint), [], []
+        work_size = get_preset(args.preset).work_size  # the geometry `sanitize` will examine them at
         for uri in storage.expand(args.input):
             for item in read_samples(storage.read_bytes(uri)):
                 if isinstance(item, Sample):
-                    record = to_record(item)
-                    if record.image is not None:
-                        images.append(record.image)
+                    record = to_record(item, work_size)
+                    if record.pixels is not None:
+                        images.append(as_images([record.pixels])[0])
                         keys.append(record.key)
                 if len(images) >= args.limit:
                     return images, keys
@@ -61,6 +63,7 @@ def clean_images(args) -> tuple[torch.Tensor, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.batching import map_batched
     from pipeline.defense import ConsensusConfig, ConsensusPurifier
     from pipeline.defense.calibration import calibrate
     from pipeline.models.noise import seed_for_key
@@ -72,14 +75,11 @@ def run(args: argparse.Namespace) -> int:
     images, keys = clean_images(args)
     if not images:
         raise ValueError("no decodable clean images found")
-    results = []
-    groups: dict[tuple, list[int]] = {}
-    for i, image in enumerate(images):
-        groups.setdefault(tuple(image.shape), []).append(i)
-    for indices in groups.values():
-        for start in range(0, len(indices), args.batch_size):
-            part = indices[start : start + args.batch_size]
-            results += purifier.purify(torch.stack([images[i] for i in part]), seeds=[seed_for_key(args.seed, keys[i]) for i in part])
+    results = map_batched(
+        list(range(len(images))), args.batch_size,
+        lambda part: purifier.purify(torch.stack([images[i] for i in part]), seeds=[seed_for_key(args.seed, keys[i]) for i in part]),
+        key=lambda i: tuple(images[i].shape),
+    )
     result = calibrate(results, args.target_fpr, args.method, args.min_agreement)
     policy = result.policy
     config = {

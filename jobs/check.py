@@ -6,10 +6,10 @@ import argparse
 import json
 import os
 import sys
-from collections import defaultdict
 
 import torch
 
+from pipeline.batching import map_batched
 from pipeline.defense import ConsensusPurifier
 from pipeline.io.images import ImageDecodeError, decode_image, encode_png
 from pipeline.models import load_encoder, load_reconstructor
@@ -44,29 +44,32 @@ def run(args: argparse.Namespace) -> int:
     purifier = ConsensusPurifier(reconstructor, encoder, label_bank(args), consensus_config(args))
 
     rows: dict[str, dict] = {}
-    by_size = defaultdict(list)  # one tensor size per batch
+    items = []
     for path in args.images:
         try:
             with open(path, "rb") as handle:
-                image = decode_image(handle.read())
+                items.append((path, decode_image(handle.read())))
         except (OSError, ImageDecodeError) as error:
             rows[path] = {"path": path, "status": "error", "error": str(error)}
-            continue
-        by_size[tuple(image.shape)].append((path, image))
 
-    for items in by_size.values():
-        for start in range(0, len(items), args.batch_size):
-            chunk = items[start : start + args.batch_size]
-            images = torch.stack([image for _, image in chunk])
-            seeds = [seed_for_key(args.seed, os.path.basename(path)) for path, _ in chunk]
-            results = purifier.purify(images, seeds=seeds, keep_images=bool(args.save_purified))
-            for (path, _), result in zip(chunk, results):
-                rows[path] = _row(path, result)
-                if args.save_purified:
-                    os.makedirs(args.save_purified, exist_ok=True)
-                    name = os.path.splitext(os.path.basename(path))[0] + ".purified.png"
-                    with open(os.path.join(args.save_purified, name), "wb") as handle:
-                        handle.write(encode_png(result.image))
+    def purify(chunk):
+        images = torch.stack([image for _, image in chunk])
+        seeds = [seed_for_key(args.seed, os.path.basename(path)) for path, _ in chunk]
+        results = purifier.purify(images, seeds=seeds, keep_images=bool(args.save_purified))
+        for (path, _), result in zip(chunk, results):
+            if args.save_purified:
+                os.makedirs(args.save_purified, exist_ok=True)
+                name = os.path.splitext(os.path.basename(path))[0] + ".purified.png"
+                with open(os.path.join(args.save_purified, name), "wb") as handle:
+                    handle.write(encode_png(result.image))
+        return [_row(path, result) for (path, _), result in zip(chunk, results)]
+
+    def failed(item, error):
+        return {"path": item[0], "status": "error", "error": f"purification failed: {type(error).__name__}: {error}"}
+
+    # One tensor size per batch: files keep their own size here.
+    outcome = map_batched(items, args.batch_size, purify, key=lambda item: tuple(item[1].shape), on_error=failed)
+    rows.update((row["path"], row) for row in outcome)
 
     ordered = [rows[path] for path in args.images]
     _print_table(ordered)

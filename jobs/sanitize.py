@@ -26,7 +26,9 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     thresholds.add_argument("--min-agreement", type=float, help="below this vote share the verdict is 'uncertain'")
     thresholds.add_argument("--max-drift", type=float, help="'illusion' when 1 - cos(original, purified) exceeds this")
     thresholds.add_argument("--flip-min-drift", type=float, help="a label flip with less drift is 'uncertain', not 'illusion'")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int, help="images per purifier batch (default 16)")
+    parser.add_argument("--work-size", type=int, metavar="PIXELS",
+                        help="working geometry: images are decoded to PIXELS x PIXELS (shorter side, centre crop); default: the preset's encoder input")
     parser.add_argument("--actors", type=int, help="purification actors (default: sized from the cluster)")
     parser.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     parser.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default: the AWS variables and config)")
@@ -52,7 +54,7 @@ def build_config(args: argparse.Namespace, policy: str | None):
         fields["labels"] = tuple(read_label_file(args.labels))
     flags = {"reconstructor": args.reconstructor, "encoder": args.encoder, "template": args.template, "n": args.n,
              "early_exit": args.early_exit, "seed": args.seed, "min_agreement": args.min_agreement,
-             "max_drift": args.max_drift, "flip_min_drift": args.flip_min_drift, "batch_size": args.batch_size, "s3_endpoint": args.s3_endpoint}
+             "max_drift": args.max_drift, "flip_min_drift": args.flip_min_drift, "batch_size": args.batch_size, "work_size": args.work_size, "s3_endpoint": args.s3_endpoint}
     fields.update({k: v for k, v in flags.items() if v is not None})
     fields["preset"] = args.preset
     fields["policy"] = policy

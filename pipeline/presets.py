@@ -38,6 +38,9 @@ class Preset:
     template: str = "a photo of a {}."
     reconstructor_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_reconstructor: str = "vae"
+    # The working geometry: the encoder's square input. Corpora are decoded straight to it (shorter
+    # side to work_size, central crop), so every batch that reaches a model is full.
+    work_size: int = 224
     # Verdict thresholds for the default reconstructor and encoder at N=10, from `disillusion calibrate`.
     verdict: VerdictPolicy = VerdictPolicy()
 
@@ -66,6 +69,7 @@ PRESETS = {
         encoder=f"clip:{DEMO_DIR}/clip",
         reconstructors={kind: f"{kind}:{DEMO_DIR}/{kind}" for kind in ("vae", "ae", "dm")},
         labels=CLASSES,
+        work_size=32,
         reconstructor_options={
             "vae": {"sample_scale": 1.0, "latent_noise": 0.0},
             "ae": {"noise_scale": 0.5},

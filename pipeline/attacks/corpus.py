@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
 
+from ..batching import map_batched
 from ..io.images import ImageDecodeError, decode_image, encode_png
 from ..io.shards import Sample
 from ..models.noise import seed_for_key
@@ -61,7 +61,7 @@ def plant_illusions(
     `bank` is the LabelBank whose prompts define the targets."""
     labels, text = bank.labels, bank.embeddings(encoder)
     out = [Sample(s.key, dict(s.members)) for s in samples]
-    truth, groups = {}, defaultdict(list)
+    truth, candidates = {}, []
     for index, sample in enumerate(out):
         meta = read_meta(sample)
         label = label_index(sample, meta, labels)
@@ -74,24 +74,23 @@ def plant_illusions(
         except ImageDecodeError as error:
             log.warning("%s: not attacked: %s", sample.key, error)
             continue
-        groups[tuple(image.shape)].append((index, image, label))
+        candidates.append((index, image, label))
 
-    for group in groups.values():
-        for start in range(0, len(group), batch_size):
-            part = group[start : start + batch_size]
-            images = torch.stack([image for _, image, _ in part])
-            targets = pick_targets([label for _, _, label in part], len(labels), seed=seed_for_key(seed, out[part[0][0]].key))
-            goal = text[targets]
-            if reconstructor is not None:
-                objective = eot_objective(reconstructor.reconstruct, encoder.embed_images, goal, eot_samples, seed=seed)
-            else:
-                objective = cosine_objective(encoder.embed_images, goal)
-            adversarial = illusion_attack(images, objective, config)
-            for (index, _, _), image, target in zip(part, adversarial, targets.tolist()):
-                sample = out[index]
-                ext = sample.image_extension()
-                sample.members = {("png" if name == ext else name): (encode_png(image) if name == ext else data) for name, data in sample.members.items()}
-                truth[index].update(illusion=True, target=labels[target])
+    def attack(part: list[tuple[int, torch.Tensor, int]]) -> list[tuple[torch.Tensor, int]]:
+        images = torch.stack([image for _, image, _ in part])
+        targets = pick_targets([label for _, _, label in part], len(labels), seed=seed_for_key(seed, out[part[0][0]].key))
+        goal = text[targets]
+        if reconstructor is not None:
+            objective = eot_objective(reconstructor.reconstruct, encoder.embed_images, goal, eot_samples, seed=seed)
+        else:
+            objective = cosine_objective(encoder.embed_images, goal)
+        return list(zip(illusion_attack(images, objective, config), targets.tolist()))
+
+    for (index, _, _), (image, target) in zip(candidates, map_batched(candidates, batch_size, attack, key=lambda c: tuple(c[1].shape))):
+        sample = out[index]
+        ext = sample.image_extension()
+        sample.members = {("png" if name == ext else name): (encode_png(image) if name == ext else data) for name, data in sample.members.items()}
+        truth[index].update(illusion=True, target=labels[target])
     for index, sample in enumerate(out):
         sample.members["json"] = json.dumps(truth[index]).encode()
     return out

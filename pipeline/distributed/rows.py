@@ -1,7 +1,10 @@
-"""The row format between pipeline stages: plain scalars and bytes, so Arrow carries them as is.
+"""The row format between pipeline stages: one row per input shard, plain strings, integers and
+bytes, so Arrow carries them as they are.
 
-Every shard contributes one marker row (index -1) with its sample count and problems, so the driver
-knows when a shard is complete even if it has no readable samples.
+A shard's row keeps the bytes that were read (`data`) all the way to the writer, which rebuilds the
+samples from them: the outputs come from exactly the bytes that were examined, and the input is
+read once. Pixels travel as one uint8 blob at the working geometry; verdicts as JSON plus a float32
+blob of embeddings; purified PNGs as one blob with an index.
 """
 
 from __future__ import annotations
@@ -10,49 +13,77 @@ import json
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..sanitize.records import Record
-from ..sanitize.shard import ShardInput
+from ..sanitize.shard import ShardInput, parse_shard
 
 
-def marker_row(shard: ShardInput) -> dict[str, Any]:
+def _shard_fields(shard: ShardInput) -> dict[str, Any]:
+    return {"uri": shard.uri, "name": shard.name, "data": shard.data, "problems": json.dumps(shard.problems)}
+
+
+def shard_of(row: dict[str, Any]) -> ShardInput:
+    """The shard behind a row: its samples re-parsed from the bytes that were read (parsing is
+    deterministic, so these are the samples that were decoded), its problems as first recorded."""
+    shard = parse_shard(row["uri"], bytes(row["data"]))
+    shard.problems = json.loads(row["problems"])
+    return shard
+
+
+def decoded_row(shard: ShardInput, records: list[Record], work_size: int) -> dict[str, Any]:
+    meta = [{"key": r.key, "error": r.error, "caption": r.caption, "original_size": r.original_size} for r in records]
+    pixels = [r.pixels for r in records if r.pixels is not None]
     return {
-        "uri": shard.uri, "shard": shard.name, "index": -1, "total": len(shard.samples), "problems": json.dumps(shard.problems),
-        "key": "", "pixels": b"", "height": 0, "width": 0, "error": None, "caption": None,
+        **_shard_fields(shard),
+        "work_size": work_size,
+        "records": json.dumps(meta),
+        "pixels": np.stack(pixels).tobytes() if pixels else b"",
     }
 
 
-def record_row(shard: ShardInput, index: int, record: Record) -> dict[str, Any]:
-    image = record.image
+def row_records(row: dict[str, Any]) -> list[Record]:
+    size = int(row["work_size"])
+    pixels = np.frombuffer(bytes(row["pixels"]), dtype=np.uint8).reshape(-1, size, size, 3)
+    records, used = [], 0
+    for meta in json.loads(row["records"]):
+        image = None
+        if meta["error"] is None:
+            image, used = pixels[used], used + 1
+        original = tuple(meta["original_size"]) if meta["original_size"] else None
+        records.append(Record(meta["key"], image, meta["error"], meta["caption"], original))
+    return records
+
+
+def purified_row(row: dict[str, Any], rows: dict[str, dict[str, Any]], purified: dict[str, bytes], *, seconds: float,
+                 models: dict[str, str], dim: int) -> dict[str, Any]:
+    """What the purification stage passes on: the shard's bytes, its verdict rows and purified images."""
+    embeddings = [r["embedding"] for r in rows.values() if r.get("embedding") is not None]
+    keys = list(purified)
     return {
-        "uri": shard.uri, "shard": shard.name, "index": index, "total": len(shard.samples), "problems": "[]",
-        "key": record.key,
-        "pixels": b"" if image is None else image.numpy().astype(np.float32).tobytes(),
-        "height": 0 if image is None else int(image.shape[1]),
-        "width": 0 if image is None else int(image.shape[2]),
-        "error": record.error, "caption": record.caption,
+        "uri": row["uri"], "name": row["name"], "data": row["data"], "problems": row["problems"], "work_size": row["work_size"],
+        "verdicts": json.dumps([{k: v for k, v in r.items() if k != "embedding"} for r in rows.values()]),
+        "embeddings": np.asarray(embeddings, dtype=np.float32).tobytes() if embeddings else b"",
+        "dim": dim,
+        "purified_keys": json.dumps(keys),
+        "purified_lengths": json.dumps([len(purified[k]) for k in keys]),
+        "purified": b"".join(purified[k] for k in keys),
+        "seconds": seconds,
+        "models": json.dumps(models),
     }
 
 
-def row_record(row: dict[str, Any]) -> Record:
-    image = None
-    if row["height"]:
-        array = np.frombuffer(row["pixels"], dtype=np.float32).reshape(3, int(row["height"]), int(row["width"]))
-        image = torch.from_numpy(array.copy())
-    # Arrow -> numpy turns missing strings into None or NaN depending on the batch: keep strings only.
-    text = lambda value: value if isinstance(value, str) else None  # noqa: E731
-    return Record(row["key"], image, text(row["error"]), text(row["caption"]))
-
-
-def pack_verdict(row: dict[str, Any]) -> tuple[str, bytes]:
-    """A verdict row as (JSON without the embedding, float32 embedding bytes)."""
-    embedding = row.get("embedding")
-    rest = {k: v for k, v in row.items() if k != "embedding"}
-    return json.dumps(rest), b"" if embedding is None else np.asarray(embedding, dtype=np.float32).tobytes()
-
-
-def unpack_verdict(text: str, embedding: bytes) -> dict[str, Any]:
-    row = json.loads(text)
-    row["embedding"] = np.frombuffer(embedding, dtype=np.float32).tolist() if embedding else None
-    return row
+def verdicts_of(row: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+    """Inverse of `purified_row`: verdict rows by key (with embeddings) and purified PNGs by key."""
+    dim = int(row["dim"])
+    embeddings = np.frombuffer(bytes(row["embeddings"]), dtype=np.float32).reshape(-1, dim)
+    rows, used = {}, 0
+    for verdict in json.loads(row["verdicts"]):
+        if verdict["status"] == "ok":
+            verdict["embedding"], used = embeddings[used].tolist(), used + 1
+        else:
+            verdict["embedding"] = None
+        rows[verdict["key"]] = verdict
+    blob, purified, offset = bytes(row["purified"]), {}, 0
+    for key, length in zip(json.loads(row["purified_keys"]), json.loads(row["purified_lengths"])):
+        purified[key], offset = blob[offset : offset + length], offset + length
+    return rows, purified

@@ -1,71 +1,103 @@
-"""Ray Data stages as plain callables: reading and decoding (CPU tasks) and purification (an actor
-pool that loads the models once per actor)."""
+"""The three stages of a run, each with the resources it declares, as Ray Data steps.
+
+    read + decode (CPU task)  ->  purify (actor pool: models loaded once per actor, GPU when there is one)
+                              ->  write outputs, manifest last (CPU task)  ->  the driver gets the manifest
+
+A row is one input shard. Workers own whole shards: the bytes read, the pixels decoded and the
+outputs written never pass through the driver, which only counts manifests.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from ..io.storage import Storage
 from ..sanitize.config import SanitizeConfig
-from ..sanitize.records import to_record
-from ..sanitize.shard import purify_records, read_shard
-from .rows import marker_row, pack_verdict, record_row, row_record
+from ..sanitize.shard import decode_shard, finish_shard, model_fingerprints, purify_records, read_shard, unreadable
+from .rows import decoded_row, purified_row, row_records, shard_of, verdicts_of
+
+# A crashed actor (OOM kill, lost node) restarts and its shard is retried, a bounded number of times.
+ACTOR_RESTARTS = 3
 
 
-def read_and_decode(item: dict[str, Any], s3_endpoint: str | None = None) -> list[dict[str, Any]]:
-    """One input shard URI -> a marker row plus one row per sample (decoded pixels or an error)."""
-    shard = read_shard(Storage(s3_endpoint), item["uri"])
-    return [marker_row(shard)] + [record_row(shard, i, to_record(s)) for i, s in enumerate(shard.samples)]
+@dataclass(frozen=True)
+class Stage:
+    """A step of the plan: a function of one row (stateless tasks) or a class whose instances hold
+    models (an actor pool of `actors`), with the resources each task or actor reserves."""
+
+    name: str
+    fn: Callable[..., dict[str, Any]] | type
+    num_cpus: float
+    num_gpus: float = 0.0
+    actors: int = 0  # 0: tasks
+    kwargs: dict[str, Any] = field(default_factory=dict)  # function kwargs, or constructor kwargs of an actor
+
+    def apply(self, dataset):
+        import warnings
+
+        import ray
+
+        if not self.actors:
+            return dataset.map(self.fn, fn_kwargs=self.kwargs, num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        with warnings.catch_warnings():
+            # Ray 2.60 (pinned) has no named parameter for actor restarts yet; the generic one it
+            # deprecates is the only way to bound them.
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            return dataset.map(
+                self.fn, fn_constructor_kwargs=self.kwargs, compute=ray.data.ActorPoolStrategy(size=self.actors),
+                num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
+            )
 
 
-class PurifyStage:
-    """Consensus purification of a batch of sample rows; marker rows pass through."""
+def read_and_decode(item: dict[str, Any], *, config: SanitizeConfig) -> dict[str, Any]:
+    """A shard URI -> its bytes, and every image decoded to the working geometry (uint8)."""
+    shard = read_shard(Storage(config.s3_endpoint), item["uri"])
+    work_size = config.working_size()
+    return decoded_row(shard, decode_shard(shard, work_size), work_size)
 
-    def __init__(self, config: SanitizeConfig, threads: int | None = None):
+
+class Purify:
+    """Consensus purification of every sample of a shard, in full batches."""
+
+    def __init__(self, config: SanitizeConfig, threads: int = 1):
         import torch
 
         # Ray sets OMP_NUM_THREADS=1 in workers; give torch the threads this actor was granted.
-        torch.set_num_threads(max(1, threads or int(os.environ.get("DISILLUSION_ACTOR_THREADS", "1"))))
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.set_num_threads(max(1, int(os.environ.get("DISILLUSION_ACTOR_THREADS", threads))))
         self.config = config
-        self.purifier = config.build_purifier(device)
-        self.models = json.dumps({"reconstructor": self.purifier.reconstructor.fingerprint, "encoder": self.purifier.encoder.fingerprint})
+        self.purifier = config.build_purifier("cuda" if torch.cuda.is_available() else "cpu")
+        self.models = model_fingerprints(self.purifier)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        count = len(batch["key"])
-        rows = [{name: _plain(batch[name][i]) for name in batch} for i in range(count)]
-        verdict_json = [""] * count
-        embeddings = [b""] * count
-        purified = [b""] * count
-        seconds = np.zeros(count)  # purification time, shared out over the rows it was spent on
-        by_shard: dict[str, list[int]] = {}
-        for i, row in enumerate(rows):
-            if row["index"] >= 0:
-                by_shard.setdefault(row["shard"], []).append(i)
-        for shard, indices in by_shard.items():
-            start = time.perf_counter()
-            records = [row_record(rows[i]) for i in indices]
-            results, images = purify_records(
-                self.purifier, records, shard, seed=self.config.seed, batch_size=self.config.batch_size,
-                want_images=self.config.policy == "purify",
-            )
-            for i, record in zip(indices, records):
-                verdict_json[i], embeddings[i] = pack_verdict(results[record.key])
-                purified[i] = images.get(record.key, b"")
-            seconds[indices] = (time.perf_counter() - start) / len(indices)
-        return {
-            "uri": batch["uri"], "shard": batch["shard"], "index": batch["index"], "total": batch["total"],
-            "problems": batch["problems"], "key": batch["key"],
-            "verdict": np.array(verdict_json, dtype=object), "embedding": np.array(embeddings, dtype=object),
-            "purified": np.array(purified, dtype=object), "models": np.array([self.models] * count, dtype=object),
-            "seconds": seconds,
-        }
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        rows, purified = purify_records(
+            self.purifier, row_records(row), row["name"], seed=self.config.seed, batch_size=self.config.batch_size,
+            want_images=self.config.policy == "purify",
+        )
+        return purified_row(row, rows, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
+def write_outputs(row: dict[str, Any], *, config: SanitizeConfig, output: str) -> dict[str, Any]:
+    """Sanitised shard, verdicts, quarantine and (last) manifest, from the bytes that were examined."""
+    shard = shard_of(row)
+    rows, purified = verdicts_of(row)
+    manifest = finish_shard(
+        Storage(config.s3_endpoint), output, shard, rows, purified, dim=int(row["dim"]), policy=config.policy,
+        seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]),
+        complete=not unreadable(shard),
+    )
+    return {"manifest": json.dumps(manifest)}
+
+
+def plan_stages(config: SanitizeConfig, output: str, resources) -> list[Stage]:
+    return [
+        Stage("read+decode", read_and_decode, num_cpus=resources.task_cpus, kwargs={"config": config}),
+        Stage("purify", Purify, num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
+              kwargs={"config": config, "threads": resources.threads_per_actor}),
+        Stage("write", write_outputs, num_cpus=resources.task_cpus, kwargs={"config": config, "output": output}),
+    ]

@@ -40,6 +40,7 @@ class Encoder(Protocol):
 
     kind: str
     dim: int
+    image_size: int  # the square input the image tower sees; a corpus is decoded to it (its working geometry)
 
     @property
     def fingerprint(self) -> str: ...

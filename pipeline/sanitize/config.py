@@ -26,10 +26,16 @@ class SanitizeConfig:
     flip_min_drift: float | None = None
     policy: str | None = "purify"  # purify | drop | keep; None for audit (verdicts only)
     batch_size: int = 16
+    work_size: int | None = None  # square working geometry in pixels; None: the preset's (its encoder's input size)
     s3_endpoint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def working_size(self) -> int:
+        from ..presets import get_preset
+
+        return self.work_size or get_preset(self.preset).work_size
 
     def label_bank(self) -> LabelBank:
         from ..presets import get_preset

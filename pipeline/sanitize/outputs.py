@@ -35,11 +35,12 @@ def output_paths(output: str, name: str) -> dict[str, str]:
 
 
 def sanitised_samples(
-    samples: Iterable[Sample], rows: dict[str, dict[str, Any]], purified_png: dict[str, bytes], policy: str
+    samples: Iterable[Sample], rows: dict[str, dict[str, Any]], purified_png: dict[str, bytes], policy: str, work_size: int
 ) -> tuple[list[Sample], list[Sample]]:
     """(kept samples, quarantined samples) under a policy for samples judged `illusion`.
 
-    purify: the image member is replaced by the purified PNG (same key; extension png). keep: the
+    purify: the image member is replaced by the purified PNG (same key; extension png), at the working
+    size `work_size`; the note records the original size. keep: the
     image stays as it is. drop: the sample moves to quarantine with its original bytes. Every kept
     sample gets a `disillusion.json` member with its verdict; other members stay byte-identical.
     """
@@ -59,7 +60,10 @@ def sanitised_samples(
         else:
             members = dict(sample.members)
         note = {k: row.get(k) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift")}
+        note["original_size"] = [row["original_width"], row["original_height"]] if row.get("original_width") else None
         note["action"] = "purified" if purify else "kept"
+        if purify:
+            note["purified_size"] = [work_size, work_size]
         members["disillusion.json"] = json.dumps(note).encode()
         kept.append(Sample(sample.key, members))
     return kept, quarantined

@@ -1,25 +1,25 @@
-"""The work on one input shard, in three steps any executor can call: read the shard into records,
-purify the records, and assemble and write the outputs. No Ray here."""
+"""The work on one input shard, in four steps any executor can call: read the shard's bytes, decode
+its images to the working geometry, purify them, and write the outputs from the same bytes that were
+examined (never a second read). No Ray here.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from ..batching import map_batched
 from ..defense.consensus import ConsensusPurifier
-from ..io.images import encode_png
+from ..io.images import DEFAULT_MAX_PIXELS, encode_png
 from ..io.shards import Sample, ShardProblem, read_samples
 from ..io.storage import Storage, shard_name
 from ..models.noise import seed_for_key
 from .outputs import sanitised_samples, write_shard_outputs
-from .records import Record, to_record
+from .records import Record, as_images, to_record
 from .verdicts import error_row, ok_row, verdict_table
-
 
 CANNOT_READ = "cannot read shard"
 
@@ -28,19 +28,15 @@ CANNOT_READ = "cannot read shard"
 class ShardInput:
     uri: str
     name: str
+    data: bytes = b""  # the shard's bytes as read: outputs are built from these
     samples: list[Sample] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
-def read_shard(storage: Storage, uri: str) -> ShardInput:
-    """All samples of a shard; a missing or unreadable shard becomes a problem, not an exception."""
-    shard = ShardInput(uri, shard_name(uri))
-    try:
-        data = storage.read_bytes(uri)
-    except Exception as error:  # missing object, permissions, network after retries
-        shard.problems.append(f"{CANNOT_READ}: {type(error).__name__}: {error}")
-        return shard
-    for item in read_samples(data):
+def parse_shard(uri: str, data: bytes, problems: Sequence[str] = ()) -> ShardInput:
+    """The samples of shard bytes already read; parsing the same bytes always gives the same samples."""
+    shard = ShardInput(uri, shard_name(uri), data, problems=list(problems))
+    for item in read_samples(data) if data else ():
         if isinstance(item, ShardProblem):
             shard.problems.append(item.message)
         else:
@@ -48,48 +44,50 @@ def read_shard(storage: Storage, uri: str) -> ShardInput:
     return shard
 
 
+def read_shard(storage: Storage, uri: str) -> ShardInput:
+    """All samples of a shard; a missing or unreadable shard becomes a problem, not an exception."""
+    try:
+        data = storage.read_bytes(uri)
+    except Exception as error:  # missing object, permissions, network after retries
+        return ShardInput(uri, shard_name(uri), problems=[f"{CANNOT_READ}: {type(error).__name__}: {error}"])
+    return parse_shard(uri, data)
+
+
+def decode_shard(shard: ShardInput, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Record]:
+    """One record per sample, images at `work_size` x `work_size` (errors as records, not exceptions)."""
+    return [to_record(sample, work_size, max_pixels) for sample in shard.samples]
+
+
 def purify_records(
     purifier: ConsensusPurifier, records: Sequence[Record], shard: str, *, seed: int, batch_size: int, want_images: bool
 ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
     """Verdict rows for every record (errors included) and purified PNGs for illusions.
 
-    Images are batched by size; each sample's seed comes from its key, so verdicts do not depend on
-    batching or on which worker ran them. A batch that fails (e.g. out of memory on one huge image)
-    is retried one image at a time so that only the culprit becomes an error row.
+    Records share one working geometry, so every batch but the last is full. Each sample's seed comes
+    from its key, so verdicts do not depend on batching or on which worker ran them; a batch that
+    fails is retried one image at a time so that only the culprit becomes an error row.
     """
-    rows: dict[str, dict[str, Any]] = {}
+    rows = {r.key: error_row(r.key, shard, r.error or "no image") for r in records if r.pixels is None}
     purified: dict[str, bytes] = {}
-    by_size: dict[tuple, list[Record]] = defaultdict(list)
-    for record in records:
-        if record.image is None:
-            rows[record.key] = error_row(record.key, shard, record.error or "no image")
-        else:
-            by_size[tuple(record.image.shape)].append(record)
+    decoded = [r for r in records if r.pixels is not None]
 
-    def run(batch: list[Record]) -> None:
-        images = torch.stack([r.image for r in batch])
+    def run(batch: list[Record]) -> list[dict[str, Any]]:
         results = purifier.purify(
-            images,
+            as_images([r.pixels for r in batch]),
             seeds=[seed_for_key(seed, r.key) for r in batch],
             captions=[r.caption for r in batch],
             keep_images=want_images,
         )
         for record, result in zip(batch, results):
-            rows[record.key] = ok_row(record.key, shard, result)
             if want_images and result.verdict == "illusion":
                 purified[record.key] = encode_png(result.image)
+        return [ok_row(r.key, shard, result, r.original_size) for r, result in zip(batch, results)]
 
-    for group in by_size.values():
-        for start in range(0, len(group), batch_size):
-            batch = group[start : start + batch_size]
-            try:
-                run(batch)
-            except Exception:
-                for record in batch:
-                    try:
-                        run([record])
-                    except Exception as error:
-                        rows[record.key] = error_row(record.key, shard, f"purification failed: {type(error).__name__}: {error}")
+    def failed(record: Record, error: Exception) -> dict[str, Any]:
+        return error_row(record.key, shard, f"purification failed: {type(error).__name__}: {error}")
+
+    outcome = map_batched(decoded, batch_size, run, key=lambda r: r.pixels.shape, on_error=failed)
+    rows.update((record.key, row) for record, row in zip(decoded, outcome))
     return rows, purified
 
 
@@ -104,6 +102,7 @@ def finish_shard(
     policy: str | None,
     seconds: float,
     fingerprints: dict[str, str],
+    work_size: int,
     complete: bool = True,
 ) -> dict[str, Any]:
     """Write the shard's outputs (policy None: audit, no sanitised shard) and return its manifest.
@@ -111,7 +110,7 @@ def finish_shard(
     complete=False (the shard could not be read at all) still writes a manifest that reports the
     problem, but marks it incomplete so that the next run tries the shard again."""
     ordered = [rows[s.key] for s in shard.samples]
-    kept, quarantined = (None, []) if policy is None else sanitised_samples(shard.samples, rows, purified, policy)
+    kept, quarantined = (None, []) if policy is None else sanitised_samples(shard.samples, rows, purified, policy, work_size)
     verdicts = Counter(r["verdict"] for r in ordered if r["status"] == "ok")
     manifest = {
         "shard": shard.name,
@@ -125,6 +124,7 @@ def finish_shard(
         "quarantined": len(quarantined),
         "problems": shard.problems,
         "policy": policy or "audit",
+        "work_size": work_size,
         "seconds": round(seconds, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": fingerprints,
@@ -142,21 +142,26 @@ def process_shard(
     purifier: ConsensusPurifier,
     *,
     policy: str | None,
+    work_size: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
-    max_pixels: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
-    """Read, purify and write one shard in this process (the unit a worker runs)."""
+    """Read, decode, purify and write one shard in this process (the steps a Ray run spreads over
+    workers). `work_size` defaults to the encoder's input size."""
     start = time.perf_counter()
+    work_size = work_size or purifier.encoder.image_size
     shard = read_shard(storage, uri)
-    kwargs = {"max_pixels": max_pixels} if max_pixels else {}
-    records = [to_record(s, **kwargs) for s in shard.samples]
+    records = decode_shard(shard, work_size, max_pixels)
     rows, purified = purify_records(purifier, records, shard.name, seed=seed, batch_size=batch_size, want_images=policy == "purify")
-    fingerprints = {"reconstructor": purifier.reconstructor.fingerprint, "encoder": purifier.encoder.fingerprint}
     return finish_shard(
-        storage, output, shard, rows, purified, dim=purifier.encoder.dim, policy=policy,
-        seconds=time.perf_counter() - start, fingerprints=fingerprints, complete=not unreadable(shard),
+        storage, output, shard, rows, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
+        fingerprints=model_fingerprints(purifier), work_size=work_size, complete=not unreadable(shard),
     )
+
+
+def model_fingerprints(purifier: ConsensusPurifier) -> dict[str, str]:
+    return {"reconstructor": purifier.reconstructor.fingerprint, "encoder": purifier.encoder.fingerprint}
 
 
 def unreadable(shard: ShardInput) -> bool:

@@ -23,11 +23,14 @@ def verdict_schema(dim: int) -> pa.Schema:
         ("drift", pa.float32()),
         ("caption_cos_original", pa.float32()),
         ("caption_cos_purified", pa.float32()),
+        ("original_width", pa.int32()),  # the stored image's size; the defense saw it at the working size
+        ("original_height", pa.int32()),
         ("embedding", pa.list_(pa.float32(), dim)),
     ])
 
 
-def ok_row(key: str, shard: str, result: SampleResult) -> dict[str, Any]:
+def ok_row(key: str, shard: str, result: SampleResult, original_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    width, height = original_size or (None, None)
     return {
         "key": key,
         "shard": shard,
@@ -41,6 +44,8 @@ def ok_row(key: str, shard: str, result: SampleResult) -> dict[str, Any]:
         "drift": result.drift,
         "caption_cos_original": result.caption_cos_original,
         "caption_cos_purified": result.caption_cos_purified,
+        "original_width": width,
+        "original_height": height,
         "embedding": result.embedding.float().tolist(),
     }
 

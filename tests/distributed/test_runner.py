@@ -25,7 +25,7 @@ CONFIG = SanitizeConfig(preset="demo", n=4, batch_size=8)
 def test_resources_never_take_every_cpu():
     assert plan_resources({"CPU": 2.0}).cpus_per_actor <= 1.0
     two = plan_resources({"CPU": 2.0})
-    assert two.actors * two.cpus_per_actor + two.read_cpus <= 2.0
+    assert two.actors * two.cpus_per_actor + two.task_cpus <= 2.0
     assert plan_resources({"CPU": 16.0, "GPU": 4.0}).actors == 4
     assert plan_resources({"CPU": 16.0, "GPU": 4.0}).gpus_per_actor == 1.0
     big = plan_resources({"CPU": 32.0})

@@ -252,6 +252,7 @@ class ImageBindEncoder:
         self.tokenizer = tokenizer
         self.config = model.config
         self.dim = model.config.embed_dim
+        self.image_size = model.config.image_size
         self.text_batch_size = text_batch_size
         self.mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
@@ -270,7 +271,7 @@ class ImageBindEncoder:
         return self._fingerprint
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        images = resize_shorter_and_center_crop(as_rgb_batch(images).to(self.device), self.config.image_size)
+        images = resize_shorter_and_center_crop(as_rgb_batch(images).to(self.device), self.image_size)
         return ((images - self.mean.to(images.device)) / self.std.to(images.device)).to(next(self.model.parameters()).dtype)
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
