@@ -115,3 +115,148 @@ def markdown_table(rows: list[Measurement]) -> str:
         lines.append(f"| {r.stage} | {r.reconstructor} | {r.samples} | {r.seconds:.2f} | {r.samples_per_second:.1f} | "
                      f"{1000 * r.seconds / r.samples:.2f} | {r.peak_rss_mb:.0f} | {gpu} |")
     return "\n".join(lines)
+
+
+# --- whole-run memory -------------------------------------------------------------------------------
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        tree.setdefault(parent, []).append(int(entry))
+    return tree
+
+
+def process_tree_pss_mb(root: int | None = None) -> float:
+    """Proportional set size of a process and all its descendants (a local Ray cluster started by
+    this process: GCS, raylet with the object store, workers). Shared pages count once in total."""
+    tree, total, stack = _children(), 0, [root or os.getpid()]
+    while stack:
+        pid = stack.pop()
+        stack.extend(tree.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as handle:
+                total += next(int(line.split()[1]) for line in handle if line.startswith("Pss:"))
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total / 1024
+
+
+class PeakMemory:
+    """Samples `process_tree_pss_mb` in a background thread while the block runs; `peak_mb` after."""
+
+    def __init__(self, interval: float = 0.25):
+        import threading
+
+        self.interval, self.peak_mb = interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, process_tree_pss_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, process_tree_pss_mb())
+
+
+# --- corpora ----------------------------------------------------------------------------------------
+
+def varied_encodings(images: torch.Tensor, seed: int = 0, sizes: tuple[int, int] = (64, 768), jpeg_share: float = 0.7) -> list[tuple[str, bytes]]:
+    """The same images as a scraped corpus would hold them: each resized to its own size (sides
+    log-uniform in `sizes`, aspect ratios 1:2 to 2:1) and stored as JPEG (quality 90) or PNG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from .io.images import to_uint8
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for image in images:
+        side = float(np.exp(rng.uniform(np.log(sizes[0]), np.log(sizes[1]))))
+        aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+        width, height = max(8, round(side * aspect**0.5)), max(8, round(side / aspect**0.5))
+        picture = Image.fromarray(to_uint8(image)).resize((width, height), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        fmt = "jpg" if rng.random() < jpeg_share else "png"
+        picture.save(buffer, format="JPEG" if fmt == "jpg" else "PNG", **({"quality": 90} if fmt == "jpg" else {}))
+        out.append((fmt, buffer.getvalue()))
+    return out
+
+
+def write_corpus(directory: str, encodings: list[tuple[str, bytes]], per_shard: int, prefix: str = "b") -> list[str]:
+    """WebDataset shards of `per_shard` samples (keys prefix + index) under `directory`; their paths."""
+    from .io.shards import Sample, write_samples
+    from .io.storage import Storage
+
+    storage, paths = Storage(), []
+    for shard, first in enumerate(range(0, len(encodings), per_shard)):
+        samples = [Sample(f"{prefix}{i:06d}", {fmt: data}) for i, (fmt, data) in enumerate(encodings[first : first + per_shard], start=first)]
+        paths.append(os.path.join(directory, f"shard-{shard:06d}.tar"))
+        storage.write_bytes(paths[-1], write_samples(samples))
+    return paths
+
+
+def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
+    """The baseline for the Ray pipeline: the same shards through the same steps in this process."""
+    from .io.storage import Storage
+    from .sanitize.shard import process_shard
+
+    purifier = config.build_purifier()
+    start, samples = time.perf_counter(), 0
+    for uri in shards:
+        samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, work_size=config.working_size(),
+                                 seed=config.seed, batch_size=config.batch_size)["samples"]
+    seconds = time.perf_counter() - start
+    return {"samples": samples, "seconds": round(seconds, 2), "samples_per_second": round(samples / seconds, 3)}
+
+
+# --- early exit -------------------------------------------------------------------------------------
+
+def early_exit_comparison(
+    reconstructor, encoder, labels, images: torch.Tensor, *, n: int, batch_size: int, modes: list[tuple[str, float]], seed: int = 0,
+    verdict=None,
+) -> list[dict[str, Any]]:
+    """Each early-exit mode against drawing all n: samples/s, mean draws, and the share of verdicts
+    and consensus labels identical to the full-N run (same seeds, same images)."""
+    from .defense import VerdictPolicy
+
+    def run(mode: str, alpha: float):
+        config = ConsensusConfig(n=n, early_exit=mode, alpha=alpha, seed=seed, verdict=verdict or VerdictPolicy())
+        purifier = ConsensusPurifier(reconstructor, encoder, labels, config)
+        purifier.purify(images[:2], seeds=[0, 1])  # warm-up
+        start, results = time.perf_counter(), []
+        for first in range(0, len(images), batch_size):
+            batch = images[first : first + batch_size]
+            results += purifier.purify(batch, seeds=list(range(seed + first, seed + first + len(batch))))
+        return time.perf_counter() - start, results
+
+    base_seconds, base = run("off", 0.01)
+    rows = [{"mode": "off", "alpha": None, "seconds": base_seconds, "samples_per_second": len(images) / base_seconds,
+             "mean_draws": float(n), "speedup": 1.0, "identical_verdicts": 1.0, "identical_labels": 1.0}]
+    for mode, alpha in modes:
+        seconds, results = run(mode, alpha)
+        rows.append({
+            "mode": mode, "alpha": alpha if mode == "sequential" else None, "seconds": seconds,
+            "samples_per_second": len(images) / seconds,
+            "mean_draws": sum(r.samples_used for r in results) / len(results),
+            "speedup": base_seconds / seconds,
+            "identical_verdicts": sum(a.verdict == b.verdict for a, b in zip(results, base)) / len(results),
+            "identical_labels": sum(a.label_consensus == b.label_consensus for a, b in zip(results, base)) / len(results),
+        })
+    return rows

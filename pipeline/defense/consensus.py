@@ -28,8 +28,8 @@ class ConsensusConfig:
     early_exit: `off` draws exactly n; `certain` stops once the n-sample winner can no longer change
         (identical labels to `off`); `sequential` also stops once the posterior predictive probability
         that the remaining draws would change the winner is at most `alpha` (see `vote.flip_probability`).
-    round_size: draws per round after the first; the first round in `certain` mode is n // 2 + 1,
-        the smallest count at which it can stop.
+    round_size: draws per round after the first; the first round is the smallest count at which a
+        unanimous vote can stop (n // 2 + 1 in `certain` mode, fewer in `sequential` mode).
     seed: base seed; image i of a batch gets seed + i unless seeds are passed explicitly.
     autocast: run models under torch.autocast with this dtype (e.g. torch.bfloat16), or None.
     """
@@ -121,7 +121,13 @@ class ConsensusPurifier:
         n, mode = self.config.n, self.config.early_exit
         if mode == "off":
             return [n]
-        first = min(n, n // 2 + 1) if mode == "certain" else min(n, self.config.round_size)
+        # The first round is the fewest draws after which a unanimous vote may stop: smaller rounds
+        # before it cost model calls and can never end the loop.
+        if mode == "certain":
+            first = n // 2 + 1
+        else:
+            first = next((k for k in range(1, n) if flip_probability(k, 0, n - k) <= self.config.alpha), n)
+        first = min(n, first)
         sizes = [first]
         while sum(sizes) < n:
             sizes.append(min(self.config.round_size, n - sum(sizes)))

@@ -3,8 +3,8 @@ bytes, so Arrow carries them as they are.
 
 A shard's row keeps the bytes that were read (`data`) all the way to the writer, which rebuilds the
 samples from them: the outputs come from exactly the bytes that were examined, and the input is
-read once. Pixels travel as one uint8 blob at the working geometry; verdicts as JSON plus a float32
-blob of embeddings; purified PNGs as one blob with an index.
+read once. Pixels travel as uint8 blobs at the working geometry; verdicts as JSON plus a float32
+blob of embeddings.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..sanitize.records import Record
-from ..sanitize.shard import ShardInput, parse_shard
+from ..sanitize.shard import Purified, ShardInput, parse_shard
 
 
 def _shard_fields(shard: ShardInput) -> dict[str, Any]:
@@ -54,27 +54,29 @@ def row_records(row: dict[str, Any]) -> list[Record]:
     return records
 
 
-def purified_row(row: dict[str, Any], rows: dict[str, dict[str, Any]], purified: dict[str, bytes], *, seconds: float,
-                 models: dict[str, str], dim: int) -> dict[str, Any]:
-    """What the purification stage passes on: the shard's bytes, its verdict rows and purified images."""
-    embeddings = [r["embedding"] for r in rows.values() if r.get("embedding") is not None]
-    keys = list(purified)
+def purified_row(row: dict[str, Any], purified: Purified, *, seconds: float, models: dict[str, str], dim: int) -> dict[str, Any]:
+    """What the purification stage passes on: the shard's bytes, its verdict rows and purified images
+    (raw pixels: PNG encoding is host work for the writer, not for the actor that holds the GPU)."""
+    rows = purified.rows.values()
+    embeddings = [r["embedding"] for r in rows if r.get("embedding") is not None]
+    keys = list(purified.images)
     return {
         "uri": row["uri"], "name": row["name"], "data": row["data"], "problems": row["problems"], "work_size": row["work_size"],
-        "verdicts": json.dumps([{k: v for k, v in r.items() if k != "embedding"} for r in rows.values()]),
+        "verdicts": json.dumps([{k: v for k, v in r.items() if k != "embedding"} for r in rows]),
         "embeddings": np.asarray(embeddings, dtype=np.float32).tobytes() if embeddings else b"",
         "dim": dim,
         "purified_keys": json.dumps(keys),
-        "purified_lengths": json.dumps([len(purified[k]) for k in keys]),
-        "purified": b"".join(purified[k] for k in keys),
+        "purified": np.stack([purified.images[k] for k in keys]).tobytes() if keys else b"",
+        "batches": purified.batches,
+        "batched_images": purified.batched_images,
         "seconds": seconds,
         "models": json.dumps(models),
     }
 
 
-def verdicts_of(row: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
-    """Inverse of `purified_row`: verdict rows by key (with embeddings) and purified PNGs by key."""
-    dim = int(row["dim"])
+def purified_of(row: dict[str, Any]) -> Purified:
+    """Inverse of `purified_row`."""
+    dim, size = int(row["dim"]), int(row["work_size"])
     embeddings = np.frombuffer(bytes(row["embeddings"]), dtype=np.float32).reshape(-1, dim)
     rows, used = {}, 0
     for verdict in json.loads(row["verdicts"]):
@@ -83,7 +85,6 @@ def verdicts_of(row: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[st
         else:
             verdict["embedding"] = None
         rows[verdict["key"]] = verdict
-    blob, purified, offset = bytes(row["purified"]), {}, 0
-    for key, length in zip(json.loads(row["purified_keys"]), json.loads(row["purified_lengths"])):
-        purified[key], offset = blob[offset : offset + length], offset + length
-    return rows, purified
+    pixels = np.frombuffer(bytes(row["purified"]), dtype=np.uint8).reshape(-1, size, size, 3)
+    images = dict(zip(json.loads(row["purified_keys"]), pixels))
+    return Purified(rows, images, int(row["batches"]), int(row["batched_images"]))

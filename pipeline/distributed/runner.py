@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -93,7 +94,9 @@ def run_corpus(
     resources = plan_resources(ray.cluster_resources(), actors)
     started = time.perf_counter()
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "processed": 0, "samples": 0, "errors": 0,
-               "verdicts": {"clean": 0, "illusion": 0, "uncertain": 0}, "problems": {}}
+               "verdicts": {"clean": 0, "illusion": 0, "uncertain": 0}, "problems": {},
+               "batches": {"count": 0, "images": 0, "size": config.batch_size}}
+    cpu_before = _process_cpu_seconds()
     _write_run_json(storage, output, config, resources, summary, None)
     if not todo:
         return summary
@@ -108,12 +111,23 @@ def run_corpus(
         _count(manifest, summary, echo)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["samples_per_second"] = round(summary["samples"] / summary["seconds"], 3) if summary["seconds"] else None
+    # The driver's own CPU (Ray Data's scheduling threads included) from plan to last manifest.
+    summary["driver_cpu_seconds"] = round(_process_cpu_seconds() - cpu_before, 3)
+    batches = summary["batches"]
+    batches["fill"] = round(batches["images"] / (batches["count"] * batches["size"]), 4) if batches["count"] else None
     _write_run_json(storage, output, config, resources, summary, fingerprints)
     return summary
 
 
+def _process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _count(manifest: dict[str, Any], summary: dict[str, Any], echo) -> None:
     summary["processed"] += 1
+    summary["batches"]["count"] += manifest["batches"]["count"]
+    summary["batches"]["images"] += manifest["batches"]["images"]
     summary["samples"] += manifest["samples"]
     summary["errors"] += manifest["errors"]
     for verdict, count in manifest["verdicts"].items():

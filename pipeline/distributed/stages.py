@@ -19,7 +19,7 @@ from typing import Any
 from ..io.storage import Storage
 from ..sanitize.config import SanitizeConfig
 from ..sanitize.shard import decode_shard, finish_shard, model_fingerprints, purify_records, read_shard, unreadable
-from .rows import decoded_row, purified_row, row_records, shard_of, verdicts_of
+from .rows import decoded_row, purified_of, purified_row, row_records, shard_of
 
 # A crashed actor (OOM kill, lost node) restarts and its shard is retried, a bounded number of times.
 ACTOR_RESTARTS = 3
@@ -75,21 +75,20 @@ class Purify:
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
-        rows, purified = purify_records(
+        purified = purify_records(
             self.purifier, row_records(row), row["name"], seed=self.config.seed, batch_size=self.config.batch_size,
             want_images=self.config.policy == "purify",
         )
-        return purified_row(row, rows, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
+        return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
 
 
 def write_outputs(row: dict[str, Any], *, config: SanitizeConfig, output: str) -> dict[str, Any]:
     """Sanitised shard, verdicts, quarantine and (last) manifest, from the bytes that were examined."""
     shard = shard_of(row)
-    rows, purified = verdicts_of(row)
     manifest = finish_shard(
-        Storage(config.s3_endpoint), output, shard, rows, purified, dim=int(row["dim"]), policy=config.policy,
+        Storage(config.s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=config.policy,
         seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]),
-        complete=not unreadable(shard),
+        batch_size=config.batch_size, complete=not unreadable(shard),
     )
     return {"manifest": json.dumps(manifest)}
 

@@ -131,9 +131,14 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float32) / 255.0
 
 
-def encode_png(image: torch.Tensor) -> bytes:
-    """3 x H x W in [0, 1] -> PNG bytes (lossless, so a purified image is stored as computed)."""
-    array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """3 x H x W in [0, 1] -> H x W x 3 uint8 (rounded)."""
+    return (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+
+
+def encode_png(image: torch.Tensor | np.ndarray) -> bytes:
+    """3 x H x W in [0, 1], or H x W x 3 uint8 -> PNG bytes (lossless, so a purified image is stored as computed)."""
+    array = image if isinstance(image, np.ndarray) else to_uint8(image)
     buffer = io.BytesIO()
     Image.fromarray(array, mode="RGB").save(buffer, format="PNG")
     return buffer.getvalue()

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..batching import map_batched
 from ..defense.consensus import ConsensusPurifier
-from ..io.images import DEFAULT_MAX_PIXELS, encode_png
+from ..io.images import DEFAULT_MAX_PIXELS, encode_png, to_uint8
 from ..io.shards import Sample, ShardProblem, read_samples
 from ..io.storage import Storage, shard_name
 from ..models.noise import seed_for_key
@@ -58,20 +60,31 @@ def decode_shard(shard: ShardInput, work_size: int, max_pixels: int = DEFAULT_MA
     return [to_record(sample, work_size, max_pixels) for sample in shard.samples]
 
 
+@dataclass
+class Purified:
+    """What purification produced for one shard's records."""
+
+    rows: dict[str, dict[str, Any]]  # verdict row by key, errors included
+    images: dict[str, np.ndarray]  # purified image (working size, H x W x 3 uint8) of each illusion, when asked for
+    batches: int = 0  # purifier calls
+    batched_images: int = 0  # images over those calls: batched_images / (batches * batch_size) is the batch fill
+
+
 def purify_records(
     purifier: ConsensusPurifier, records: Sequence[Record], shard: str, *, seed: int, batch_size: int, want_images: bool
-) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
-    """Verdict rows for every record (errors included) and purified PNGs for illusions.
+) -> Purified:
+    """Verdict rows for every record (errors included) and purified images of illusions.
 
     Records share one working geometry, so every batch but the last is full. Each sample's seed comes
     from its key, so verdicts do not depend on batching or on which worker ran them; a batch that
     fails is retried one image at a time so that only the culprit becomes an error row.
     """
-    rows = {r.key: error_row(r.key, shard, r.error or "no image") for r in records if r.pixels is None}
-    purified: dict[str, bytes] = {}
+    out = Purified({r.key: error_row(r.key, shard, r.error or "no image") for r in records if r.pixels is None}, {})
     decoded = [r for r in records if r.pixels is not None]
 
     def run(batch: list[Record]) -> list[dict[str, Any]]:
+        out.batches += 1
+        out.batched_images += len(batch)
         results = purifier.purify(
             as_images([r.pixels for r in batch]),
             seeds=[seed_for_key(seed, r.key) for r in batch],
@@ -80,37 +93,39 @@ def purify_records(
         )
         for record, result in zip(batch, results):
             if want_images and result.verdict == "illusion":
-                purified[record.key] = encode_png(result.image)
+                out.images[record.key] = to_uint8(result.image)
         return [ok_row(r.key, shard, result, r.original_size) for r, result in zip(batch, results)]
 
     def failed(record: Record, error: Exception) -> dict[str, Any]:
         return error_row(record.key, shard, f"purification failed: {type(error).__name__}: {error}")
 
     outcome = map_batched(decoded, batch_size, run, key=lambda r: r.pixels.shape, on_error=failed)
-    rows.update((record.key, row) for record, row in zip(decoded, outcome))
-    return rows, purified
+    out.rows.update((record.key, row) for record, row in zip(decoded, outcome))
+    return out
 
 
 def finish_shard(
     storage: Storage,
     output: str,
     shard: ShardInput,
-    rows: dict[str, dict[str, Any]],
-    purified: dict[str, bytes],
+    purified: Purified,
     *,
     dim: int,
     policy: str | None,
     seconds: float,
     fingerprints: dict[str, str],
     work_size: int,
+    batch_size: int,
     complete: bool = True,
 ) -> dict[str, Any]:
     """Write the shard's outputs (policy None: audit, no sanitised shard) and return its manifest.
 
     complete=False (the shard could not be read at all) still writes a manifest that reports the
     problem, but marks it incomplete so that the next run tries the shard again."""
+    rows = purified.rows
     ordered = [rows[s.key] for s in shard.samples]
-    kept, quarantined = (None, []) if policy is None else sanitised_samples(shard.samples, rows, purified, policy, work_size)
+    pngs = {key: encode_png(image) for key, image in purified.images.items()} if policy == "purify" else {}
+    kept, quarantined = (None, []) if policy is None else sanitised_samples(shard.samples, rows, pngs, policy, work_size)
     verdicts = Counter(r["verdict"] for r in ordered if r["status"] == "ok")
     manifest = {
         "shard": shard.name,
@@ -120,11 +135,12 @@ def finish_shard(
         "ok": sum(r["status"] == "ok" for r in ordered),
         "errors": sum(r["status"] == "error" for r in ordered),
         "verdicts": {v: verdicts.get(v, 0) for v in ("clean", "illusion", "uncertain")},
-        "purified": len(purified) if policy == "purify" else 0,
+        "purified": len(pngs),
         "quarantined": len(quarantined),
         "problems": shard.problems,
         "policy": policy or "audit",
         "work_size": work_size,
+        "batches": {"count": purified.batches, "images": purified.batched_images, "size": batch_size},
         "seconds": round(seconds, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": fingerprints,
@@ -153,10 +169,10 @@ def process_shard(
     work_size = work_size or purifier.encoder.image_size
     shard = read_shard(storage, uri)
     records = decode_shard(shard, work_size, max_pixels)
-    rows, purified = purify_records(purifier, records, shard.name, seed=seed, batch_size=batch_size, want_images=policy == "purify")
+    purified = purify_records(purifier, records, shard.name, seed=seed, batch_size=batch_size, want_images=policy == "purify")
     return finish_shard(
-        storage, output, shard, rows, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
-        fingerprints=model_fingerprints(purifier), work_size=work_size, complete=not unreadable(shard),
+        storage, output, shard, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
+        fingerprints=model_fingerprints(purifier), work_size=work_size, batch_size=batch_size, complete=not unreadable(shard),
     )
 
 
