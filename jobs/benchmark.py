@@ -1,7 +1,15 @@
-"""`disillusion benchmark`: throughput and memory of each stage, and of the Ray pipeline end to end.
+"""`disillusion benchmark`: throughput and memory, measured the same way on any machine.
 
-Results go to stdout as a Markdown table with the exact command, date and machine, ready for
-BENCHMARKS.md; `--json` keeps the raw numbers.
+Sections (each prints a Markdown table under the exact command, date and machine; `--json` keeps
+the raw numbers):
+- models: embedding, N reconstructions and the consensus, per reconstructor (in process);
+- geometry: the same images as one fixed size and as a scraped corpus of varied sizes and encodings,
+  through the Ray pipeline: samples/s and how full the purifier's batches are;
+- pipeline: the Ray pipeline against a bare in-process loop over the same shards, the driver's CPU
+  per 1,000 samples, and the whole run's peak memory on 1x and 10x the corpus;
+- early-exit: each early-exit rule against drawing all N, on a corpus with planted illusions;
+- full-size (`--full-size`, alone): the paper's architectures with random weights (SD VAE with
+  ImageBind-huge or CLIP ViT-L/14 at 224 px) under several execution settings.
 """
 
 from __future__ import annotations
@@ -16,95 +24,251 @@ import time
 import torch
 
 NAME = "benchmark"
-HELP = "Measure samples/s and peak memory of embedding, reconstruction, consensus and the Ray pipeline."
+HELP = "Measure samples/s and memory: stages, working geometry, the Ray pipeline, early exit, full-size models."
+SECTIONS = ("models", "geometry", "pipeline", "early-exit")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--reconstructors", help="comma-separated kinds (default: all of the preset's)")
-    parser.add_argument("--samples", type=int, default=256, help="images per stage (from the bundled sample)")
-    parser.add_argument("--image-size", type=int, help="resize the images to this size (default: 32 for demo, else 224)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="small sizes everywhere: a smoke run, not a measurement")
+    parser.add_argument("--reconstructors", help="models section: comma-separated kinds (default: all of the preset's)")
+    parser.add_argument("--samples", type=int, default=256, help="models section: images per stage (from the bundled sample)")
+    parser.add_argument("--image-size", type=int, help="models section: resize the images to this size (default: the preset's working size)")
     parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="models and early-exit sections (the pipeline uses its own default, 16)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--pipeline-samples", type=int, default=1000, help="corpus size for the Ray run; 0 skips it")
+    parser.add_argument("--geometry-samples", type=int, default=400, help="geometry section: corpus size")
+    parser.add_argument("--pipeline-samples", type=int, default=320, help="pipeline section: the 1x corpus (10x is run too)")
+    parser.add_argument("--shard-size", type=int, default=200, help="samples per shard in the corpora of the Ray sections")
+    parser.add_argument("--early-exit-samples", type=int, default=500, help="early-exit section: corpus size")
+    parser.add_argument("--illusion-fraction", type=float, default=0.1, help="early-exit section: share of planted illusions")
+    parser.add_argument("--full-size", action="store_true", help="only the full-size section (real architectures, random weights)")
+    parser.add_argument("--encoder", choices=("imagebind", "clip-l14"), default="imagebind", help="full-size section: the encoder")
+    parser.add_argument("--full-size-samples", type=int, help="full-size section: images per setting (default 128 on CUDA, 2 on CPU)")
     parser.add_argument("--json", metavar="FILE")
+
+
+def rerun_command(args: argparse.Namespace) -> str:
+    """The command line that repeats this measurement, every setting spelled out."""
+    if args.full_size:
+        words = ["disillusion", NAME, "--full-size", "--encoder", args.encoder, "--n", str(args.n), "--device", args.device]
+        if args.full_size_samples:
+            words += ["--full-size-samples", str(args.full_size_samples)]
+    else:
+        words = ["disillusion", NAME, "--preset", args.preset, "--sections", args.sections, "--samples", str(args.samples),
+                 "--n", str(args.n), "--batch-size", str(args.batch_size), "--device", args.device,
+                 "--geometry-samples", str(args.geometry_samples), "--pipeline-samples", str(args.pipeline_samples),
+                 "--shard-size", str(args.shard_size), "--early-exit-samples", str(args.early_exit_samples),
+                 "--illusion-fraction", str(args.illusion_fraction)]
+        for flag, value in (("--reconstructors", args.reconstructors), ("--image-size", args.image_size)):
+            if value:
+                words += [flag, str(value)]
+    if args.threads:
+        words += ["--threads", str(args.threads)]
+    return shlex.join(words + (["--quick"] if args.quick else []))
 
 
 def bench_images(count: int, size: int) -> torch.Tensor:
     from pipeline.data.fashion_mnist import load_sample, to_rgb32
 
     sample = load_sample()
-    if not 0 < count <= len(sample):
-        raise ValueError(f"--samples must lie in 1..{len(sample)}")
-    images = to_rgb32(torch.from_numpy(sample.images[:count]))
+    indices = [i % len(sample) for i in range(count)]  # larger corpora repeat the sample (keys differ)
+    images = to_rgb32(torch.from_numpy(sample.images[indices]))
     if size != images.shape[-1]:
         images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
     return images
 
 
-def pipeline_run(preset: str, n: int, count: int) -> dict:
-    """Sanitise a clean corpus of `count` bundled images on a local Ray cluster; the run's summary."""
-    from pipeline.distributed.runner import run_corpus
-    from pipeline.io.images import encode_png
-    from pipeline.io.shards import Sample, write_samples
-    from pipeline.io.storage import Storage
-    from pipeline.sanitize.config import SanitizeConfig
-
-    images, storage = bench_images(count, 32), Storage()
-    with tempfile.TemporaryDirectory(prefix="disillusion-bench-") as root:
-        for shard, first in enumerate(range(0, count, 50)):
-            samples = [Sample(f"b{i:05d}", {"png": encode_png(images[i])}) for i in range(first, min(count, first + 50))]
-            storage.write_bytes(os.path.join(root, "in", f"shard-{shard:06d}.tar"), write_samples(samples))
-        start = time.perf_counter()
-        summary = run_corpus(SanitizeConfig(preset=preset, n=n), os.path.join(root, "in"), os.path.join(root, "out"),
-                             overwrite=True, echo=lambda line: None)
-        summary["wall_seconds"] = round(time.perf_counter() - start, 2)
-    return summary
-
-
-def rerun_command(args: argparse.Namespace) -> str:
-    """The command line that repeats this measurement, every setting spelled out."""
-    words = ["disillusion", NAME, "--preset", args.preset, "--samples", str(args.samples), "--n", str(args.n),
-             "--batch-size", str(args.batch_size), "--device", args.device, "--pipeline-samples", str(args.pipeline_samples)]
-    for flag, value in (("--reconstructors", args.reconstructors), ("--image-size", args.image_size), ("--threads", args.threads)):
-        if value:
-            words += [flag, str(value)]
-    return shlex.join(words)
+def _quick(args: argparse.Namespace) -> None:
+    if args.quick:
+        args.samples, args.geometry_samples, args.pipeline_samples = min(args.samples, 16), min(args.geometry_samples, 24), min(args.pipeline_samples, 8)
+        args.early_exit_samples, args.shard_size = min(args.early_exit_samples, 20), min(args.shard_size, 8)
+        args.full_size_samples = args.full_size_samples or 1
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.benchmark import benchmark_models, machine_description, markdown_table, peak_rss_mb
-    from pipeline.presets import get_preset
+    from pipeline.benchmark import machine_description
 
     from .options import resolve_device
 
+    _quick(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    preset = get_preset(args.preset)
-    kinds = args.reconstructors.split(",") if args.reconstructors else list(preset.reconstructors)
-    size = args.image_size or (32 if preset.name == "demo" else 224)
-    images = bench_images(args.samples, size)
-    encoder = preset.load_encoder(device=device)
-    reconstructors = {kind: preset.load_reconstructor(kind, device=device) for kind in kinds}
-    rows = benchmark_models(reconstructors, encoder, preset.label_bank(), images, n=args.n, batch_size=args.batch_size, device=device)
-
     command = rerun_command(args)
     print(f"command: `{command}`")
-    print(f"date: {time.strftime('%Y-%m-%d')}; machine: {machine_description(device)}; images {size}x{size}, batch {args.batch_size}")
-    print()
-    print(markdown_table(rows))
-    report = {"command": command, "machine": machine_description(device), "rows": [r.as_dict() for r in rows]}
-    if args.pipeline_samples:
-        summary = pipeline_run(preset.name, args.n, args.pipeline_samples)
-        report["pipeline"] = summary
-        print()
-        print(f"Ray pipeline (sanitize, {summary['samples']} clean 32x32 samples, N={args.n}, early exit `certain`, "
-              f"preset {preset.name}): {summary['samples_per_second']} samples/s over {summary['seconds']} s of processing, "
-              f"{summary['wall_seconds']} s wall clock including Ray start-up; driver peak RSS {peak_rss_mb():.0f} MB")
+    print(f"date: {time.strftime('%Y-%m-%d')}; machine: {machine_description(device)}")
+    report: dict = {"command": command, "machine": machine_description(device), "date": time.strftime("%Y-%m-%d")}
+    if args.full_size:
+        report["full_size"] = full_size_section(args, device)
+    else:
+        sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+        unknown = set(sections) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown benchmark section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+        if "models" in sections:
+            report["rows"] = models_section(args, device)
+        if "geometry" in sections and args.geometry_samples:
+            report["geometry"] = geometry_section(args)
+        if "pipeline" in sections and args.pipeline_samples:
+            report["pipeline"] = pipeline_section(args)
+        if "early-exit" in sections and args.early_exit_samples:
+            report["early_exit"] = early_exit_section(args, device)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)
     return 0
+
+
+# --- sections ---------------------------------------------------------------------------------------
+
+def models_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    from pipeline.benchmark import benchmark_models, markdown_table
+    from pipeline.presets import get_preset
+
+    preset = get_preset(args.preset)
+    kinds = args.reconstructors.split(",") if args.reconstructors else list(preset.reconstructors)
+    size = args.image_size or preset.work_size
+    images = bench_images(args.samples, size)
+    encoder = preset.load_encoder(device=device)
+    reconstructors = {kind: preset.load_reconstructor(kind, device=device) for kind in kinds}
+    rows = benchmark_models(reconstructors, encoder, preset.label_bank(), images, n=args.n, batch_size=args.batch_size, device=device)
+    print(f"\n### Stages (in process; images {size}x{size}, batch {args.batch_size})\n")
+    print(markdown_table(rows))
+    return [r.as_dict() for r in rows]
+
+
+def _ray():
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return ray
+
+
+def _pipeline(config, corpus: str, output: str) -> dict:
+    """One Ray run with its wall clock, the driver's CPU and the peak memory of every process of the run."""
+    import resource
+
+    from pipeline.benchmark import PeakMemory
+    from pipeline.distributed.runner import run_corpus
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu, start = usage.ru_utime + usage.ru_stime, time.perf_counter()
+    with PeakMemory() as memory:
+        summary = run_corpus(config, corpus, output, overwrite=True, echo=lambda line: None)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    summary.update(wall_seconds=round(time.perf_counter() - start, 2), peak_memory_mb=round(memory.peak_mb),
+                   driver_cpu_seconds=round(usage.ru_utime + usage.ru_stime - cpu, 3))
+    return summary
+
+
+def _fill(summary: dict) -> str:
+    fill = (summary.get("batches") or {}).get("fill")
+    return "n/a" if fill is None else f"{100 * fill:.1f}%"
+
+
+def geometry_section(args: argparse.Namespace) -> dict:
+    from pipeline.benchmark import varied_encodings, write_corpus
+    from pipeline.io.images import encode_png
+    from pipeline.sanitize.config import SanitizeConfig
+
+    _ray()
+    images = bench_images(args.geometry_samples, 32)
+    corpora = {"fixed": [("png", encode_png(image)) for image in images], "varied": varied_encodings(images, seed=0)}
+    config = SanitizeConfig(preset=args.preset, n=args.n)
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="disillusion-bench-") as root:
+        for name, encodings in corpora.items():
+            write_corpus(os.path.join(root, name), encodings, args.shard_size)
+            out[name] = _pipeline(config, os.path.join(root, name), os.path.join(root, f"{name}-out"))
+            out[name]["input_mb"] = round(sum(len(data) for _, data in encodings) / 2**20, 1)
+    ratio = out["varied"]["samples_per_second"] / out["fixed"]["samples_per_second"]
+    out["varied_over_fixed"] = round(ratio, 3)
+    print(f"\n### Working geometry (Ray pipeline, {args.geometry_samples} samples, shards of {args.shard_size}, N={args.n})\n")
+    print("| corpus | input MB | samples / s | batch fill | seconds |")
+    print("|---|---|---|---|---|")
+    for name, label in (("fixed", "one size: 32x32 PNG"), ("varied", "varied: sides 64-768 px, 1:2-2:1, 70% JPEG q90, 30% PNG")):
+        s = out[name]
+        print(f"| {label} | {s['input_mb']} | {s['samples_per_second']:.1f} | {_fill(s)} | {s['seconds']} |")
+    print(f"\nvaried / fixed: {ratio:.2f}x")
+    return out
+
+
+def pipeline_section(args: argparse.Namespace) -> dict:
+    from pipeline.benchmark import bare_loop, write_corpus
+    from pipeline.io.images import encode_png
+    from pipeline.sanitize.config import SanitizeConfig
+
+    ray = _ray()
+    config = SanitizeConfig(preset=args.preset, n=args.n)
+    small, large = args.pipeline_samples, 10 * args.pipeline_samples
+    out: dict = {"threads": torch.get_num_threads(), "cluster": ray.cluster_resources()}
+    with tempfile.TemporaryDirectory(prefix="disillusion-bench-") as root:
+        for name, count in (("1x", small), ("10x", large)):
+            shards = write_corpus(os.path.join(root, name), [("png", encode_png(i)) for i in bench_images(count, 32)], args.shard_size)
+            out[name] = _pipeline(config, os.path.join(root, name), os.path.join(root, f"{name}-out"))
+        out["bare"] = bare_loop(config, shards, os.path.join(root, "bare-out"))
+    extra_samples = out["10x"]["samples"] - out["1x"]["samples"]
+    per_1000 = 1000 * (out["10x"]["driver_cpu_seconds"] - out["1x"]["driver_cpu_seconds"]) / extra_samples
+    out["driver_cpu_seconds_per_1000"] = round(per_1000, 3)
+    out["driver_ceiling_samples_per_second"] = round(1000 / per_1000) if per_1000 > 0 else None
+    out["pipeline_over_bare"] = round(out["10x"]["samples_per_second"] / out["bare"]["samples_per_second"], 3)
+    out["memory_10x_over_1x"] = round(out["10x"]["peak_memory_mb"] / out["1x"]["peak_memory_mb"], 3)
+    print(f"\n### Ray pipeline (demo corpus of 32x32 PNG, shards of {args.shard_size}, N={args.n}, torch threads {out['threads']})\n")
+    print("| run | samples | samples / s | seconds | driver CPU s | peak memory MB (all processes) | batch fill |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ("1x", "10x"):
+        s = out[name]
+        print(f"| Ray pipeline, {name} | {s['samples']} | {s['samples_per_second']:.1f} | {s['seconds']} | {s['driver_cpu_seconds']} | "
+              f"{s['peak_memory_mb']} | {_fill(s)} |")
+    b = out["bare"]
+    print(f"| bare loop in process, 10x corpus | {b['samples']} | {b['samples_per_second']:.1f} | {b['seconds']} | - | - | - |")
+    print(f"\npipeline / bare loop: {out['pipeline_over_bare']:.2f}x; driver CPU beyond start-up: {per_1000:.3f} s per 1,000 samples "
+          f"(a ceiling of about {out['driver_ceiling_samples_per_second']} samples/s for the whole cluster); "
+          f"peak memory 10x / 1x: {out['memory_10x_over_1x']:.2f}")
+    return out
+
+
+def early_exit_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
+    from pipeline.attacks.illusion import cosine_objective
+    from pipeline.benchmark import early_exit_comparison
+    from pipeline.data.fashion_mnist import load_sample
+    from pipeline.presets import get_preset
+
+    preset = get_preset(args.preset)
+    encoder, reconstructor, bank = preset.load_encoder(device=device), preset.load_reconstructor(device=device), preset.label_bank()
+    sample = load_sample()
+    count = args.early_exit_samples
+    images = bench_images(count, preset.work_size)
+    labels = torch.as_tensor(sample.labels[[i % len(sample) for i in range(count)]])
+    planted = torch.Generator().manual_seed(0)
+    chosen = torch.randperm(count, generator=planted)[: round(args.illusion_fraction * count)]
+    targets = pick_targets(labels[chosen].tolist(), len(bank), seed=0)
+    objective = cosine_objective(encoder.embed_images, bank.embeddings(encoder)[targets])
+    images[chosen] = illusion_attack(images[chosen].to(device), objective, AttackConfig(steps=100)).cpu()
+    modes = [("certain", 0.01), ("sequential", 0.01), ("sequential", 0.02), ("sequential", 0.05)]
+    rows = early_exit_comparison(reconstructor, encoder, bank, images.to(device), n=args.n, batch_size=args.batch_size,
+                                 modes=modes, verdict=preset.verdict)
+    print(f"\n### Early exit ({count} samples, {len(chosen)} planted illusions, N={args.n}, batch {args.batch_size}, "
+          f"preset {preset.name} with its verdict thresholds)\n")
+    print("| rule | samples / s | mean draws | speedup vs all N | identical verdicts | identical labels |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        rule = r["mode"] + (f" (alpha {r['alpha']})" if r["alpha"] else "")
+        print(f"| {rule} | {r['samples_per_second']:.1f} | {r['mean_draws']:.2f} | {r['speedup']:.2f}x | "
+              f"{100 * r['identical_verdicts']:.1f}% | {100 * r['identical_labels']:.1f}% |")
+    return rows
+
+
+def full_size_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    from pipeline.benchmark import full_size_settings, run_full_size
+
+    count = args.full_size_samples or (128 if device.type == "cuda" else 2)
+    settings = full_size_settings(device)
+    rows = run_full_size(args.encoder, device, count=count, n=args.n, settings=settings, echo=print)
+    return rows

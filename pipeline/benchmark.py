@@ -63,10 +63,11 @@ def time_stage(
     work: Callable[[torch.Tensor, int], Any],
     device: torch.device,
     settings: dict[str, Any] | None = None,
+    warmup: int = 4,
 ) -> Measurement:
-    """`work(batch, first_index)` over all images after one warm-up batch."""
+    """`work(batch, first_index)` over all images after one warm-up batch of `warmup` images."""
     with torch.no_grad():
-        work(images[: min(batch_size, 4)].to(device), 0)
+        work(images[: min(batch_size, warmup)].to(device), 0)
         _synchronise(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -259,4 +260,123 @@ def early_exit_comparison(
             "identical_verdicts": sum(a.verdict == b.verdict for a, b in zip(results, base)) / len(results),
             "identical_labels": sum(a.label_consensus == b.label_consensus for a, b in zip(results, base)) / len(results),
         })
+    return rows
+
+
+# --- full-size models -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    """How the full-size purifier runs: weight dtype, autocast, batch sizes, memory format, compilation."""
+
+    name: str
+    dtype: torch.dtype = torch.float32  # weights
+    autocast: torch.dtype | None = None
+    batch_size: int = 16  # images per purifier call
+    decode_batch_size: int = 32  # reconstructions per decoder call
+    channels_last: bool = False
+    compile: bool = False
+    early_exit: str = "off"
+
+
+def full_size_settings(device: torch.device) -> list[Setting]:
+    if device.type != "cuda":  # correctness and memory on a few samples; a CPU is far too slow for more
+        return [Setting("fp32", batch_size=1, decode_batch_size=10)]
+    bf16 = torch.bfloat16
+    return [
+        Setting("fp32 (TF32 off)"),
+        Setting("bf16 autocast", autocast=bf16),
+        Setting("bf16 weights", dtype=bf16),
+        Setting("bf16 weights, batch 32, decode 160", dtype=bf16, batch_size=32, decode_batch_size=160),
+        Setting("bf16 weights, batch 64, decode 320", dtype=bf16, batch_size=64, decode_batch_size=320),
+        Setting("bf16 weights, batch 32, decode 160, channels_last", dtype=bf16, batch_size=32, decode_batch_size=160, channels_last=True),
+        Setting("bf16 weights, batch 32, decode 160, early exit certain", dtype=bf16, batch_size=32, decode_batch_size=160, early_exit="certain"),
+        Setting("bf16 weights, batch 32, decode 160, torch.compile", dtype=bf16, batch_size=32, decode_batch_size=160, compile=True),
+    ]
+
+
+def matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> float | None:
+    """The device's bf16 matrix-product rate on random data: the ceiling the FLOP floor is taken against."""
+    if device.type != "cuda":
+        return None
+    a, b = (torch.randn(size, size, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def full_size_purifier(encoder_name: str, setting: Setting, device: torch.device, labels, n: int) -> ConsensusPurifier:
+    from .models.architectures import full_size_encoder, sd_vae_reconstructor
+
+    torch.manual_seed(0)
+    reconstructor = sd_vae_reconstructor(device, setting.dtype, decode_batch_size=setting.decode_batch_size)
+    encoder = full_size_encoder(encoder_name, device, setting.dtype)
+    if setting.channels_last:
+        reconstructor.vae.to(memory_format=torch.channels_last)
+    if setting.compile:
+        reconstructor.vae.encoder = torch.compile(reconstructor.vae.encoder)
+        reconstructor.vae.decoder = torch.compile(reconstructor.vae.decoder)
+        tower = "vision" if encoder_name == "imagebind" else "vision_model"
+        setattr(encoder.model, tower, torch.compile(getattr(encoder.model, tower)))
+    config = ConsensusConfig(n=n, early_exit=setting.early_exit, autocast=setting.autocast)
+    return ConsensusPurifier(reconstructor, encoder, labels, config)
+
+
+def flops_per_sample(purifier: ConsensusPurifier, image: torch.Tensor) -> float:
+    """Counted, not estimated: one image through the whole consensus with every draw."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    full = ConsensusPurifier(purifier.reconstructor, purifier.encoder, purifier.labels, ConsensusConfig(n=purifier.config.n, early_exit="off"))
+    full.label_embeddings()  # prompts are embedded once per run, not per sample
+    with FlopCounterMode(display=False) as counter:
+        full.purify(image[None])
+    return float(counter.get_total_flops())
+
+
+def run_full_size(encoder_name: str, device: torch.device, *, count: int, n: int, settings: list[Setting], echo=print) -> list[dict[str, Any]]:
+    """Samples/s per setting on random 224 x 224 images, against the FLOP floor of this device."""
+    from .presets import IMAGENET_LABELS
+
+    labels = IMAGENET_LABELS if device.type == "cuda" else IMAGENET_LABELS[:10]  # a CPU spends minutes on 1,000 prompts
+    images = torch.rand(count, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    peak = matmul_tflops(device)
+    flops = None
+    echo(f"\n### Full-size purifier: SD VAE + {encoder_name}, 224 x 224, N={n}, {len(labels)} labels, random weights, {count} images per setting")
+    if peak:
+        echo(f"measured bf16 matrix-product rate: {peak:.0f} TFLOP/s")
+    echo("\n| setting | samples / s | ms / sample | TFLOP/s achieved | share of FLOP floor | peak GPU MB | peak RSS MB |")
+    echo("|---|---|---|---|---|---|---|")
+    rows = []
+    for setting in settings:
+        try:
+            purifier = full_size_purifier(encoder_name, setting, device, labels, n)
+            if flops is None:
+                flops = flops_per_sample(purifier, images[0].to(device))
+                echo(f"(counted {flops / 1e12:.2f} TFLOP per sample at N={n}; floor {peak * 1e12 / flops:.1f} samples/s)" if peak else
+                     f"(counted {flops / 1e12:.2f} TFLOP per sample at N={n})")
+            # A full warm-up batch: compiled settings then meet every shape before the clock starts.
+            measurement = time_stage(setting.name, "vae", images, setting.batch_size,
+                                     lambda x, first: purifier.purify(x, seeds=list(range(first, first + len(x)))), device,
+                                     warmup=setting.batch_size)
+        except Exception as error:  # one setting failing (e.g. a compiler error) must not lose the others
+            echo(f"| {setting.name} | failed: {type(error).__name__}: {str(error)[:200]} | | | | | |")
+            rows.append({"setting": setting.name, "error": f"{type(error).__name__}: {error}"})
+            continue
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        rate = measurement.samples_per_second
+        achieved = rate * flops / 1e12
+        share = achieved / peak if peak else None
+        gpu = "-" if measurement.peak_gpu_mb is None else f"{measurement.peak_gpu_mb:.0f}"
+        echo(f"| {setting.name} | {rate:.2f} | {1000 / rate:.1f} | {achieved:.1f} | {'-' if share is None else f'{100 * share:.1f}%'} | "
+             f"{gpu} | {measurement.peak_rss_mb:.0f} |")
+        rows.append({"setting": setting.name, **asdict(setting), "dtype": str(setting.dtype), "autocast": str(setting.autocast),
+                     **measurement.as_dict(), "tflop_per_sample": flops / 1e12, "achieved_tflops": achieved,
+                     "device_tflops": peak, "share_of_floor": share})
     return rows

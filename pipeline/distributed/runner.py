@@ -101,6 +101,7 @@ def run_corpus(
     if not todo:
         return summary
 
+    ray.data.DataContext.get_current().enable_progress_bars = False  # `echo` reports each finished shard
     dataset = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=len(todo))
     for stage in plan_stages(config, output, resources):
         dataset = stage.apply(dataset)
