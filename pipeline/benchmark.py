@@ -118,62 +118,6 @@ def markdown_table(rows: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
-# --- whole-run memory -------------------------------------------------------------------------------
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        tree.setdefault(parent, []).append(int(entry))
-    return tree
-
-
-def process_tree_pss_mb(root: int | None = None) -> float:
-    """Proportional set size of a process and all its descendants (a local Ray cluster started by
-    this process: GCS, raylet with the object store, workers). Shared pages count once in total."""
-    tree, total, stack = _children(), 0, [root or os.getpid()]
-    while stack:
-        pid = stack.pop()
-        stack.extend(tree.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as handle:
-                total += next(int(line.split()[1]) for line in handle if line.startswith("Pss:"))
-        except (OSError, StopIteration, ValueError):
-            continue
-    return total / 1024
-
-
-class PeakMemory:
-    """Samples `process_tree_pss_mb` in a background thread while the block runs; `peak_mb` after."""
-
-    def __init__(self, interval: float = 0.25):
-        import threading
-
-        self.interval, self.peak_mb = interval, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, process_tree_pss_mb())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, process_tree_pss_mb())
-
-
 # --- corpora ----------------------------------------------------------------------------------------
 
 def varied_encodings(images: torch.Tensor, seed: int = 0, sizes: tuple[int, int] = (64, 768), jpeg_share: float = 0.7) -> list[tuple[str, bytes]]:
@@ -214,12 +158,13 @@ def write_corpus(directory: str, encodings: list[tuple[str, bytes]], per_shard: 
 
 
 def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
-    """The baseline for the Ray pipeline: the same shards through the same steps in this process."""
+    """The baseline for the Ray pipeline: the same shards through the same steps in this process,
+    model loading included (the pipeline's actors load theirs inside its time too)."""
     from .io.storage import Storage
-    from .sanitize.shard import process_shard
+    from .sanitize.purify import process_shard
 
-    purifier = config.build_purifier()
     start, samples = time.perf_counter(), 0
+    purifier = config.build_purifier()
     for uri in shards:
         samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, work_size=config.working_size(),
                                  seed=config.seed, batch_size=config.batch_size)["samples"]

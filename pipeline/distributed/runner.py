@@ -106,12 +106,18 @@ def run_corpus(
     for stage in plan_stages(config, output, resources):
         dataset = stage.apply(dataset)
     fingerprints: dict[str, str] = {}
+    first: tuple[float, int] | None = None  # (seconds, samples) when the first shard finished: start-up included
     for row in dataset.iter_rows():
         manifest = json.loads(row["manifest"])
         fingerprints = fingerprints or manifest["models"]
         _count(manifest, summary, echo)
+        first = first or (time.perf_counter() - started, summary["samples"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["samples_per_second"] = round(summary["samples"] / summary["seconds"], 3) if summary["seconds"] else None
+    # The rate once the pipeline is full: from the first finished shard to the last.
+    steady = (summary["seconds"] - first[0], summary["samples"] - first[1]) if first else (0, 0)
+    summary["first_shard_seconds"] = round(first[0], 2) if first else None
+    summary["steady_samples_per_second"] = round(steady[1] / steady[0], 3) if steady[0] > 0 and steady[1] else None
     # The driver's own CPU (Ray Data's scheduling threads included) from plan to last manifest.
     summary["driver_cpu_seconds"] = round(_process_cpu_seconds() - cpu_before, 3)
     batches = summary["batches"]

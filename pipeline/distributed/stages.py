@@ -4,7 +4,8 @@
                               ->  write outputs, manifest last (CPU task)  ->  the driver gets the manifest
 
 A row is one input shard. Workers own whole shards: the bytes read, the pixels decoded and the
-outputs written never pass through the driver, which only counts manifests.
+outputs written never pass through the driver, which only counts manifests. Reading and writing
+tasks get plain settings and never import torch (a worker's start-up would cost seconds of CPU).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..io.storage import Storage
-from ..sanitize.config import SanitizeConfig
-from ..sanitize.shard import decode_shard, finish_shard, model_fingerprints, purify_records, read_shard, unreadable
+from ..sanitize.shard import decode_shard, finish_shard, read_shard, unreadable
 from .rows import decoded_row, purified_of, purified_row, row_records, shard_of
+
+if TYPE_CHECKING:
+    from ..sanitize.config import SanitizeConfig
 
 # A crashed actor (OOM kill, lost node) restarts and its shard is retried, a bounded number of times.
 ACTOR_RESTARTS = 3
@@ -54,10 +57,9 @@ class Stage:
             )
 
 
-def read_and_decode(item: dict[str, Any], *, config: SanitizeConfig) -> dict[str, Any]:
+def read_and_decode(item: dict[str, Any], *, work_size: int, s3_endpoint: str | None) -> dict[str, Any]:
     """A shard URI -> its bytes, and every image decoded to the working geometry (uint8)."""
-    shard = read_shard(Storage(config.s3_endpoint), item["uri"])
-    work_size = config.working_size()
+    shard = read_shard(Storage(s3_endpoint), item["uri"])
     return decoded_row(shard, decode_shard(shard, work_size), work_size)
 
 
@@ -69,34 +71,39 @@ class Purify:
 
         # Ray sets OMP_NUM_THREADS=1 in workers; give torch the threads this actor was granted.
         torch.set_num_threads(max(1, int(os.environ.get("DISILLUSION_ACTOR_THREADS", threads))))
+        from ..sanitize.purify import model_fingerprints, purify_records
+
         self.config = config
         self.purifier = config.build_purifier("cuda" if torch.cuda.is_available() else "cpu")
         self.models = model_fingerprints(self.purifier)
+        self.purify_records = purify_records
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
-        purified = purify_records(
+        purified = self.purify_records(
             self.purifier, row_records(row), row["name"], seed=self.config.seed, batch_size=self.config.batch_size,
             want_images=self.config.policy == "purify",
         )
         return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
 
 
-def write_outputs(row: dict[str, Any], *, config: SanitizeConfig, output: str) -> dict[str, Any]:
+def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, batch_size: int, s3_endpoint: str | None) -> dict[str, Any]:
     """Sanitised shard, verdicts, quarantine and (last) manifest, from the bytes that were examined."""
     shard = shard_of(row)
     manifest = finish_shard(
-        Storage(config.s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=config.policy,
+        Storage(s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=policy,
         seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]),
-        batch_size=config.batch_size, complete=not unreadable(shard),
+        batch_size=batch_size, complete=not unreadable(shard),
     )
     return {"manifest": json.dumps(manifest)}
 
 
 def plan_stages(config: SanitizeConfig, output: str, resources) -> list[Stage]:
     return [
-        Stage("read+decode", read_and_decode, num_cpus=resources.task_cpus, kwargs={"config": config}),
+        Stage("read+decode", read_and_decode, num_cpus=resources.task_cpus,
+              kwargs={"work_size": config.working_size(), "s3_endpoint": config.s3_endpoint}),
         Stage("purify", Purify, num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
               kwargs={"config": config, "threads": resources.threads_per_actor}),
-        Stage("write", write_outputs, num_cpus=resources.task_cpus, kwargs={"config": config, "output": output}),
+        Stage("write", write_outputs, num_cpus=resources.task_cpus,
+              kwargs={"output": output, "policy": config.policy, "batch_size": config.batch_size, "s3_endpoint": config.s3_endpoint}),
     ]

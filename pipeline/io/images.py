@@ -16,9 +16,13 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: decode and write workers never load it
+    import torch
 
 DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: about 8000 x 8000
 
@@ -62,6 +66,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.
     Handles grayscale, palette, CMYK, 16-bit and alpha images (alpha composited on white), and EXIF
     orientation. Raises ImageDecodeError for empty, truncated, corrupt, non-image or oversized input.
     """
+    import torch
+
     with _opened(data, max_pixels) as image:
         image.load()
         array = _to_rgb_array(ImageOps.exif_transpose(image))

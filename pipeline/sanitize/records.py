@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_working
 from ..io.shards import Sample
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -54,4 +57,6 @@ def to_record(sample: Sample, work_size: int, max_pixels: int = DEFAULT_MAX_PIXE
 
 def as_images(pixels: Sequence[np.ndarray]) -> torch.Tensor:
     """uint8 H x W x 3 arrays of one shape -> B x 3 x H x W float32 in [0, 1] (the library's convention)."""
+    import torch
+
     return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float().div_(255.0)

@@ -1,6 +1,7 @@
 """The work on one input shard, in four steps any executor can call: read the shard's bytes, decode
-its images to the working geometry, purify them, and write the outputs from the same bytes that were
-examined (never a second read). No Ray here.
+its images to the working geometry, purify them (`purify.py`), and write the outputs from the same
+bytes that were examined (never a second read). No Ray here, and no torch: reading, decoding and
+writing workers never load a model library.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from ..batching import map_batched
-from ..defense.consensus import ConsensusPurifier
-from ..io.images import DEFAULT_MAX_PIXELS, encode_png, to_uint8
+from ..io.images import DEFAULT_MAX_PIXELS, encode_png
 from ..io.shards import Sample, ShardProblem, read_samples
 from ..io.storage import Storage, shard_name
-from ..models.noise import seed_for_key
 from .outputs import sanitised_samples, write_shard_outputs
-from .records import Record, as_images, to_record
-from .verdicts import error_row, ok_row, verdict_table
+from .records import Record, to_record
+from .verdicts import verdict_table
 
 CANNOT_READ = "cannot read shard"
 
@@ -70,40 +68,6 @@ class Purified:
     batched_images: int = 0  # images over those calls: batched_images / (batches * batch_size) is the batch fill
 
 
-def purify_records(
-    purifier: ConsensusPurifier, records: Sequence[Record], shard: str, *, seed: int, batch_size: int, want_images: bool
-) -> Purified:
-    """Verdict rows for every record (errors included) and purified images of illusions.
-
-    Records share one working geometry, so every batch but the last is full. Each sample's seed comes
-    from its key, so verdicts do not depend on batching or on which worker ran them; a batch that
-    fails is retried one image at a time so that only the culprit becomes an error row.
-    """
-    out = Purified({r.key: error_row(r.key, shard, r.error or "no image") for r in records if r.pixels is None}, {})
-    decoded = [r for r in records if r.pixels is not None]
-
-    def run(batch: list[Record]) -> list[dict[str, Any]]:
-        out.batches += 1
-        out.batched_images += len(batch)
-        results = purifier.purify(
-            as_images([r.pixels for r in batch]),
-            seeds=[seed_for_key(seed, r.key) for r in batch],
-            captions=[r.caption for r in batch],
-            keep_images=want_images,
-        )
-        for record, result in zip(batch, results):
-            if want_images and result.verdict == "illusion":
-                out.images[record.key] = to_uint8(result.image)
-        return [ok_row(r.key, shard, result, r.original_size) for r, result in zip(batch, results)]
-
-    def failed(record: Record, error: Exception) -> dict[str, Any]:
-        return error_row(record.key, shard, f"purification failed: {type(error).__name__}: {error}")
-
-    outcome = map_batched(decoded, batch_size, run, key=lambda r: r.pixels.shape, on_error=failed)
-    out.rows.update((record.key, row) for record, row in zip(decoded, outcome))
-    return out
-
-
 def finish_shard(
     storage: Storage,
     output: str,
@@ -149,35 +113,6 @@ def finish_shard(
         storage, output, shard.name, verdicts=verdict_table(ordered, dim), kept=kept, quarantined=quarantined, manifest=manifest
     )
     return manifest
-
-
-def process_shard(
-    storage: Storage,
-    uri: str,
-    output: str,
-    purifier: ConsensusPurifier,
-    *,
-    policy: str | None,
-    work_size: int | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> dict[str, Any]:
-    """Read, decode, purify and write one shard in this process (the steps a Ray run spreads over
-    workers). `work_size` defaults to the encoder's input size."""
-    start = time.perf_counter()
-    work_size = work_size or purifier.encoder.image_size
-    shard = read_shard(storage, uri)
-    records = decode_shard(shard, work_size, max_pixels)
-    purified = purify_records(purifier, records, shard.name, seed=seed, batch_size=batch_size, want_images=policy == "purify")
-    return finish_shard(
-        storage, output, shard, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
-        fingerprints=model_fingerprints(purifier), work_size=work_size, batch_size=batch_size, complete=not unreadable(shard),
-    )
-
-
-def model_fingerprints(purifier: ConsensusPurifier) -> dict[str, str]:
-    return {"reconstructor": purifier.reconstructor.fingerprint, "encoder": purifier.encoder.fingerprint}
 
 
 def unreadable(shard: ShardInput) -> bool:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..defense.consensus import SampleResult
+if TYPE_CHECKING:
+    from ..defense.consensus import SampleResult
 
 
 def verdict_schema(dim: int) -> pa.Schema:

@@ -18,7 +18,7 @@ from pipeline.io.images import encode_png
 from pipeline.io.shards import Sample, read_samples, write_samples
 from pipeline.io.storage import Storage
 from pipeline.presets import get_preset
-from pipeline.sanitize.shard import process_shard
+from pipeline.sanitize.purify import process_shard
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:

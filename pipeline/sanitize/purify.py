@@ -1,0 +1,79 @@
+"""The purification step of a shard's work (torch), and the whole of a shard's work in one process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..batching import map_batched
+from ..defense.consensus import ConsensusPurifier
+from ..io.images import DEFAULT_MAX_PIXELS, to_uint8
+from ..io.storage import Storage
+from ..models.noise import seed_for_key
+from .records import Record, as_images
+from .shard import Purified, decode_shard, finish_shard, read_shard, unreadable
+from .verdicts import error_row, ok_row
+
+
+def purify_records(
+    purifier: ConsensusPurifier, records: Sequence[Record], shard: str, *, seed: int, batch_size: int, want_images: bool
+) -> Purified:
+    """Verdict rows for every record (errors included) and purified images of illusions.
+
+    Records share one working geometry, so every batch but the last is full. Each sample's seed comes
+    from its key, so verdicts do not depend on batching or on which worker ran them; a batch that
+    fails is retried one image at a time so that only the culprit becomes an error row.
+    """
+    out = Purified({r.key: error_row(r.key, shard, r.error or "no image") for r in records if r.pixels is None}, {})
+    decoded = [r for r in records if r.pixels is not None]
+
+    def run(batch: list[Record]) -> list[dict[str, Any]]:
+        out.batches += 1
+        out.batched_images += len(batch)
+        results = purifier.purify(
+            as_images([r.pixels for r in batch]),
+            seeds=[seed_for_key(seed, r.key) for r in batch],
+            captions=[r.caption for r in batch],
+            keep_images=want_images,
+        )
+        for record, result in zip(batch, results):
+            if want_images and result.verdict == "illusion":
+                out.images[record.key] = to_uint8(result.image)
+        return [ok_row(r.key, shard, result, r.original_size) for r, result in zip(batch, results)]
+
+    def failed(record: Record, error: Exception) -> dict[str, Any]:
+        return error_row(record.key, shard, f"purification failed: {type(error).__name__}: {error}")
+
+    outcome = map_batched(decoded, batch_size, run, key=lambda r: r.pixels.shape, on_error=failed)
+    out.rows.update((record.key, row) for record, row in zip(decoded, outcome))
+    return out
+
+
+def process_shard(
+    storage: Storage,
+    uri: str,
+    output: str,
+    purifier: ConsensusPurifier,
+    *,
+    policy: str | None,
+    work_size: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> dict[str, Any]:
+    """Read, decode, purify and write one shard in this process (the steps a Ray run spreads over
+    workers). `work_size` defaults to the encoder's input size."""
+    start = time.perf_counter()
+    work_size = work_size or purifier.encoder.image_size
+    shard = read_shard(storage, uri)
+    records = decode_shard(shard, work_size, max_pixels)
+    purified = purify_records(purifier, records, shard.name, seed=seed, batch_size=batch_size, want_images=policy == "purify")
+    return finish_shard(
+        storage, output, shard, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
+        fingerprints=model_fingerprints(purifier), work_size=work_size, batch_size=batch_size, complete=not unreadable(shard),
+    )
+
+
+def model_fingerprints(purifier: ConsensusPurifier) -> dict[str, str]:
+    return {"reconstructor": purifier.reconstructor.fingerprint, "encoder": purifier.encoder.fingerprint}
