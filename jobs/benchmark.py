@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-size", action="store_true", help="only the full-size section (real architectures, random weights)")
     parser.add_argument("--encoder", choices=("imagebind", "clip-l14"), default="imagebind", help="full-size section: the encoder")
     parser.add_argument("--full-size-samples", type=int, help="full-size section: images per setting (default 128 on CUDA, 2 on CPU)")
+    parser.add_argument("--settings", help="full-size section: comma-separated setting keys (default: every one; see pipeline/benchmark.py)")
     parser.add_argument("--json", metavar="FILE")
 
 
@@ -56,6 +57,8 @@ def rerun_command(args: argparse.Namespace) -> str:
         words = ["disillusion", NAME, "--full-size", "--encoder", args.encoder, "--n", str(args.n), "--device", args.device]
         if args.full_size_samples:
             words += ["--full-size-samples", str(args.full_size_samples)]
+        if args.settings:
+            words += ["--settings", args.settings]
     else:
         words = ["disillusion", NAME, "--preset", args.preset, "--sections", args.sections, "--samples", str(args.samples),
                  "--n", str(args.n), "--batch-size", str(args.batch_size), "--device", args.device,
@@ -285,5 +288,11 @@ def full_size_section(args: argparse.Namespace, device: torch.device) -> list[di
 
     count = args.full_size_samples or (128 if device.type == "cuda" else 2)
     settings = full_size_settings(device)
+    if args.settings:
+        wanted = args.settings.split(",")
+        unknown = set(wanted) - {s.key for s in settings}
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; choose from {', '.join(s.key for s in settings)}")
+        settings = [s for s in settings if s.key in wanted]
     rows = run_full_size(args.encoder, device, count=count, n=args.n, settings=settings, echo=print)
     return rows

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drift: flag embeddings that move under purification (default); votes: flag any label flip")
     parser.add_argument("--min-agreement", type=float, default=0.5, help="drift method: vote share below which a sample is 'uncertain'")
     parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--early-exit", choices=("off", "certain", "sequential"), default="certain", help="as the run will use it")
+    parser.add_argument("--early-exit", choices=("off", "certain", "sequential"), default="sequential", help="as the run will use it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--s3-endpoint")

@@ -29,7 +29,7 @@ def add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--label", action="append", metavar="NAME", help="a label (repeat for several)")
     group.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"prompt template (default {DEFAULT_TEMPLATE!r})")
     group.add_argument("--n", type=int, default=10, help="reconstructions per input (default 10)")
-    group.add_argument("--early-exit", choices=("off", "certain", "sequential"), default="certain")
+    group.add_argument("--early-exit", choices=("off", "certain", "sequential"), default="sequential")
     group.add_argument("--alpha", type=float, default=0.01, help="error bound of the sequential early exit")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--min-agreement", type=float, default=0.5, help="below this vote share the verdict is 'uncertain'")

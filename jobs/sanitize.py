@@ -26,7 +26,11 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     thresholds.add_argument("--min-agreement", type=float, help="below this vote share the verdict is 'uncertain'")
     thresholds.add_argument("--max-drift", type=float, help="'illusion' when 1 - cos(original, purified) exceeds this")
     thresholds.add_argument("--flip-min-drift", type=float, help="a label flip with less drift is 'uncertain', not 'illusion'")
-    parser.add_argument("--batch-size", type=int, help="images per purifier batch (default 16)")
+    execution = parser.add_argument_group("execution (defaults per device: see BENCHMARKS.md)")
+    execution.add_argument("--batch-size", type=int, help="images per purifier call (default 32 on a GPU, 16 on a CPU)")
+    execution.add_argument("--decode-batch-size", type=int, help="reconstructions per decoder call (default 160 on a GPU, 32 on a CPU)")
+    execution.add_argument("--precision", choices=("auto", "float32", "bfloat16"), help="model weights (auto: bfloat16 on a GPU, float32 on a CPU)")
+    execution.add_argument("--compile", action="store_true", default=None, help="torch.compile the image models (faster on a GPU after a minute or two)")
     parser.add_argument("--work-size", type=int, metavar="PIXELS",
                         help="working geometry: images are decoded to PIXELS x PIXELS (shorter side, centre crop); default: the preset's encoder input")
     parser.add_argument("--actors", type=int, help="purification actors (default: sized from the cluster)")
@@ -54,7 +58,8 @@ def build_config(args: argparse.Namespace, policy: str | None):
         fields["labels"] = tuple(read_label_file(args.labels))
     flags = {"reconstructor": args.reconstructor, "encoder": args.encoder, "template": args.template, "n": args.n,
              "early_exit": args.early_exit, "seed": args.seed, "min_agreement": args.min_agreement,
-             "max_drift": args.max_drift, "flip_min_drift": args.flip_min_drift, "batch_size": args.batch_size, "work_size": args.work_size, "s3_endpoint": args.s3_endpoint}
+             "max_drift": args.max_drift, "flip_min_drift": args.flip_min_drift, "batch_size": args.batch_size, "decode_batch_size": args.decode_batch_size,
+             "precision": args.precision, "compile": args.compile, "work_size": args.work_size, "s3_endpoint": args.s3_endpoint}
     fields.update({k: v for k, v in flags.items() if v is not None})
     fields["preset"] = args.preset
     fields["policy"] = policy

@@ -167,7 +167,7 @@ def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
     purifier = config.build_purifier()
     for uri in shards:
         samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, work_size=config.working_size(),
-                                 seed=config.seed, batch_size=config.batch_size)["samples"]
+                                 seed=config.seed, batch_size=config.execution().batch_size)["samples"]
     seconds = time.perf_counter() - start
     return {"samples": samples, "seconds": round(seconds, 2), "samples_per_second": round(samples / seconds, 3)}
 
@@ -214,6 +214,7 @@ def early_exit_comparison(
 class Setting:
     """How the full-size purifier runs: weight dtype, autocast, batch sizes, memory format, compilation."""
 
+    key: str
     name: str
     dtype: torch.dtype = torch.float32  # weights
     autocast: torch.dtype | None = None
@@ -225,18 +226,29 @@ class Setting:
 
 
 def full_size_settings(device: torch.device) -> list[Setting]:
+    """Every setting tried, in the order tried; `sanitize` runs with `defaults` (SanitizeConfig.execution)."""
+    from .sanitize.config import SanitizeConfig
+
     if device.type != "cuda":  # correctness and memory on a few samples; a CPU is far too slow for more
-        return [Setting("fp32", batch_size=1, decode_batch_size=10)]
-    bf16 = torch.bfloat16
+        return [Setting("fp32", "fp32", batch_size=1, decode_batch_size=10)]
+    bf16, run = torch.bfloat16, SanitizeConfig().execution(device)
+    defaults = {"dtype": run.dtype, "batch_size": run.batch_size, "decode_batch_size": run.decode_batch_size}
     return [
-        Setting("fp32 (TF32 off)"),
-        Setting("bf16 autocast", autocast=bf16),
-        Setting("bf16 weights", dtype=bf16),
-        Setting("bf16 weights, batch 32, decode 160", dtype=bf16, batch_size=32, decode_batch_size=160),
-        Setting("bf16 weights, batch 64, decode 320", dtype=bf16, batch_size=64, decode_batch_size=320),
-        Setting("bf16 weights, batch 32, decode 160, channels_last", dtype=bf16, batch_size=32, decode_batch_size=160, channels_last=True),
-        Setting("bf16 weights, batch 32, decode 160, early exit certain", dtype=bf16, batch_size=32, decode_batch_size=160, early_exit="certain"),
-        Setting("bf16 weights, batch 32, decode 160, torch.compile", dtype=bf16, batch_size=32, decode_batch_size=160, compile=True),
+        Setting("fp32", "fp32 (TF32 off)"),
+        Setting("autocast", "bf16 autocast", autocast=bf16),
+        Setting("bf16", "bf16 weights", dtype=bf16),
+        Setting("bf16-b16-d160", "bf16 weights, batch 16, decode 160", dtype=bf16, decode_batch_size=160),
+        Setting("bf16-b32-d32", "bf16 weights, batch 32, decode 32", dtype=bf16, batch_size=32),
+        Setting("bf16-b32", "bf16 weights, batch 32, decode 160", dtype=bf16, batch_size=32, decode_batch_size=160),
+        Setting("bf16-b64", "bf16 weights, batch 64, decode 320", dtype=bf16, batch_size=64, decode_batch_size=320),
+        Setting("bf16-b32-cl", "bf16 weights, batch 32, decode 160, channels_last", dtype=bf16, batch_size=32, decode_batch_size=160,
+                channels_last=True),
+        Setting("bf16-b32-certain", "bf16 weights, batch 32, decode 160, early exit certain", dtype=bf16, batch_size=32,
+                decode_batch_size=160, early_exit="certain"),
+        Setting("bf16-b32-compile", "bf16 weights, batch 32, decode 160, torch.compile", dtype=bf16, batch_size=32, decode_batch_size=160,
+                compile=True),
+        Setting("defaults", "sanitize defaults (bf16, batch 32, decode 160, early exit sequential)", **defaults, early_exit="sequential"),
+        Setting("defaults-compile", "sanitize defaults + --compile", **defaults, compile=True, early_exit="sequential"),
     ]
 
 
@@ -264,10 +276,8 @@ def full_size_purifier(encoder_name: str, setting: Setting, device: torch.device
     if setting.channels_last:
         reconstructor.vae.to(memory_format=torch.channels_last)
     if setting.compile:
-        reconstructor.vae.encoder = torch.compile(reconstructor.vae.encoder)
-        reconstructor.vae.decoder = torch.compile(reconstructor.vae.decoder)
-        tower = "vision" if encoder_name == "imagebind" else "vision_model"
-        setattr(encoder.model, tower, torch.compile(getattr(encoder.model, tower)))
+        reconstructor.compile()
+        encoder.compile()
     config = ConsensusConfig(n=n, early_exit=setting.early_exit, autocast=setting.autocast)
     return ConsensusPurifier(reconstructor, encoder, labels, config)
 

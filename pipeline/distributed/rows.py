@@ -54,7 +54,8 @@ def row_records(row: dict[str, Any]) -> list[Record]:
     return records
 
 
-def purified_row(row: dict[str, Any], purified: Purified, *, seconds: float, models: dict[str, str], dim: int) -> dict[str, Any]:
+def purified_row(row: dict[str, Any], purified: Purified, *, seconds: float, models: dict[str, str], dim: int,
+                 batch_size: int) -> dict[str, Any]:
     """What the purification stage passes on: the shard's bytes, its verdict rows and purified images
     (raw pixels: PNG encoding is host work for the writer, not for the actor that holds the GPU)."""
     rows = purified.rows.values()
@@ -67,6 +68,7 @@ def purified_row(row: dict[str, Any], purified: Purified, *, seconds: float, mod
         "dim": dim,
         "purified_keys": json.dumps(keys),
         "purified": np.stack([purified.images[k] for k in keys]).tobytes() if keys else b"",
+        "batch_size": batch_size,
         "batches": purified.batches,
         "batched_images": purified.batched_images,
         "seconds": seconds,

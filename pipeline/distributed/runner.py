@@ -95,7 +95,7 @@ def run_corpus(
     started = time.perf_counter()
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "processed": 0, "samples": 0, "errors": 0,
                "verdicts": {"clean": 0, "illusion": 0, "uncertain": 0}, "problems": {},
-               "batches": {"count": 0, "images": 0, "size": config.batch_size}}
+               "batches": {"count": 0, "images": 0, "slots": 0}}
     cpu_before = _process_cpu_seconds()
     _write_run_json(storage, output, config, resources, summary, None)
     if not todo:
@@ -121,7 +121,7 @@ def run_corpus(
     # The driver's own CPU (Ray Data's scheduling threads included) from plan to last manifest.
     summary["driver_cpu_seconds"] = round(_process_cpu_seconds() - cpu_before, 3)
     batches = summary["batches"]
-    batches["fill"] = round(batches["images"] / (batches["count"] * batches["size"]), 4) if batches["count"] else None
+    batches["fill"] = round(batches["images"] / batches["slots"], 4) if batches["slots"] else None
     _write_run_json(storage, output, config, resources, summary, fingerprints)
     return summary
 
@@ -133,8 +133,10 @@ def _process_cpu_seconds() -> float:
 
 def _count(manifest: dict[str, Any], summary: dict[str, Any], echo) -> None:
     summary["processed"] += 1
-    summary["batches"]["count"] += manifest["batches"]["count"]
-    summary["batches"]["images"] += manifest["batches"]["images"]
+    batches = manifest["batches"]
+    summary["batches"]["count"] += batches["count"]
+    summary["batches"]["images"] += batches["images"]
+    summary["batches"]["slots"] += batches["count"] * batches["size"]
     summary["samples"] += manifest["samples"]
     summary["errors"] += manifest["errors"]
     for verdict, count in manifest["verdicts"].items():

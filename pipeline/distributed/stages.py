@@ -73,27 +73,29 @@ class Purify:
         torch.set_num_threads(max(1, int(os.environ.get("DISILLUSION_ACTOR_THREADS", threads))))
         from ..sanitize.purify import model_fingerprints, purify_records
 
-        self.config = config
-        self.purifier = config.build_purifier("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.config, self.batch_size = config, config.execution(device).batch_size
+        self.purifier = config.build_purifier(device)
         self.models = model_fingerprints(self.purifier)
         self.purify_records = purify_records
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         purified = self.purify_records(
-            self.purifier, row_records(row), row["name"], seed=self.config.seed, batch_size=self.config.batch_size,
+            self.purifier, row_records(row), row["name"], seed=self.config.seed, batch_size=self.batch_size,
             want_images=self.config.policy == "purify",
         )
-        return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
+        return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim,
+                            batch_size=self.batch_size)
 
 
-def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, batch_size: int, s3_endpoint: str | None) -> dict[str, Any]:
+def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, s3_endpoint: str | None) -> dict[str, Any]:
     """Sanitised shard, verdicts, quarantine and (last) manifest, from the bytes that were examined."""
     shard = shard_of(row)
     manifest = finish_shard(
         Storage(s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=policy,
         seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]),
-        batch_size=batch_size, complete=not unreadable(shard),
+        batch_size=int(row["batch_size"]), complete=not unreadable(shard),
     )
     return {"manifest": json.dumps(manifest)}
 
@@ -105,5 +107,5 @@ def plan_stages(config: SanitizeConfig, output: str, resources) -> list[Stage]:
         Stage("purify", Purify, num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
               kwargs={"config": config, "threads": resources.threads_per_actor}),
         Stage("write", write_outputs, num_cpus=resources.task_cpus,
-              kwargs={"output": output, "policy": config.policy, "batch_size": config.batch_size, "s3_endpoint": config.s3_endpoint}),
+              kwargs={"output": output, "policy": config.policy, "s3_endpoint": config.s3_endpoint}),
     ]

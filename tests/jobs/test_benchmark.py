@@ -1,12 +1,14 @@
 import json
 
+import pytest
+
 from jobs.cli import main
 
 
 def test_benchmark_measures_every_stage_and_prints_a_rerunnable_table(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["benchmark", "--samples", "8", "--n", "2", "--batch-size", "4", "--reconstructors", "vae,ae",
-                 "--pipeline-samples", "0", "--json", str(out)])
+    code = main(["benchmark", "--sections", "models", "--samples", "8", "--n", "2", "--batch-size", "4", "--reconstructors", "vae,ae",
+                 "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     stages = [(r["stage"], r["reconstructor"]) for r in report["rows"]]
@@ -14,6 +16,26 @@ def test_benchmark_measures_every_stage_and_prints_a_rerunnable_table(tmp_path, 
                       ("reconstruct x2", "ae"), ("consensus (off)", "ae"), ("consensus (certain)", "ae")]
     for row in report["rows"]:
         assert row["samples"] == 8 and row["seconds"] > 0 and row["samples_per_second"] > 0 and row["peak_rss_mb"] > 0
-    assert report["command"].startswith("disillusion benchmark --preset demo --samples 8 --n 2 --batch-size 4")
+    assert report["command"].startswith("disillusion benchmark --preset demo --sections models --samples 8 --n 2 --batch-size 4")
     printed = capsys.readouterr().out
     assert report["command"] in printed and "| consensus (certain) | ae | 8 |" in printed
+
+
+@pytest.mark.slow
+def test_ray_and_early_exit_sections_report_what_the_issue_asks_for(tmp_path, ray_cluster):
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--quick", "--sections", "geometry,pipeline,early-exit", "--n", "4", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    geometry = report["geometry"]
+    assert geometry["fixed"]["samples"] == geometry["varied"]["samples"] == 24
+    assert geometry["varied"]["input_mb"] > geometry["fixed"]["input_mb"]  # the same images, stored larger
+    assert 0 < geometry["varied"]["batches"]["fill"] <= 1 and geometry["varied_over_fixed"] > 0
+    pipeline = report["pipeline"]
+    assert pipeline["10x"]["samples"] == 10 * pipeline["1x"]["samples"] == pipeline["bare"]["samples"]
+    assert pipeline["10x, small shards"]["shard_count"] > pipeline["10x"]["shard_count"]
+    assert pipeline["1x"]["peak_memory_mb"] > 100 and pipeline["memory_10x_over_1x"] > 0  # every Ray process counted
+    assert set(pipeline["driver"]) == {"cpu_seconds_per_1000_samples", "startup_cpu_seconds", "core_share_while_running", "cpu_seconds_per_shard"}
+    rules = [(r["mode"], r["alpha"]) for r in report["early_exit"]]
+    assert rules[0] == ("off", None) and ("certain", None) in rules
+    for row in report["early_exit"]:
+        assert row["mean_draws"] <= 4 and 0 <= row["identical_verdicts"] <= 1

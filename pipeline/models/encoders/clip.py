@@ -58,6 +58,10 @@ class CLIPEncoder:
             self._fingerprint = fingerprint_modules(self.kind, {"model": self.model}, settings)
         return self._fingerprint
 
+    def compile(self) -> None:
+        """torch.compile the image tower (text is embedded once per run)."""
+        self.model.vision_model = torch.compile(self.model.vision_model)
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         images = resize_shorter_and_center_crop(as_rgb_batch(images).to(self.device), self.image_size)
         mean, std = self.mean.to(images.device), self.std.to(images.device)

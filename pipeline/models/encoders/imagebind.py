@@ -270,6 +270,10 @@ class ImageBindEncoder:
             self._fingerprint = fingerprint_modules(self.kind, {"model": self.model}, asdict(self.config))
         return self._fingerprint
 
+    def compile(self) -> None:
+        """torch.compile the image tower (text is embedded once per run)."""
+        self.model.vision = torch.compile(self.model.vision)
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         images = resize_shorter_and_center_crop(as_rgb_batch(images).to(self.device), self.image_size)
         return ((images - self.mean.to(images.device)) / self.std.to(images.device)).to(next(self.model.parameters()).dtype)

@@ -46,6 +46,10 @@ class AEReconstructor(LatentReconstructor):
         z = latents.unsqueeze(1) + self.noise_scale * eps
         return self.ae.decode(z.flatten(0, 1)).sample.unflatten(0, z.shape[:2])
 
+    def compile(self) -> None:
+        self.ae.encoder = torch.compile(self.ae.encoder)
+        self.ae.decoder = torch.compile(self.ae.decoder)
+
     def _fingerprint_parts(self):
         return {"ae": self.ae}, {"noise_scale": self.noise_scale}
 

@@ -89,6 +89,12 @@ class DiffusionReconstructor(LatentReconstructor):
             x = self.vae.decode(x / self.latent_scale).sample
         return x.unflatten(0, (b, k))
 
+    def compile(self) -> None:
+        self.unet = torch.compile(self.unet)
+        if self.vae is not None:
+            self.vae.encoder = torch.compile(self.vae.encoder)
+            self.vae.decoder = torch.compile(self.vae.decoder)
+
     def _fingerprint_parts(self):
         settings = {
             "strength": self.strength,
