@@ -230,7 +230,8 @@ def pipeline_section(args: argparse.Namespace) -> dict:
     out["driver"] = {"cpu_seconds_per_1000_samples": round(per_1000, 3), "startup_cpu_seconds": round(float(fit[0]), 2),
                      "core_share_while_running": round(float(fit[1]), 4), "cpu_seconds_per_shard": round(float(fit[2]), 4)}
     out["pipeline_over_bare"] = round(ten["samples_per_second"] / out["bare"]["samples_per_second"], 3)
-    out["steady_pipeline_over_bare"] = round(ten["steady_samples_per_second"] / out["bare"]["samples_per_second"], 3)
+    steady = ten.get("steady_samples_per_second")  # absent from runs of the code before it was reported
+    out["steady_pipeline_over_bare"] = round(steady / out["bare"]["samples_per_second"], 3) if steady else None
     out["memory_10x_over_1x"] = round(ten["peak_memory_mb"] / one["peak_memory_mb"], 3)
     print(f"\n### Ray pipeline (demo corpus of 32x32 PNG, N={args.n}, torch threads {out['threads']})\n")
     print("| run | samples | shards | samples / s | steady samples / s | seconds | driver CPU s | peak memory MB (all processes) | batch fill |")
@@ -238,12 +239,12 @@ def pipeline_section(args: argparse.Namespace) -> dict:
     for name, _, _ in runs:
         s = out[name]
         print(f"| Ray pipeline, {name} | {s['samples']} | {s['shard_count']} x {s['shard_size']} | {s['samples_per_second']:.1f} | "
-              f"{s['steady_samples_per_second'] or 0:.1f} | {s['seconds']} | {s['driver_cpu_seconds']} | {s['peak_memory_mb']} | {_fill(s)} |")
+              f"{s.get('steady_samples_per_second') or 0:.1f} | {s['seconds']} | {s['driver_cpu_seconds']} | {s['peak_memory_mb']} | {_fill(s)} |")
     b = out["bare"]
     print(f"| bare loop in process (10x corpus, models loaded in the time) | {b['samples']} | {ten['shard_count']} x {ten['shard_size']} | "
           f"{b['samples_per_second']:.1f} | - | {b['seconds']} | - | - | - |")
     d = out["driver"]
-    print(f"\npipeline / bare loop: {out['pipeline_over_bare']:.2f}x over the whole run, {out['steady_pipeline_over_bare']:.2f}x once "
+    print(f"\npipeline / bare loop: {out['pipeline_over_bare']:.2f}x over the whole run, {out['steady_pipeline_over_bare'] or 0:.2f}x once "
           f"the first shard is out; peak memory 10x / 1x: {out['memory_10x_over_1x']:.2f}")
     print(f"driver CPU: {per_1000:.3f} s per 1,000 samples beyond start-up (10x - 1x); fitted over the three runs: "
           f"{d['startup_cpu_seconds']} s at start-up, {100 * d['core_share_while_running']:.1f}% of a core while a run lasts "

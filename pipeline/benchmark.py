@@ -161,13 +161,16 @@ def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
     """The baseline for the Ray pipeline: the same shards through the same steps in this process,
     model loading included (the pipeline's actors load theirs inside its time too)."""
     from .io.storage import Storage
-    from .sanitize.purify import process_shard
 
+    try:
+        from .sanitize.purify import process_shard
+    except ImportError:  # the code before the working geometry, measured with this file copied in (BENCHMARKS.md)
+        from .sanitize.shard import process_shard
+    batch_size = config.execution().batch_size if hasattr(config, "execution") else config.batch_size
     start, samples = time.perf_counter(), 0
     purifier = config.build_purifier()
     for uri in shards:
-        samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, work_size=config.working_size(),
-                                 seed=config.seed, batch_size=config.execution().batch_size)["samples"]
+        samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, seed=config.seed, batch_size=batch_size)["samples"]
     seconds = time.perf_counter() - start
     return {"samples": samples, "seconds": round(seconds, 2), "samples_per_second": round(samples / seconds, 3)}
 
