@@ -9,6 +9,7 @@ import torch
 
 from pipeline.data.fashion_mnist import DEBIAN_DIR
 from pipeline.defense.calibration import METHODS
+from pipeline.defense.consensus import DEFAULT_ALPHA
 
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-agreement", type=float, default=0.5, help="drift method: vote share below which a sample is 'uncertain'")
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--early-exit", choices=("off", "certain", "sequential"), default="sequential", help="as the run will use it")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="as the run will use it (sequential early exit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--s3-endpoint")
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.presets import get_preset
 
     preset = get_preset(args.preset)
-    consensus = ConsensusConfig(n=args.n, early_exit=args.early_exit, seed=args.seed)
+    consensus = ConsensusConfig(n=args.n, early_exit=args.early_exit, alpha=args.alpha, seed=args.seed)
     purifier = ConsensusPurifier(preset.load_reconstructor(), preset.load_encoder(), preset.label_bank(), consensus)
     images, keys = clean_images(args)
     if not images:
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     result = calibrate(results, args.target_fpr, args.method, args.min_agreement)
     policy = result.policy
     config = {
-        "preset": args.preset, "n": args.n, "early_exit": args.early_exit,
+        "preset": args.preset, "n": args.n, "early_exit": args.early_exit, "alpha": args.alpha,
         "min_agreement": policy.min_agreement, "max_drift": policy.max_drift, "flip_min_drift": policy.flip_min_drift,
         "calibration": {"method": args.method, "samples": result.samples, "target_fpr": args.target_fpr,
                         "false_positive_rate": result.false_positive_rate, "uncertain_rate": result.uncertain_rate,

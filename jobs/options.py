@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from pipeline.defense import DEFAULT_TEMPLATE, ConsensusConfig, LabelBank, VerdictPolicy
+from pipeline.defense.consensus import DEFAULT_ALPHA
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +31,7 @@ def add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"prompt template (default {DEFAULT_TEMPLATE!r})")
     group.add_argument("--n", type=int, default=10, help="reconstructions per input (default 10)")
     group.add_argument("--early-exit", choices=("off", "certain", "sequential"), default="sequential")
-    group.add_argument("--alpha", type=float, default=0.01, help="error bound of the sequential early exit")
+    group.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"error bound of the sequential early exit (default {DEFAULT_ALPHA})")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--min-agreement", type=float, default=0.5, help="below this vote share the verdict is 'uncertain'")
     group.add_argument("--max-drift", type=float, help="flag embeddings that move more than this even when labels agree")

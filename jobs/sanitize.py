@@ -20,7 +20,8 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", metavar="FILE", help="label file, one per line (default: the preset's labels)")
     parser.add_argument("--template", help="prompt template with {} (default: the preset's)")
     parser.add_argument("--n", type=int, help="reconstructions per sample (default 10)")
-    parser.add_argument("--early-exit", choices=("off", "certain", "sequential"))
+    parser.add_argument("--early-exit", choices=("off", "certain", "sequential"), help="default: sequential")
+    parser.add_argument("--alpha", type=float, help="error bound of the sequential early exit (default 0.02)")
     parser.add_argument("--seed", type=int)
     thresholds = parser.add_argument_group("verdict thresholds (default: the preset's calibrated ones; see `disillusion calibrate`)")
     thresholds.add_argument("--min-agreement", type=float, help="below this vote share the verdict is 'uncertain'")
@@ -57,7 +58,7 @@ def build_config(args: argparse.Namespace, policy: str | None):
 
         fields["labels"] = tuple(read_label_file(args.labels))
     flags = {"reconstructor": args.reconstructor, "encoder": args.encoder, "template": args.template, "n": args.n,
-             "early_exit": args.early_exit, "seed": args.seed, "min_agreement": args.min_agreement,
+             "early_exit": args.early_exit, "alpha": args.alpha, "seed": args.seed, "min_agreement": args.min_agreement,
              "max_drift": args.max_drift, "flip_min_drift": args.flip_min_drift, "batch_size": args.batch_size, "decode_batch_size": args.decode_batch_size,
              "precision": args.precision, "compile": args.compile, "work_size": args.work_size, "s3_endpoint": args.s3_endpoint}
     fields.update({k: v for k, v in flags.items() if v is not None})

@@ -49,9 +49,12 @@ def _sample(root: int, interval: float, peak, stop) -> None:
 
 
 class PeakMemory:
-    """`with PeakMemory() as memory: ...` then `memory.peak_mb`: the largest total PSS seen."""
+    """`with PeakMemory() as memory: ...` then `memory.peak_mb`: the largest total PSS seen.
 
-    def __init__(self, interval: float = 0.5):
+    Every 2 s by default: reading PSS makes the kernel walk each process's page tables, which at 2 Hz
+    took a visible share of a 2-core machine away from the run being measured."""
+
+    def __init__(self, interval: float = 2.0):
         context = multiprocessing.get_context("spawn")  # never fork a process that runs threads (Ray's driver does)
         self._peak = context.Value("d", 0.0)
         self._stop = context.Event()

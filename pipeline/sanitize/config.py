@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
+from ..defense.consensus import DEFAULT_ALPHA
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -32,10 +33,9 @@ class SanitizeConfig:
     template: str | None = None
     n: int = 10
     # Stop drawing once the posterior predictive chance that the remaining draws change the winner is
-    # at most alpha: 2.2x faster than all N with identical verdicts on a corpus with 10% illusions
-    # (BENCHMARKS.md); the demo thresholds calibrate to the same values under it.
+    # at most alpha (see DEFAULT_ALPHA); the demo thresholds calibrate to the same values under it.
     early_exit: str = "sequential"
-    alpha: float = 0.01
+    alpha: float = DEFAULT_ALPHA
     seed: int = 0
     # Verdict thresholds; None: the preset's calibrated ones (uncalibrated defaults with other models).
     min_agreement: float | None = None

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.io.images import ImageDecodeError, decode_image, encode_png
+from pipeline.io.images import ImageDecodeError, decode_image, decode_working, encode_png
 
 
 def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -72,3 +72,34 @@ def test_bad_bytes_raise_a_clear_error(data, reason):
 def test_pixel_limit():
     with pytest.raises(ImageDecodeError, match="exceeds the limit"):
         decode_image(encoded(Image.new("RGB", (100, 100))), max_pixels=5000)
+
+
+def test_working_geometry_is_shorter_side_then_centre_crop():
+    # Left half black, right half white, 40 x 20: the central 20 x 20 crop straddles the edge.
+    array = np.zeros((20, 40, 3), dtype=np.uint8)
+    array[:, 20:] = 255
+    out = decode_working(encoded(Image.fromarray(array)), 10)
+    assert out.pixels.shape == (10, 10, 3) and out.pixels.dtype == np.uint8 and out.original_size == (40, 20)
+    assert out.pixels[:, :3].max() < 40 and out.pixels[:, -3:].min() > 215  # the crop is centred
+    tall = decode_working(encoded(Image.new("RGB", (6, 50), (9, 99, 199))), 12)  # small images are enlarged
+    assert tall.pixels.shape == (12, 12, 3) and tall.pixels[6, 6].tolist() == [9, 99, 199]
+
+
+@pytest.mark.parametrize("size", [(4000, 3000), (250_000, 8)])
+def test_huge_and_narrow_inputs_cost_their_working_size(size):
+    fmt = "JPEG" if size[1] > 8 else "PNG"  # JPEG decodes at a reduced DCT scale; the strip is resampled in its crop only
+    image = Image.new("RGB", size, (200, 30, 30))
+    out = decode_working(encoded(image, fmt), 32)
+    assert out.pixels.shape == (32, 32, 3) and out.original_size == size
+    assert abs(int(out.pixels[16, 16, 0]) - 200) < 8
+
+
+def test_working_geometry_keeps_the_modes_and_errors_of_full_decoding():
+    assert decode_working(encoded(Image.new("RGBA", (8, 8), (0, 0, 0, 0))), 4).pixels[0, 0].tolist() == [255, 255, 255]
+    assert decode_working(encoded(Image.fromarray(np.full((8, 8), 65535 // 4, dtype=np.uint16))), 4).pixels[0, 0].tolist() == [64] * 3
+    cmyk = decode_working(encoded(Image.new("CMYK", (9, 9), (0, 255, 255, 0)), "JPEG"), 4).pixels
+    assert cmyk[..., 0].min() > 200 and cmyk[..., 1].max() < 60
+    with pytest.raises(ImageDecodeError, match="zero bytes"):
+        decode_working(b"", 8)
+    with pytest.raises(ImageDecodeError, match="exceeds the limit"):
+        decode_working(encoded(Image.new("RGB", (100, 100))), 8, max_pixels=5000)

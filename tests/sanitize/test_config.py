@@ -16,3 +16,24 @@ def test_given_thresholds_override_the_preset():
     policy = SanitizeConfig(min_agreement=0.8, flip_min_drift=0.0).verdict_policy()
     assert policy.min_agreement == 0.8 and policy.flip_min_drift == 0.0
     assert policy.max_drift == get_preset("demo").verdict.max_drift
+
+
+def test_execution_settings_follow_the_device_unless_given():
+    import torch
+
+    cpu, gpu = SanitizeConfig().execution("cpu"), SanitizeConfig().execution("cuda")
+    assert (cpu.dtype, cpu.batch_size, cpu.decode_batch_size, cpu.compile) == (torch.float32, 16, 32, False)
+    assert (gpu.dtype, gpu.batch_size, gpu.decode_batch_size) == (torch.bfloat16, 32, 160)
+    given = SanitizeConfig(precision="float32", batch_size=8, decode_batch_size=40, compile=True).execution("cuda")
+    assert (given.dtype, given.batch_size, given.decode_batch_size, given.compile) == (torch.float32, 8, 40, True)
+
+
+def test_the_working_size_is_the_preset_encoder_input_unless_given():
+    assert SanitizeConfig().working_size() == 32 == get_preset("demo").work_size
+    assert SanitizeConfig(preset="imagebind").working_size() == 224
+    assert SanitizeConfig(work_size=64).working_size() == 64
+
+
+def test_purifier_gets_the_resolved_decode_batch():
+    purifier = SanitizeConfig(decode_batch_size=7).build_purifier("cpu")
+    assert purifier.reconstructor.decode_batch_size == 7

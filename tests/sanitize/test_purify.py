@@ -13,7 +13,7 @@ from PIL import Image
 from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
 from pipeline.attacks.illusion import cosine_objective
 from pipeline.data.fashion_mnist import CLASSES, load_sample
-from pipeline.defense import ConsensusConfig, ConsensusPurifier
+from pipeline.defense import ConsensusConfig, ConsensusPurifier, VerdictPolicy
 from pipeline.io.images import encode_png
 from pipeline.io.shards import Sample, read_samples, write_samples
 from pipeline.io.storage import Storage
@@ -136,3 +136,38 @@ def test_audit_writes_verdicts_but_no_shard(tmp_path, purifier, corpus):
     assert first.column("label_consensus").equals(second.column("label_consensus"))
     assert again["verdicts"] == manifest["verdicts"]
     torch.testing.assert_close(torch.tensor(first.column("drift").to_pylist()), torch.tensor(second.column("drift").to_pylist()), atol=1e-4, rtol=0)
+
+
+def test_a_scraped_corpus_of_mixed_sizes_fills_every_batch_and_writes_at_the_working_size(tmp_path, purifier):
+    """JPEG and PNG of every size, a huge photo and a narrow strip: one geometry, full batches."""
+    images, _ = load_sample().tensors(slice(0, 9))
+    rng = np.random.default_rng(0)
+    samples = []
+    for i, image in enumerate(images):
+        size = (int(rng.integers(20, 600)), int(rng.integers(20, 600)))
+        picture = Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).resize(size)
+        samples.append(Sample(f"photo {i:02d}", {"jpg" if i % 3 else "png": encoded(picture, "JPEG" if i % 3 else "PNG")}))
+    samples.append(Sample("huge", {"jpg": encoded(Image.new("RGB", (4000, 3000), (120, 60, 30)), "JPEG")}))
+    samples.append(Sample("strip", {"png": encoded(Image.new("RGB", (50_000, 8), (30, 60, 120)), "PNG")}))
+    storage, uri = Storage(), str(tmp_path / "scraped.tar")
+    storage.write_bytes(uri, write_samples(samples))
+
+    # keep: every image is examined at 32 x 32, the outputs keep the originals byte-identical
+    manifest = process_shard(storage, uri, str(tmp_path / "out"), purifier, policy="keep", batch_size=4)
+    assert manifest["errors"] == 0 and manifest["work_size"] == 32
+    assert manifest["batches"] == {"count": 3, "images": 11, "size": 4}  # 4 + 4 + 3: no batch of one per size
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "out" / "verdicts" / "scraped.parquet").to_pylist()}
+    assert (rows["huge"]["original_width"], rows["huge"]["original_height"]) == (4000, 3000)
+    kept = {s.key: s for s in read_samples((tmp_path / "out" / "shards" / "scraped.tar").read_bytes())}
+    for sample in samples:
+        note = json.loads(kept[sample.key].members.pop("disillusion.json"))
+        assert kept[sample.key].members == sample.members and note["original_size"] == [rows[sample.key]["original_width"], rows[sample.key]["original_height"]]
+
+    # purify with every sample flagged: the replacement is a PNG at the working size
+    strict = ConsensusPurifier(purifier.reconstructor, purifier.encoder, purifier.labels,
+                               ConsensusConfig(n=4, verdict=VerdictPolicy(min_agreement=0.0, max_drift=-1.0)))
+    process_shard(storage, uri, str(tmp_path / "purified"), strict, policy="purify", batch_size=4)
+    for sample in read_samples((tmp_path / "purified" / "shards" / "scraped.tar").read_bytes()):
+        note = json.loads(sample.members["disillusion.json"])
+        assert note["action"] == "purified" and note["purified_size"] == [32, 32]
+        assert Image.open(io.BytesIO(sample.members["png"])).size == (32, 32)

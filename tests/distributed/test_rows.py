@@ -1,0 +1,30 @@
+"""The row format between stages carries everything a shard's outputs need, exactly."""
+
+import numpy as np
+
+from pipeline.distributed.rows import decoded_row, purified_of, purified_row, row_records, shard_of
+from pipeline.io.shards import Sample, write_samples
+from pipeline.sanitize.records import Record
+from pipeline.sanitize.shard import Purified, parse_shard
+
+
+def test_rows_round_trip():
+    samples = [Sample("a", {"png": b"x", "txt": b"hi"}), Sample("b", {"json": b"{}"}), Sample("c", {"jpg": b"y"})]
+    shard = parse_shard("/in/shard-7.tar", write_samples(samples))
+    shard.problems.append("a problem")
+    pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    records = [Record("a", pixels[0], None, "hi", (640, 480)), Record("b", None, "no image member", None), Record("c", pixels[1], None, None, (5, 9))]
+    row = decoded_row(shard, records, 4)
+
+    again = shard_of(row)
+    assert [s.key for s in again.samples] == ["a", "b", "c"] and again.problems == ["a problem"] and again.data == shard.data
+    for before, after in zip(records, row_records(row)):
+        assert (before.key, before.error, before.caption, before.original_size) == (after.key, after.error, after.caption, after.original_size)
+        assert (before.pixels is None and after.pixels is None) or np.array_equal(before.pixels, after.pixels)
+
+    verdicts = {"a": {"key": "a", "status": "ok", "embedding": [0.5, -0.5]}, "b": {"key": "b", "status": "error", "embedding": None},
+                "c": {"key": "c", "status": "ok", "embedding": [1.0, 0.0]}}
+    purified = Purified(verdicts, {"c": pixels[1]}, batches=1, batched_images=2)
+    back = purified_of(purified_row(row, purified, seconds=1.5, models={"encoder": "e"}, dim=2, batch_size=16))
+    assert back.rows == verdicts and back.batches == 1 and back.batched_images == 2
+    assert list(back.images) == ["c"] and np.array_equal(back.images["c"], pixels[1])
