@@ -172,6 +172,11 @@ def _pipeline(config, corpus: str, output: str) -> dict:
     return summary
 
 
+def _steady(summary: dict) -> str:
+    rate = summary.get("steady_samples_per_second")  # none for runs of fewer than 3 shards
+    return "-" if not rate else f"{rate:.1f}"
+
+
 def _fill(summary: dict) -> str:
     fill = (summary.get("batches") or {}).get("fill")
     return "n/a" if fill is None else f"{100 * fill:.1f}%"
@@ -199,8 +204,7 @@ def geometry_section(args: argparse.Namespace) -> dict:
     print("|---|---|---|---|---|---|")
     for name, label in (("fixed", "one size: 32x32 PNG"), ("varied", "varied: sides 64-768 px, 1:2-2:1, 70% JPEG q90, 30% PNG")):
         s = out[name]
-        print(f"| {label} | {s['input_mb']} | {s['samples_per_second']:.1f} | {s.get('steady_samples_per_second') or 0:.1f} | "
-              f"{_fill(s)} | {s['seconds']} |")
+        print(f"| {label} | {s['input_mb']} | {s['samples_per_second']:.1f} | {_steady(s)} | {_fill(s)} | {s['seconds']} |")
     print(f"\nvaried / fixed: {ratio:.2f}x")
     return out
 
@@ -243,7 +247,7 @@ def pipeline_section(args: argparse.Namespace) -> dict:
     for name, _, _ in runs:
         s = out[name]
         print(f"| Ray pipeline, {name} | {s['samples']} | {s['shard_count']} x {s['shard_size']} | {s['samples_per_second']:.1f} | "
-              f"{s.get('steady_samples_per_second') or 0:.1f} | {s['seconds']} | {s['driver_cpu_seconds']} | {s['peak_memory_mb']} | {_fill(s)} |")
+              f"{_steady(s)} | {s['seconds']} | {s['driver_cpu_seconds']} | {s['peak_memory_mb']} | {_fill(s)} |")
     b = out["bare"]
     print(f"| bare loop in process (10x corpus, models loaded in the time) | {b['samples']} | {ten['shard_count']} x {ten['shard_size']} | "
           f"{b['samples_per_second']:.1f} | - | {b['seconds']} | - | - | - |")

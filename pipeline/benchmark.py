@@ -128,7 +128,7 @@ def varied_encodings(images: torch.Tensor, seed: int = 0, sizes: tuple[int, int]
     import numpy as np
     from PIL import Image
 
-    from .io.images import to_uint8
+    from .io.images import encode_png
 
     rng = np.random.default_rng(seed)
     out = []
@@ -136,7 +136,8 @@ def varied_encodings(images: torch.Tensor, seed: int = 0, sizes: tuple[int, int]
         side = float(np.exp(rng.uniform(np.log(sizes[0]), np.log(sizes[1]))))
         aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
         width, height = max(8, round(side * aspect**0.5)), max(8, round(side / aspect**0.5))
-        picture = Image.fromarray(to_uint8(image)).resize((width, height), Image.Resampling.BICUBIC)
+        # From the PNG that the fixed-size corpus stores: the same pixels, enlarged.
+        picture = Image.open(io.BytesIO(encode_png(image))).resize((width, height), Image.Resampling.BICUBIC)
         buffer = io.BytesIO()
         fmt = "jpg" if rng.random() < jpeg_share else "png"
         picture.save(buffer, format="JPEG" if fmt == "jpg" else "PNG", **({"quality": 90} if fmt == "jpg" else {}))

@@ -107,6 +107,17 @@ def tiny_imagebind_encoder(bpe_path: str):
     return ImageBindEncoder(model, ClipBpeTokenizer.from_file(bpe_path, context_length=16))
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster for the session (2 CPUs, every port on loopback)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)

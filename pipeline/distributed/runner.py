@@ -114,8 +114,8 @@ def run_corpus(
         first = first or (time.perf_counter() - started, summary["samples"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["samples_per_second"] = round(summary["samples"] / summary["seconds"], 3) if summary["seconds"] else None
-    # The rate once the pipeline is full: from the first finished shard to the last.
-    steady = (summary["seconds"] - first[0], summary["samples"] - first[1]) if first else (0, 0)
+    # The rate once the pipeline is full: from the first finished shard to the last (given a few shards).
+    steady = (summary["seconds"] - first[0], summary["samples"] - first[1]) if first and summary["processed"] >= 3 else (0, 0)
     summary["first_shard_seconds"] = round(first[0], 2) if first else None
     summary["steady_samples_per_second"] = round(steady[1] / steady[0], 3) if steady[0] > 0 and steady[1] else None
     # The driver's own CPU (Ray Data's scheduling threads included) from plan to last manifest.

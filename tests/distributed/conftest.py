@@ -25,16 +25,6 @@ def seaweed(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
 def corpus_samples(first: int, count: int, prefix: str = "k") -> list[Sample]:
     import torch
 
