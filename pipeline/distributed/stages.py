@@ -71,17 +71,18 @@ class Purify:
 
         # Ray sets OMP_NUM_THREADS=1 in workers; give torch the threads this actor was granted.
         torch.set_num_threads(max(1, int(os.environ.get("DISILLUSION_ACTOR_THREADS", threads))))
-        from ..sanitize.purify import model_fingerprints, purify_records
+        from ..sanitize.purify import model_fingerprints
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.config, self.batch_size = config, config.execution(device).batch_size
         self.purifier = config.build_purifier(device)
         self.models = model_fingerprints(self.purifier)
-        self.purify_records = purify_records
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        from ..sanitize.purify import purify_records  # torch: imported by the actor, never by the task workers
+
         start = time.perf_counter()
-        purified = self.purify_records(
+        purified = purify_records(
             self.purifier, row_records(row), row["name"], seed=self.config.seed, batch_size=self.batch_size,
             want_images=self.config.policy == "purify",
         )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +32,9 @@ class ShardInput:
     problems: list[str] = field(default_factory=list)
 
 
-def parse_shard(uri: str, data: bytes, problems: Sequence[str] = ()) -> ShardInput:
+def parse_shard(uri: str, data: bytes) -> ShardInput:
     """The samples of shard bytes already read; parsing the same bytes always gives the same samples."""
-    shard = ShardInput(uri, shard_name(uri), data, problems=list(problems))
+    shard = ShardInput(uri, shard_name(uri), data)
     for item in read_samples(data) if data else ():
         if isinstance(item, ShardProblem):
             shard.problems.append(item.message)
