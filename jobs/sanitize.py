@@ -31,7 +31,7 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     execution.add_argument("--batch-size", type=int, help="images per purifier call (default 32 on a GPU, 16 on a CPU)")
     execution.add_argument("--decode-batch-size", type=int, help="reconstructions per decoder call (default 160 on a GPU, 32 on a CPU)")
     execution.add_argument("--precision", choices=("auto", "float32", "bfloat16"), help="model weights (auto: bfloat16 on a GPU, float32 on a CPU)")
-    execution.add_argument("--compile", action="store_true", default=None, help="torch.compile the image models (faster on a GPU after a minute or two)")
+    execution.add_argument("--compile", action="store_true", default=None, help="torch.compile the image models (faster on a GPU after a one-off compilation per actor)")
     parser.add_argument("--work-size", type=int, metavar="PIXELS",
                         help="working geometry: images are decoded to PIXELS x PIXELS (shorter side, centre crop); default: the preset's encoder input")
     parser.add_argument("--actors", type=int, help="purification actors (default: sized from the cluster)")

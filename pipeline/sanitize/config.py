@@ -47,7 +47,7 @@ class SanitizeConfig:
     batch_size: int | None = None  # images per purifier call
     decode_batch_size: int | None = None  # reconstructions per decoder call
     precision: str = "auto"  # auto (bfloat16 weights on a GPU, float32 on a CPU) | float32 | bfloat16
-    compile: bool = False  # torch.compile the image models: faster on a GPU once compiled (a minute or two per actor)
+    compile: bool = False  # torch.compile the image models: faster on a GPU after a one-off compilation per actor
     s3_endpoint: str | None = None
 
     def __post_init__(self):
