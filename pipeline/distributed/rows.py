@@ -18,8 +18,8 @@ from ..sanitize.records import Record
 from ..sanitize.shard import Purified, ShardInput, parse_shard
 
 
-def _shard_fields(shard: ShardInput) -> dict[str, Any]:
-    return {"uri": shard.uri, "name": shard.name, "data": shard.data, "problems": json.dumps(shard.problems)}
+# What every stage passes on unchanged: the shard, its bytes as read and its problems, the working size.
+PASSED_ON = ("uri", "name", "data", "problems", "work_size")
 
 
 def shard_of(row: dict[str, Any]) -> ShardInput:
@@ -34,8 +34,7 @@ def decoded_row(shard: ShardInput, records: list[Record], work_size: int) -> dic
     meta = [{"key": r.key, "error": r.error, "caption": r.caption, "original_size": r.original_size} for r in records]
     pixels = [r.pixels for r in records if r.pixels is not None]
     return {
-        **_shard_fields(shard),
-        "work_size": work_size,
+        "uri": shard.uri, "name": shard.name, "data": shard.data, "problems": json.dumps(shard.problems), "work_size": work_size,
         "records": json.dumps(meta),
         "pixels": np.stack(pixels).tobytes() if pixels else b"",
     }
@@ -54,21 +53,20 @@ def row_records(row: dict[str, Any]) -> list[Record]:
     return records
 
 
-def purified_row(row: dict[str, Any], purified: Purified, *, seconds: float, models: dict[str, str], dim: int,
-                 batch_size: int) -> dict[str, Any]:
+def purified_row(row: dict[str, Any], purified: Purified, *, seconds: float, models: dict[str, str], dim: int) -> dict[str, Any]:
     """What the purification stage passes on: the shard's bytes, its verdict rows and purified images
     (raw pixels: PNG encoding is host work for the writer, not for the actor that holds the GPU)."""
     rows = purified.rows.values()
     embeddings = [r["embedding"] for r in rows if r.get("embedding") is not None]
     keys = list(purified.images)
     return {
-        "uri": row["uri"], "name": row["name"], "data": row["data"], "problems": row["problems"], "work_size": row["work_size"],
+        **{name: row[name] for name in PASSED_ON},
         "verdicts": json.dumps([{k: v for k, v in r.items() if k != "embedding"} for r in rows]),
         "embeddings": np.asarray(embeddings, dtype=np.float32).tobytes() if embeddings else b"",
         "dim": dim,
         "purified_keys": json.dumps(keys),
         "purified": np.stack([purified.images[k] for k in keys]).tobytes() if keys else b"",
-        "batch_size": batch_size,
+        "batch_size": purified.batch_size,
         "batches": purified.batches,
         "batched_images": purified.batched_images,
         "seconds": seconds,
@@ -89,4 +87,4 @@ def purified_of(row: dict[str, Any]) -> Purified:
         rows[verdict["key"]] = verdict
     pixels = np.frombuffer(bytes(row["purified"]), dtype=np.uint8).reshape(-1, size, size, 3)
     images = dict(zip(json.loads(row["purified_keys"]), pixels))
-    return Purified(rows, images, int(row["batches"]), int(row["batched_images"]))
+    return Purified(rows, images, int(row["batch_size"]), int(row["batches"]), int(row["batched_images"]))

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -96,7 +95,6 @@ def run_corpus(
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "processed": 0, "samples": 0, "errors": 0,
                "verdicts": {"clean": 0, "illusion": 0, "uncertain": 0}, "problems": {},
                "batches": {"count": 0, "images": 0, "slots": 0}}
-    cpu_before = _process_cpu_seconds()
     _write_run_json(storage, output, config, resources, summary, None)
     if not todo:
         return summary
@@ -118,17 +116,10 @@ def run_corpus(
     steady = (summary["seconds"] - first[0], summary["samples"] - first[1]) if first and summary["processed"] >= 3 else (0, 0)
     summary["first_shard_seconds"] = round(first[0], 2) if first else None
     summary["steady_samples_per_second"] = round(steady[1] / steady[0], 3) if steady[0] > 0 and steady[1] else None
-    # The driver's own CPU (Ray Data's scheduling threads included) from plan to last manifest.
-    summary["driver_cpu_seconds"] = round(_process_cpu_seconds() - cpu_before, 3)
     batches = summary["batches"]
     batches["fill"] = round(batches["images"] / batches["slots"], 4) if batches["slots"] else None
     _write_run_json(storage, output, config, resources, summary, fingerprints)
     return summary
-
-
-def _process_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _count(manifest: dict[str, Any], summary: dict[str, Any], echo) -> None:

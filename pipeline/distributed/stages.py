@@ -86,8 +86,7 @@ class Purify:
             self.purifier, row_records(row), row["name"], seed=self.config.seed, batch_size=self.batch_size,
             want_images=self.config.policy == "purify",
         )
-        return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim,
-                            batch_size=self.batch_size)
+        return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
 
 
 def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, s3_endpoint: str | None) -> dict[str, Any]:
@@ -96,7 +95,7 @@ def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, s3_en
     manifest = finish_shard(
         Storage(s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=policy,
         seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]),
-        batch_size=int(row["batch_size"]), complete=not unreadable(shard),
+        complete=not unreadable(shard),
     )
     return {"manifest": json.dumps(manifest)}
 

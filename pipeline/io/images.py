@@ -15,7 +15,6 @@ import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np

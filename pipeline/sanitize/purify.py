@@ -25,7 +25,7 @@ def purify_records(
     from its key, so verdicts do not depend on batching or on which worker ran them; a batch that
     fails is retried one image at a time so that only the culprit becomes an error row.
     """
-    out = Purified({r.key: error_row(r.key, shard, r.error or "no image") for r in records if r.pixels is None}, {})
+    out = Purified({r.key: error_row(r.key, shard, r.error or "no image") for r in records if r.pixels is None}, {}, batch_size)
     decoded = [r for r in records if r.pixels is not None]
 
     def run(batch: list[Record]) -> list[dict[str, Any]]:
@@ -71,7 +71,7 @@ def process_shard(
     purified = purify_records(purifier, records, shard.name, seed=seed, batch_size=batch_size, want_images=policy == "purify")
     return finish_shard(
         storage, output, shard, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
-        fingerprints=model_fingerprints(purifier), work_size=work_size, batch_size=batch_size, complete=not unreadable(shard),
+        fingerprints=model_fingerprints(purifier), work_size=work_size, complete=not unreadable(shard),
     )
 
 

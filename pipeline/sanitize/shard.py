@@ -63,6 +63,7 @@ class Purified:
 
     rows: dict[str, dict[str, Any]]  # verdict row by key, errors included
     images: dict[str, np.ndarray]  # purified image (working size, H x W x 3 uint8) of each illusion, when asked for
+    batch_size: int  # images per purifier call at most
     batches: int = 0  # purifier calls
     batched_images: int = 0  # images over those calls: batched_images / (batches * batch_size) is the batch fill
 
@@ -78,7 +79,6 @@ def finish_shard(
     seconds: float,
     fingerprints: dict[str, str],
     work_size: int,
-    batch_size: int,
     complete: bool = True,
 ) -> dict[str, Any]:
     """Write the shard's outputs (policy None: audit, no sanitised shard) and return its manifest.
@@ -103,7 +103,7 @@ def finish_shard(
         "problems": shard.problems,
         "policy": policy or "audit",
         "work_size": work_size,
-        "batches": {"count": purified.batches, "images": purified.batched_images, "size": batch_size},
+        "batches": {"count": purified.batches, "images": purified.batched_images, "size": purified.batch_size},
         "seconds": round(seconds, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": fingerprints,

@@ -24,7 +24,7 @@ def test_rows_round_trip():
 
     verdicts = {"a": {"key": "a", "status": "ok", "embedding": [0.5, -0.5]}, "b": {"key": "b", "status": "error", "embedding": None},
                 "c": {"key": "c", "status": "ok", "embedding": [1.0, 0.0]}}
-    purified = Purified(verdicts, {"c": pixels[1]}, batches=1, batched_images=2)
-    back = purified_of(purified_row(row, purified, seconds=1.5, models={"encoder": "e"}, dim=2, batch_size=16))
+    purified = Purified(verdicts, {"c": pixels[1]}, batch_size=16, batches=1, batched_images=2)
+    back = purified_of(purified_row(row, purified, seconds=1.5, models={"encoder": "e"}, dim=2))
     assert back.rows == verdicts and back.batches == 1 and back.batched_images == 2
     assert list(back.images) == ["c"] and np.array_equal(back.images["c"], pixels[1])

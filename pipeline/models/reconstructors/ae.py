@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderTiny
 
 from ..noise import randn_per_draw
-from .base import LatentReconstructor
+from .base import LatentReconstructor, compile_autoencoder
 
 
 class AEReconstructor(LatentReconstructor):
@@ -47,8 +47,7 @@ class AEReconstructor(LatentReconstructor):
         return self.ae.decode(z.flatten(0, 1)).sample.unflatten(0, z.shape[:2])
 
     def compile(self) -> None:
-        self.ae.encoder = torch.compile(self.ae.encoder)
-        self.ae.decoder = torch.compile(self.ae.decoder)
+        compile_autoencoder(self.ae)
 
     def _fingerprint_parts(self):
         return {"ae": self.ae}, {"noise_scale": self.noise_scale}

@@ -12,6 +12,12 @@ from ..imaging import Geometry, from_model_space, to_model_space
 from ..noise import draw_generators
 
 
+def compile_autoencoder(autoencoder: torch.nn.Module) -> None:
+    """torch.compile a diffusers autoencoder's encoder and decoder (the modules that carry the image work)."""
+    autoencoder.encoder = torch.compile(autoencoder.encoder)
+    autoencoder.decoder = torch.compile(autoencoder.decoder)
+
+
 @dataclass
 class Encoded:
     """The deterministic part of a reconstruction, computed once per image batch."""

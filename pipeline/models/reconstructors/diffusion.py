@@ -19,7 +19,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
 
 from ..noise import randn_per_draw
-from .base import LatentReconstructor
+from .base import LatentReconstructor, compile_autoencoder
 
 _SAMPLER_KEYS = ("prediction_type", "clip_sample", "clip_sample_range", "thresholding", "set_alpha_to_one", "steps_offset")
 
@@ -92,8 +92,7 @@ class DiffusionReconstructor(LatentReconstructor):
     def compile(self) -> None:
         self.unet = torch.compile(self.unet)
         if self.vae is not None:
-            self.vae.encoder = torch.compile(self.vae.encoder)
-            self.vae.decoder = torch.compile(self.vae.decoder)
+            compile_autoencoder(self.vae)
 
     def _fingerprint_parts(self):
         settings = {

@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from ..noise import randn_per_draw
-from .base import LatentReconstructor
+from .base import LatentReconstructor, compile_autoencoder
 
 
 class VAEReconstructor(LatentReconstructor):
@@ -54,8 +54,7 @@ class VAEReconstructor(LatentReconstructor):
 
     def compile(self) -> None:
         """torch.compile encoder and decoder (worth it on a GPU for long runs; compiling takes a while)."""
-        self.vae.encoder = torch.compile(self.vae.encoder)
-        self.vae.decoder = torch.compile(self.vae.decoder)
+        compile_autoencoder(self.vae)
 
     def _fingerprint_parts(self):
         return {"vae": self.vae}, {"sample_scale": self.sample_scale, "latent_noise": self.latent_noise}
