@@ -40,17 +40,17 @@ def clean_images(args) -> tuple[torch.Tensor, list[str]]:
         from pipeline.io.shards import Sample, read_samples
         from pipeline.io.storage import Storage
         from pipeline.presets import get_preset
-        from pipeline.sanitize.records import as_images, to_record
+        from pipeline.sanitize.records import as_images, to_records
 
         storage, images, keys = Storage(args.s3_endpoint), [], []
         work_size = get_preset(args.preset).work_size  # the geometry `sanitize` will examine them at
         for uri in storage.expand(args.input):
             for item in read_samples(storage.read_bytes(uri)):
                 if isinstance(item, Sample):
-                    record = to_record(item, work_size)
-                    if record.pixels is not None:
-                        images.append(as_images([record.pixels])[0])
-                        keys.append(record.key)
+                    for record in to_records(item, work_size):
+                        if record.pixels is not None:
+                            images.append(as_images([record.pixels])[0])
+                            keys.append(record.key)
                 if len(images) >= args.limit:
                     return images, keys
         return images, keys

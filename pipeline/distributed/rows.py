@@ -19,22 +19,23 @@ from ..sanitize.shard import Purified, ShardInput, parse_shard
 
 
 # What every stage passes on unchanged: the shard, its bytes as read and its problems, the working size.
-PASSED_ON = ("uri", "name", "data", "problems", "work_size")
+PASSED_ON = ("uri", "name", "data", "problems", "incomplete", "work_size")
 
 
 def shard_of(row: dict[str, Any]) -> ShardInput:
     """The shard behind a row: its samples re-parsed from the bytes that were read (parsing is
     deterministic, so these are the samples that were decoded), its problems as first recorded."""
     shard = parse_shard(row["uri"], bytes(row["data"]))
-    shard.problems = json.loads(row["problems"])
+    shard.problems, shard.incomplete = json.loads(row["problems"]), bool(row["incomplete"])
     return shard
 
 
 def decoded_row(shard: ShardInput, records: list[Record], work_size: int) -> dict[str, Any]:
-    meta = [{"key": r.key, "error": r.error, "caption": r.caption, "original_size": r.original_size} for r in records]
+    meta = [{"key": r.key, "member": r.member, "error": r.error, "caption": r.caption, "original_size": r.original_size} for r in records]
     pixels = [r.pixels for r in records if r.pixels is not None]
     return {
-        "uri": shard.uri, "name": shard.name, "data": shard.data, "problems": json.dumps(shard.problems), "work_size": work_size,
+        "uri": shard.uri, "name": shard.name, "data": shard.data, "problems": json.dumps(shard.problems),
+        "incomplete": shard.incomplete, "work_size": work_size,
         "records": json.dumps(meta),
         "pixels": np.stack(pixels).tobytes() if pixels else b"",
     }
@@ -49,7 +50,7 @@ def row_records(row: dict[str, Any]) -> list[Record]:
         if meta["error"] is None:
             image, used = pixels[used], used + 1
         original = tuple(meta["original_size"]) if meta["original_size"] else None
-        records.append(Record(meta["key"], image, meta["error"], meta["caption"], original))
+        records.append(Record(meta["key"], meta["member"], image, meta["error"], meta["caption"], original))
     return records
 
 
@@ -64,7 +65,8 @@ def purified_row(row: dict[str, Any], purified: Purified, *, seconds: float, mod
         "verdicts": json.dumps([{k: v for k, v in r.items() if k != "embedding"} for r in rows]),
         "embeddings": np.asarray(embeddings, dtype=np.float32).tobytes() if embeddings else b"",
         "dim": dim,
-        "purified_keys": json.dumps(keys),
+        "purified_keys": json.dumps(keys),  # (key, member) pairs
+        "members": json.dumps(purified.members),
         "purified": np.stack([purified.images[k] for k in keys]).tobytes() if keys else b"",
         "batch_size": purified.batch_size,
         "batches": purified.batches,
@@ -86,5 +88,5 @@ def purified_of(row: dict[str, Any]) -> Purified:
             verdict["embedding"] = None
         rows[verdict["key"]] = verdict
     pixels = np.frombuffer(bytes(row["purified"]), dtype=np.uint8).reshape(-1, size, size, 3)
-    images = dict(zip(json.loads(row["purified_keys"]), pixels))
-    return Purified(rows, images, int(row["batch_size"]), int(row["batches"]), int(row["batched_images"]))
+    images = {tuple(member): image for member, image in zip(json.loads(row["purified_keys"]), pixels)}
+    return Purified(rows, images, int(row["batch_size"]), int(row["batches"]), int(row["batched_images"]), json.loads(row["members"]))

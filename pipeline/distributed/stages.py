@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..io.storage import Storage
-from ..sanitize.shard import decode_shard, finish_shard, read_shard, unreadable
+from ..sanitize.shard import decode_shard, finish_shard, read_shard
 from .rows import decoded_row, purified_of, purified_row, row_records, shard_of
 
 if TYPE_CHECKING:
@@ -57,9 +57,9 @@ class Stage:
             )
 
 
-def read_and_decode(item: dict[str, Any], *, work_size: int, s3_endpoint: str | None) -> dict[str, Any]:
+def read_and_decode(item: dict[str, Any], *, work_size: int, max_shard_bytes: int, s3_endpoint: str | None) -> dict[str, Any]:
     """A shard URI -> its bytes, and every image decoded to the working geometry (uint8)."""
-    shard = read_shard(Storage(s3_endpoint), item["uri"])
+    shard = read_shard(Storage(s3_endpoint), item["uri"], max_shard_bytes)
     return decoded_row(shard, decode_shard(shard, work_size), work_size)
 
 
@@ -89,13 +89,12 @@ class Purify:
         return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
 
 
-def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, s3_endpoint: str | None) -> dict[str, Any]:
+def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, on_error: str, s3_endpoint: str | None) -> dict[str, Any]:
     """Sanitised shard, verdicts, quarantine and (last) manifest, from the bytes that were examined."""
     shard = shard_of(row)
     manifest = finish_shard(
         Storage(s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=policy,
-        seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]),
-        complete=not unreadable(shard),
+        seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]), on_error=on_error,
     )
     return {"manifest": json.dumps(manifest)}
 
@@ -103,9 +102,9 @@ def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, s3_en
 def plan_stages(config: SanitizeConfig, output: str, resources) -> list[Stage]:
     return [
         Stage("read+decode", read_and_decode, num_cpus=resources.task_cpus,
-              kwargs={"work_size": config.working_size(), "s3_endpoint": config.s3_endpoint}),
+              kwargs={"work_size": config.working_size(), "max_shard_bytes": config.max_shard_bytes, "s3_endpoint": config.s3_endpoint}),
         Stage("purify", Purify, num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
               kwargs={"config": config, "threads": resources.threads_per_actor}),
         Stage("write", write_outputs, num_cpus=resources.task_cpus,
-              kwargs={"output": output, "policy": config.policy, "s3_endpoint": config.s3_endpoint}),
+              kwargs={"output": output, "policy": config.policy, "on_error": config.on_error, "s3_endpoint": config.s3_endpoint}),
     ]

@@ -25,6 +25,28 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: decode and write 
 
 DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: about 8000 x 8000
 
+# The formats decoded from corpus bytes, whatever a member's extension says: common raster formats
+# only. Plugins that run external programs or parse complex containers (EPS runs Ghostscript; PDF,
+# MPEG, FITS, PSD, WMF, ...) never see corpus bytes; an image in such a format is an error sample.
+DECODED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "ICO")
+
+# Members treated as images: every extension WebDataset's image decoder handles (its list is the
+# extensions Pillow can open) and every extension this Pillow can open. An image a downstream loader
+# would decode is therefore examined, or its sample is an error; it is never passed on as "no image".
+_WEBDATASET_IMAGE_EXTENSIONS = (
+    "blp bmp dib bufr cur pcx dcx dds ps eps fit fits fli flc ftc ftu gbr gif grib h5 hdf png apng jp2 j2k jpc jpf jpx "
+    "j2c icns ico im iim tif tiff jfif jpe jpg jpeg mpg mpeg msp pcd pxr pbm pgm ppm pnm psd bw rgb rgba sgi ras tga "
+    "icb vda vst webp wmf emf xbm xpm"
+).split()
+
+
+def _pillow_extensions() -> set[str]:
+    Image.init()
+    return {ext[1:].lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+IMAGE_EXTENSIONS = frozenset(_WEBDATASET_IMAGE_EXTENSIONS) | _pillow_extensions()
+
 
 class ImageDecodeError(ValueError):
     """The bytes are not a usable image; the message says why."""
@@ -46,7 +68,7 @@ def _opened(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageDecodeError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels}")
@@ -55,6 +77,8 @@ def _opened(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageDecodeError(f"decompression bomb: {error}") from error
+    except Image.UnidentifiedImageError as error:
+        raise ImageDecodeError(f"not an image in a decoded format ({', '.join(DECODED_FORMATS)})") from error
     except Exception as error:  # PIL raises many types for bad bytes
         raise ImageDecodeError(f"cannot decode image: {type(error).__name__}: {error}") from error
 

@@ -1,37 +1,64 @@
 """WebDataset shards as raw bytes: tar members grouped into samples by key, and back.
 
 A member `dir/abc.001.png` belongs to sample key `dir/abc` with extension `001.png` (the key ends at
-the first dot of the base name, as in WebDataset). Members of one sample are adjacent in a well-formed
-shard; a key that reappears later is reported as a duplicate instead of being merged silently.
+the first dot of the base name, as in WebDataset). Reading is lossless and never raises for bad
+input; what cannot be used becomes a sample error or a shard problem:
+
+- Names are decoded as UTF-8 with `surrogateescape`, so a name that is not valid UTF-8 survives the
+  round trip byte for byte (`key_bytes`); `display` gives its printable form.
+- Only regular files carry data. A link, device or fifo member makes its sample an error.
+- A member whose name was already seen (an adjacent duplicate, or a key that reappears after other
+  keys) is kept aside in `Sample.extra` and makes its sample an error: one sample per key, nothing lost.
+- Plain and gzip-compressed tars are read; decompression stops at a cap. Other compressions, empty
+  or truncated data are shard problems that leave the shard incomplete (retried by the next run).
+
+Writing uses the PAX format (any name that was readable is writable) with deterministic headers, and
+names that could escape an extraction directory (absolute, `..`) are written in a safe form.
 """
 
 from __future__ import annotations
 
 import io
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "ppm", "pgm")
+from .images import IMAGE_EXTENSIONS
+
+DEFAULT_MAX_SHARD_BYTES = 2 << 30  # decompressed size at most: a gzip bomb stops here
+ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_OTHER_COMPRESSIONS = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 @dataclass
 class Sample:
     key: str
     members: dict[str, bytes] = field(default_factory=dict)  # extension -> bytes, in tar order
+    extra: list[tuple[str, bytes]] = field(default_factory=list)  # repeated member names, written back as read
+    errors: list[str] = field(default_factory=list)  # why the sample cannot be examined as it stands
+
+    def image_extensions(self) -> list[str]:
+        """Every member a WebDataset or Pillow loader would decode as an image, in tar order."""
+        return [ext for ext in self.members if is_image_extension(ext)]
 
     def image_extension(self) -> str | None:
-        for ext in self.members:
-            if ext.lower().rsplit(".", 1)[-1] in IMAGE_EXTENSIONS:
-                return ext
-        return None
+        images = self.image_extensions()
+        return images[0] if images else None
 
 
 @dataclass
 class ShardProblem:
-    """Something wrong with the shard itself rather than with one sample (e.g. a truncated tar)."""
+    """Something wrong with the shard itself rather than with one sample (e.g. a truncated tar).
+    `incomplete`: the shard's bytes were not all read, so the next run tries it again."""
 
     message: str
+    incomplete: bool = False
+
+
+def is_image_extension(ext: str) -> bool:
+    return ext.lower().rsplit(".", 1)[-1] in IMAGE_EXTENSIONS
 
 
 def split_member_name(name: str) -> tuple[str, str]:
@@ -41,53 +68,126 @@ def split_member_name(name: str) -> tuple[str, str]:
     return key, ext if dot else ""
 
 
-def read_samples(data: bytes) -> Iterator[Sample | ShardProblem]:
-    """Samples in shard order. A truncated or corrupt tar yields the samples read so far, then a
-    ShardProblem; a key that reappears after other keys yields a ShardProblem and its repeat is skipped."""
-    seen: set[str] = set()
-    current: Sample | None = None
-    skipping: str | None = None  # key of a repeated group being skipped
+def key_bytes(key: str) -> bytes:
+    """The exact bytes of a name as stored in the tar."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+def display(name: str) -> str:
+    """A name as valid UTF-8 text: bytes that are not UTF-8 shown as \\xNN (for messages and text columns)."""
+    return key_bytes(name).decode("utf-8", "backslashreplace")
+
+
+def safe_member_name(name: str) -> str:
+    """A name that stays inside any directory it is extracted to: no leading '/', no '.' or empty
+    components, and each '..' component written as '__'."""
+    parts = ["__" if part == ".." else part for part in name.split("/") if part not in ("", ".")]
+    return "/".join(parts) or "_"
+
+
+def plain_tar(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> tuple[bytes, ShardProblem | None]:
+    """Shard bytes as an uncompressed tar: gzip is decompressed up to `max_bytes`."""
+    if not data:
+        return b"", ShardProblem("empty shard (0 bytes)", incomplete=True)
+    if data[:2] == b"\x1f\x8b":
+        return _gunzip(data, max_bytes)
+    for magic, name in _OTHER_COMPRESSIONS.items():
+        if data.startswith(magic):
+            return b"", ShardProblem(f"{name}-compressed shard: only plain and gzip-compressed tars are read", incomplete=True)
+    return data, None
+
+
+def _gunzip(data: bytes, max_bytes: int) -> tuple[bytes, ShardProblem | None]:
+    out, remaining = bytearray(), data
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+        while remaining:  # a gzip file may hold several members back to back
+            stream = zlib.decompressobj(wbits=31)
+            chunk = stream.decompress(remaining, max_bytes + 1 - len(out))
+            out += chunk
+            while stream.unconsumed_tail and len(out) <= max_bytes:
+                out += stream.decompress(stream.unconsumed_tail, max_bytes + 1 - len(out))
+            if len(out) > max_bytes:
+                return b"", ShardProblem(f"gzip shard decompresses to more than {max_bytes} bytes (the cap); not read", incomplete=True)
+            if not stream.eof:
+                return bytes(out), ShardProblem("truncated gzip stream", incomplete=True)
+            remaining = stream.unused_data.lstrip(b"\0")
+    except zlib.error as error:
+        return bytes(out), ShardProblem(f"corrupt gzip stream: {error}", incomplete=True)
+    return bytes(out), None
+
+
+def read_shard_bytes(tar: bytes) -> tuple[list[Sample], list[ShardProblem]]:
+    """Every sample of an uncompressed tar (see `plain_tar`), in shard order, and what is wrong with it."""
+    problems: list[ShardProblem] = []
+    samples: dict[str, Sample] = {}
+    previous: str | None = None
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r:", **ENCODING) as archive:
             for member in archive:
-                if not member.isfile():
+                if member.isdir():
                     continue
                 key, ext = split_member_name(member.name)
-                if key == skipping:
+                if key in samples and key != previous:
+                    _once(samples[key].errors, "the key reappears after other keys (its members are not adjacent)")
+                sample = samples.setdefault(key, Sample(key))
+                previous = key
+                if not member.isfile():
+                    sample.errors.append(f"member {display(member.name)!r} is a {_kind(member)}; only regular files are read")
                     continue
-                if current is not None and key == current.key:
-                    current.members[ext] = archive.extractfile(member).read()
-                    continue
-                if current is not None:
-                    yield current
-                    current = None
-                if key in seen:
-                    skipping = key
-                    yield ShardProblem(f"duplicate key {key!r}: its members are not adjacent; the repeat was skipped")
-                    continue
-                skipping = None
-                seen.add(key)
-                current = Sample(key, {ext: archive.extractfile(member).read()})
+                payload = archive.extractfile(member).read()
+                if ext in sample.members:
+                    sample.extra.append((ext, payload))
+                    _once(sample.errors, f"member {display(member.name)!r} appears more than once (repeats kept aside, unexamined)")
+                else:
+                    sample.members[ext] = payload
             # tarfile stops quietly at a cut-off header; a complete tar ends in two zero blocks.
-            tail = data[archive.offset :]
-            if len(tail) < 1024 or tail.strip(b"\0"):
+            tail = tar[archive.offset :]
+            if tar and (len(tail) < 1024 or tail.strip(b"\0")):
                 raise tarfile.ReadError("truncated: no end-of-archive marker after the last complete member")
     except (tarfile.TarError, EOFError, OSError) as error:
-        if current is not None:
-            yield current
-        yield ShardProblem(f"unreadable tar: {type(error).__name__}: {error}")
-        return
-    if current is not None:
-        yield current
+        if tar:
+            problems.append(ShardProblem(f"unreadable tar: {type(error).__name__}: {error}", incomplete=True))
+    unsafe = [display(k) for k in samples if safe_member_name(k) != k]
+    if unsafe:
+        problems.append(ShardProblem(f"{len(unsafe)} key(s) could escape an extraction directory (e.g. {unsafe[0]!r}); "
+                                     "written with '..' as '__' and no leading '/'"))
+    return list(samples.values()), problems
+
+
+def _once(messages: list[str], message: str) -> None:
+    if message not in messages:
+        messages.append(message)
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return f"symbolic link to {display(member.linkname)!r}"
+    if member.islnk():
+        return f"hard link to {display(member.linkname)!r}"
+    if member.ischr() or member.isblk():
+        return "device"
+    if member.isfifo():
+        return "fifo"
+    return f"member of tar type {member.type!r}"
+
+
+def read_samples(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Iterator[Sample | ShardProblem]:
+    """Samples in shard order, then the shard's problems."""
+    tar, problem = plain_tar(data, max_bytes)
+    samples, problems = read_shard_bytes(tar)
+    yield from samples
+    yield from [problem] if problem else []
+    yield from problems
 
 
 def write_samples(samples: Iterable[Sample]) -> bytes:
-    """A tar with each sample's members adjacent, in the given order, with deterministic headers."""
+    """A tar (PAX format) with each sample's members adjacent, in the given order, deterministic headers
+    and names made safe to extract (`safe_member_name`)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, **ENCODING) as archive:
         for sample in samples:
-            for ext, payload in sample.members.items():
-                info = tarfile.TarInfo(f"{sample.key}.{ext}" if ext else sample.key)
+            for ext, payload in [*sample.members.items(), *sample.extra]:
+                info = tarfile.TarInfo(safe_member_name(f"{sample.key}.{ext}" if ext else sample.key))
                 info.size = len(payload)
                 info.mtime = 0
                 info.mode = 0o644

@@ -7,14 +7,15 @@ when the PUT completes. So a reader never mistakes a partial output for a finish
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import os
 import re
 import tempfile
 
 from .s3 import is_s3_uri, parse_s3_uri, read_s3_object, s3_client
+from .shards import SHARD_SUFFIXES
 
-SHARD_SUFFIXES = (".tar",)
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
@@ -66,6 +67,7 @@ class Storage:
         try:
             with os.fdopen(handle, "wb") as out:
                 out.write(data)
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a file written directly would follow the umask
             os.replace(temporary, uri)
         except BaseException:
             if os.path.exists(temporary):
@@ -74,25 +76,36 @@ class Storage:
 
     # --- specs --------------------------------------------------------------------------------
     def expand(self, spec: str) -> list[str]:
-        """Shard URIs named by SPEC: a directory or S3 prefix (every .tar below it), a glob, a brace range
-        (shard-{000000..000099}.tar), or a local text file listing one URI per line."""
+        """Shard URIs named by SPEC: a directory or S3 prefix (every .tar, .tar.gz and .tgz below it), a
+        glob, a brace range (shard-{000000..000099}.tar), or a local text file listing one URI per line.
+        A spec that names no shard is an error (FileNotFoundError), never an empty run."""
+        single = spec.endswith(SHARD_SUFFIXES) and not _BRACE.search(spec) and not any(ch in spec for ch in "*?[")
+        if single and not is_s3_uri(spec) and not os.path.isfile(spec):
+            raise FileNotFoundError(f"no such shard: {spec}")
+        shards = self._expand(spec)
+        if not shards:
+            raise FileNotFoundError(f"no shards match {spec!r} (shards end in {', '.join(SHARD_SUFFIXES)})")
+        return shards
+
+    def _expand(self, spec: str) -> list[str]:
         match = _BRACE.search(spec)
         if match:
             first, last = match.group(1), match.group(2)
             width = len(first)
             names = [spec[: match.start()] + str(i).zfill(width) + spec[match.end() :] for i in range(int(first), int(last) + 1)]
-            return [uri for name in names for uri in self.expand(name)]
+            return [uri for name in names for uri in self._expand(name)]
         if any(ch in spec for ch in "*?["):
             return self._glob(spec)
         if not is_s3_uri(spec) and os.path.isfile(spec) and not spec.endswith(SHARD_SUFFIXES):
+            if _is_archive(spec):
+                raise ValueError(f"{spec} is an archive, not a list of shards; shards end in {', '.join(SHARD_SUFFIXES)}")
             with open(spec, encoding="utf-8") as handle:
                 return [line.strip() for line in handle if line.strip() and not line.startswith("#")]
         if spec.endswith(SHARD_SUFFIXES):
-            return [spec]
-        shards = [uri for uri in self.list_prefix(spec) if uri.endswith(SHARD_SUFFIXES)]
-        if not shards:
-            raise FileNotFoundError(f"no .tar shards found under {spec}")
-        return shards
+            return [spec]  # a missing one is reported with the shard's outputs
+        if not is_s3_uri(spec) and not os.path.isdir(spec):
+            raise FileNotFoundError(f"no such file or directory: {spec}")
+        return [uri for uri in self.list_prefix(spec) if uri.endswith(SHARD_SUFFIXES)]
 
     def _glob(self, pattern: str) -> list[str]:
         if not is_s3_uri(pattern):
@@ -113,6 +126,32 @@ def join(base: str, *parts: str) -> str:
 
 
 def shard_name(uri: str) -> str:
-    """'s3://b/c/shard-000001.tar' -> 'shard-000001'."""
+    """'s3://b/c/shard-000001.tar' (or .tar.gz, .tgz) -> 'shard-000001'."""
     name = uri.rstrip("/").rsplit("/", 1)[-1]
-    return name[: -len(".tar")] if name.endswith(".tar") else name
+    for suffix in SHARD_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_inside(path: str, directory: str) -> bool:
+    """Whether `path` is `directory` or lies below it (local paths resolved, S3 URIs compared as keys)."""
+    if is_s3_uri(path) != is_s3_uri(directory):
+        return False
+    if not is_s3_uri(path):
+        path, directory = os.path.realpath(path), os.path.realpath(directory)
+    path, directory = path.rstrip("/"), directory.rstrip("/")
+    return path == directory or path.startswith(directory + "/")
+
+
+def _is_archive(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    return head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar" or b"\0" in head
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: do it once, and put it straight back
+    os.umask(mask)
+    return mask

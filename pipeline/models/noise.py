@@ -51,5 +51,5 @@ def randn_per_draw(
 def seed_for_key(seed: int, key: str) -> int:
     """A per-sample seed from the run seed and a stable sample key (a file name, a WebDataset key), so
     a sample's reconstructions do not depend on its position in a batch or a corpus."""
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()  # names need not be valid UTF-8
     return draw_seed(seed, int.from_bytes(digest[:8], "little"))

@@ -9,6 +9,8 @@ import torch
 
 from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
 from ..defense.consensus import DEFAULT_ALPHA
+from ..io.shards import DEFAULT_MAX_SHARD_BYTES
+from .outputs import ON_ERROR, POLICIES
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -42,6 +44,10 @@ class SanitizeConfig:
     max_drift: float | None = None
     flip_min_drift: float | None = None
     policy: str | None = "purify"  # purify | drop | keep; None for audit (verdicts only)
+    # Samples that cannot be examined (undecodable, over the pixel limit, links, repeated names, no
+    # image): kept byte-identical with an error verdict, or moved to quarantine.
+    on_error: str = "keep"
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES  # decompressed size of a gzip shard at most
     work_size: int | None = None  # square working geometry in pixels; None: the preset's (its encoder's input size)
     # How the models run; None and "auto" pick per device (see `execution`).
     batch_size: int | None = None  # images per purifier call
@@ -51,8 +57,21 @@ class SanitizeConfig:
     s3_endpoint: str | None = None
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        """Every setting checked where it is made, so that a bad one stops the run before any work."""
+        choices = {"precision": (self.precision, PRECISIONS), "policy": (self.policy, (*POLICIES, None)),
+                   "on_error": (self.on_error, ON_ERROR)}
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(str(a) for a in allowed if a)}, not {value!r}")
+        for name in ("batch_size", "decode_batch_size", "work_size", "max_shard_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+        if self.labels is not None and not self.labels:
+            raise ValueError("the label list is empty")
+        self.consensus_config()  # n, early exit, alpha
+        self.label_bank()  # the preset exists, labels are unique, the template has its placeholder
+        self.verdict_policy()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +85,7 @@ class SanitizeConfig:
         from ..presets import get_preset
 
         preset = get_preset(self.preset)
-        return LabelBank(self.labels or preset.labels, self.template or preset.template)
+        return LabelBank(preset.labels if self.labels is None else self.labels, self.template or preset.template)
 
     def execution(self, device: str | torch.device = "cpu") -> Execution:
         """On a GPU (measured on an H200 with the full-size models, BENCHMARKS.md): bfloat16 weights,
@@ -99,8 +118,10 @@ class SanitizeConfig:
             _ = reconstructor.fingerprint, encoder.fingerprint  # of the weights as loaded, before compilation wraps them
             reconstructor.compile()
             encoder.compile()
-        consensus = ConsensusConfig(n=self.n, early_exit=self.early_exit, alpha=self.alpha, seed=self.seed, verdict=self.verdict_policy())
-        return ConsensusPurifier(reconstructor, encoder, self.label_bank(), consensus)
+        return ConsensusPurifier(reconstructor, encoder, self.label_bank(), self.consensus_config())
+
+    def consensus_config(self) -> ConsensusConfig:
+        return ConsensusConfig(n=self.n, early_exit=self.early_exit, alpha=self.alpha, seed=self.seed, verdict=self.verdict_policy())
 
     def verdict_policy(self) -> VerdictPolicy:
         from ..presets import get_preset

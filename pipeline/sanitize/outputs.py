@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from ..io.shards import Sample, write_samples
 from ..io.storage import Storage, join
 
-POLICIES = ("purify", "drop", "keep")
+POLICIES = ("purify", "drop", "keep")  # for samples judged `illusion`
+ON_ERROR = ("keep", "drop")  # for samples that could not be examined
 
 
 def output_paths(output: str, name: str) -> dict[str, str]:
@@ -35,38 +36,58 @@ def output_paths(output: str, name: str) -> dict[str, str]:
 
 
 def sanitised_samples(
-    samples: Iterable[Sample], rows: dict[str, dict[str, Any]], purified_png: dict[str, bytes], policy: str, work_size: int
+    samples: Iterable[Sample],
+    rows: dict[str, dict[str, Any]],
+    members: dict[str, dict[str, str]],
+    purified_png: dict[tuple[str, str], bytes],
+    *,
+    policy: str,
+    on_error: str = "keep",
+    work_size: int,
 ) -> tuple[list[Sample], list[Sample]]:
-    """(kept samples, quarantined samples) under a policy for samples judged `illusion`.
+    """(kept samples, quarantined samples).
 
-    purify: the image member is replaced by the purified PNG (same key; extension png), at the working
-    size `work_size`; the note records the original size. keep: the
-    image stays as it is. drop: the sample moves to quarantine with its original bytes. Every kept
-    sample gets a `disillusion.json` member with its verdict; other members stay byte-identical.
+    A sample is an error when it, or any of its image members, could not be examined; `on_error`
+    keeps it byte-identical or moves it to quarantine. Otherwise `policy` applies to a sample with
+    an image member judged `illusion`: purify replaces each such member by its purified PNG at the
+    working size `work_size` (extension png, or `<ext>.png` when the sample has a png member already),
+    keep leaves it, drop moves the sample to quarantine with its original bytes. Every kept sample
+    gets a `disillusion.json` member with its verdict; other members stay byte-identical.
     """
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; choose from {POLICIES}")
+    if policy not in POLICIES or on_error not in ON_ERROR:
+        raise ValueError(f"unknown policy {policy!r} or on_error {on_error!r}; choose from {POLICIES} and {ON_ERROR}")
     kept, quarantined = [], []
     for sample in samples:
-        row = rows[sample.key]
-        illusion = row.get("verdict") == "illusion"
-        if illusion and policy == "drop":
+        row, outcomes = rows[sample.key], members.get(sample.key, {})
+        error = row["status"] == "error" or "error" in outcomes.values()
+        illusion = "illusion" in outcomes.values()
+        if (error and on_error == "drop") or (illusion and policy == "drop"):
             quarantined.append(sample)
             continue
-        image_ext = sample.image_extension()
-        purify = illusion and policy == "purify" and image_ext is not None and sample.key in purified_png
-        if purify:
-            members = {("png" if ext == image_ext else ext): (purified_png[sample.key] if ext == image_ext else data) for ext, data in sample.members.items()}
-        else:
-            members = dict(sample.members)
-        note = {k: row.get(k) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift")}
+        replaced = {ext: purified_png[(sample.key, ext)] for ext in outcomes if (sample.key, ext) in purified_png} if policy == "purify" else {}
+        out = Sample(sample.key, extra=list(sample.extra))
+        for ext, data in sample.members.items():
+            if ext in replaced:
+                out.members[_purified_name(ext, sample.members)] = replaced[ext]
+            else:
+                out.members[ext] = data
+        note = {k: row.get(k) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift", "member")}
         note["original_size"] = [row["original_width"], row["original_height"]] if row.get("original_width") else None
-        note["action"] = "purified" if purify else "kept"
-        if purify:
+        note["images"] = outcomes
+        note["action"] = "purified" if replaced else "kept"
+        if replaced:
+            note["purified"] = {ext: _purified_name(ext, sample.members) for ext in replaced}
             note["purified_size"] = [work_size, work_size]
-        members["disillusion.json"] = json.dumps(note).encode()
-        kept.append(Sample(sample.key, members))
+        out.members["disillusion.json"] = json.dumps(note).encode()
+        kept.append(out)
     return kept, quarantined
+
+
+def _purified_name(ext: str, members: dict[str, bytes]) -> str:
+    """`jpg` -> `png`, `001.jpg` -> `001.png`; `<ext>.png` when that name belongs to another member."""
+    stem, _, _ = ext.rpartition(".")
+    name = f"{stem}.png" if stem else "png"
+    return name if name == ext or name not in members else f"{ext}.png"
 
 
 def write_shard_outputs(

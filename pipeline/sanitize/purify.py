@@ -9,23 +9,25 @@ from typing import Any
 from ..batching import map_batched
 from ..defense.consensus import ConsensusPurifier
 from ..io.images import DEFAULT_MAX_PIXELS, to_uint8
+from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from ..io.storage import Storage
 from ..models.noise import seed_for_key
 from .records import Record, as_images
-from .shard import Purified, decode_shard, finish_shard, read_shard, unreadable
-from .verdicts import error_row, ok_row
+from .shard import Purified, decode_shard, finish_shard, read_shard
+from .verdicts import error_row, ok_row, outcome, sample_row
 
 
 def purify_records(
     purifier: ConsensusPurifier, records: Sequence[Record], shard: str, *, seed: int, batch_size: int, want_images: bool
 ) -> Purified:
-    """Verdict rows for every record (errors included) and purified images of illusions.
+    """One verdict row per sample (errors included; see `sample_row` for samples with several image
+    members) and the purified image of every member judged an illusion.
 
     Records share one working geometry, so every batch but the last is full. Each sample's seed comes
     from its key, so verdicts do not depend on batching or on which worker ran them; a batch that
     fails is retried one image at a time so that only the culprit becomes an error row.
     """
-    out = Purified({r.key: error_row(r.key, shard, r.error or "no image") for r in records if r.pixels is None}, {}, batch_size)
+    out = Purified({}, {}, batch_size)
     decoded = [r for r in records if r.pixels is not None]
 
     def run(batch: list[Record]) -> list[dict[str, Any]]:
@@ -39,14 +41,20 @@ def purify_records(
         )
         for record, result in zip(batch, results):
             if want_images and result.verdict == "illusion":
-                out.images[record.key] = to_uint8(result.image)
-        return [ok_row(r.key, shard, result, r.original_size) for r, result in zip(batch, results)]
+                out.images[(record.key, record.member)] = to_uint8(result.image)
+        return [ok_row(r.key, shard, result, r.original_size, r.member) for r, result in zip(batch, results)]
 
     def failed(record: Record, error: Exception) -> dict[str, Any]:
-        return error_row(record.key, shard, f"purification failed: {type(error).__name__}: {error}")
+        return error_row(record.key, shard, f"purification failed: {type(error).__name__}: {error}", record.member)
 
-    outcome = map_batched(decoded, batch_size, run, key=lambda r: r.pixels.shape, on_error=failed)
-    out.rows.update((record.key, row) for record, row in zip(decoded, outcome))
+    examined = dict(zip(map(id, decoded), map_batched(decoded, batch_size, run, key=lambda r: r.pixels.shape, on_error=failed)))
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        row = examined.get(id(record)) or error_row(record.key, shard, record.error or "no image", record.member)
+        by_key.setdefault(record.key, []).append(row)
+    for key, member_rows in by_key.items():
+        out.rows[key] = sample_row(member_rows)
+        out.members[key] = {r["member"]: outcome(r) for r in member_rows if r["member"] is not None}
     return out
 
 
@@ -61,17 +69,19 @@ def process_shard(
     seed: int = 0,
     batch_size: int = 16,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    on_error: str = "keep",
 ) -> dict[str, Any]:
     """Read, decode, purify and write one shard in this process (the steps a Ray run spreads over
     workers). `work_size` defaults to the encoder's input size."""
     start = time.perf_counter()
     work_size = work_size or purifier.encoder.image_size
-    shard = read_shard(storage, uri)
+    shard = read_shard(storage, uri, max_shard_bytes)
     records = decode_shard(shard, work_size, max_pixels)
     purified = purify_records(purifier, records, shard.name, seed=seed, batch_size=batch_size, want_images=policy == "purify")
     return finish_shard(
         storage, output, shard, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
-        fingerprints=model_fingerprints(purifier), work_size=work_size, complete=not unreadable(shard),
+        fingerprints=model_fingerprints(purifier), work_size=work_size, on_error=on_error,
     )
 
 

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class Record:
+    """One image member of a sample (or, with `member` None, a sample that has no usable image)."""
+
     key: str
+    member: str | None  # the image member's extension
     pixels: np.ndarray | None  # size x size x 3 uint8 at the working geometry; None on error
     error: str | None
     caption: str | None
@@ -43,16 +46,24 @@ def caption_of(sample: Sample) -> str | None:
     return caption.strip() or None if isinstance(caption, str) else None
 
 
-def to_record(sample: Sample, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Record:
-    """Decode the sample's image straight to `work_size` x `work_size` (see `decode_working`)."""
-    ext = sample.image_extension()
-    if ext is None:
-        return Record(sample.key, None, f"no image member (members: {', '.join(sample.members) or 'none'})", caption_of(sample))
-    try:
-        image = decode_working(sample.members[ext], work_size, max_pixels=max_pixels)
-    except ImageDecodeError as error:
-        return Record(sample.key, None, f"{ext}: {error}", caption_of(sample))
-    return Record(sample.key, image.pixels, None, caption_of(sample), image.original_size)
+def to_records(sample: Sample, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Record]:
+    """One record per image member, each decoded straight to `work_size` x `work_size` (see
+    `decode_working`); a sample that cannot be examined as it stands is one error record."""
+    caption = caption_of(sample)
+    if sample.errors:
+        return [Record(sample.key, None, None, "; ".join(sample.errors), caption)]
+    images = sample.image_extensions()
+    if not images:
+        return [Record(sample.key, None, None, f"no image member (members: {', '.join(sample.members) or 'none'})", caption)]
+    records = []
+    for ext in images:
+        try:
+            image = decode_working(sample.members[ext], work_size, max_pixels=max_pixels)
+        except ImageDecodeError as error:
+            records.append(Record(sample.key, ext, None, f"{ext}: {error}", caption))
+        else:
+            records.append(Record(sample.key, ext, image.pixels, None, caption, image.original_size))
+    return records
 
 
 def as_images(pixels: Sequence[np.ndarray]) -> torch.Tensor:

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..io.images import DEFAULT_MAX_PIXELS, encode_png
-from ..io.shards import Sample, ShardProblem, read_samples
+from ..io.shards import DEFAULT_MAX_SHARD_BYTES, Sample, plain_tar, read_shard_bytes
 from ..io.storage import Storage, shard_name
 from .outputs import sanitised_samples, write_shard_outputs
-from .records import Record, to_record
+from .records import Record, to_records
 from .verdicts import verdict_table
 
 CANNOT_READ = "cannot read shard"
@@ -27,34 +27,33 @@ CANNOT_READ = "cannot read shard"
 class ShardInput:
     uri: str
     name: str
-    data: bytes = b""  # the shard's bytes as read: outputs are built from these
+    data: bytes = b""  # the shard as an uncompressed tar, as read: outputs are built from these bytes
     samples: list[Sample] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    incomplete: bool = False  # not every byte could be read: the manifest says so and the next run retries
 
 
-def parse_shard(uri: str, data: bytes) -> ShardInput:
-    """The samples of shard bytes already read; parsing the same bytes always gives the same samples."""
-    shard = ShardInput(uri, shard_name(uri), data)
-    for item in read_samples(data) if data else ():
-        if isinstance(item, ShardProblem):
-            shard.problems.append(item.message)
-        else:
-            shard.samples.append(item)
-    return shard
+def parse_shard(uri: str, data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> ShardInput:
+    """The samples of shard bytes already read; parsing the same bytes always gives the same samples.
+    Compressed bytes are kept decompressed, so whoever parses `data` again does not decompress."""
+    tar, problem = plain_tar(data, max_bytes)
+    samples, problems = read_shard_bytes(tar)
+    problems = ([problem] if problem else []) + problems
+    return ShardInput(uri, shard_name(uri), tar, samples, [p.message for p in problems], any(p.incomplete for p in problems))
 
 
-def read_shard(storage: Storage, uri: str) -> ShardInput:
+def read_shard(storage: Storage, uri: str, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> ShardInput:
     """All samples of a shard; a missing or unreadable shard becomes a problem, not an exception."""
     try:
         data = storage.read_bytes(uri)
     except Exception as error:  # missing object, permissions, network after retries
-        return ShardInput(uri, shard_name(uri), problems=[f"{CANNOT_READ}: {type(error).__name__}: {error}"])
-    return parse_shard(uri, data)
+        return ShardInput(uri, shard_name(uri), problems=[f"{CANNOT_READ}: {type(error).__name__}: {error}"], incomplete=True)
+    return parse_shard(uri, data, max_bytes)
 
 
 def decode_shard(shard: ShardInput, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Record]:
-    """One record per sample, images at `work_size` x `work_size` (errors as records, not exceptions)."""
-    return [to_record(sample, work_size, max_pixels) for sample in shard.samples]
+    """Records of every image member at `work_size` x `work_size` (errors as records, not exceptions)."""
+    return [record for sample in shard.samples for record in to_records(sample, work_size, max_pixels)]
 
 
 @dataclass
@@ -62,10 +61,11 @@ class Purified:
     """What purification produced for one shard's records."""
 
     rows: dict[str, dict[str, Any]]  # verdict row by key, errors included
-    images: dict[str, np.ndarray]  # purified image (working size, H x W x 3 uint8) of each illusion, when asked for
+    images: dict[tuple[str, str], np.ndarray]  # (key, member) -> purified image (H x W x 3 uint8) of each illusion, when asked for
     batch_size: int  # images per purifier call at most
     batches: int = 0  # purifier calls
     batched_images: int = 0  # images over those calls: batched_images / (batches * batch_size) is the batch fill
+    members: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> image member -> verdict or 'error'
 
 
 def finish_shard(
@@ -79,21 +79,23 @@ def finish_shard(
     seconds: float,
     fingerprints: dict[str, str],
     work_size: int,
-    complete: bool = True,
+    on_error: str = "keep",
 ) -> dict[str, Any]:
     """Write the shard's outputs (policy None: audit, no sanitised shard) and return its manifest.
 
-    complete=False (the shard could not be read at all) still writes a manifest that reports the
-    problem, but marks it incomplete so that the next run tries the shard again."""
+    A shard that was not read in full (unreadable, truncated, empty, over the size cap) still gets
+    its outputs and a manifest that reports the problem, marked incomplete so that the next run
+    tries the shard again."""
     rows = purified.rows
     ordered = [rows[s.key] for s in shard.samples]
-    pngs = {key: encode_png(image) for key, image in purified.images.items()} if policy == "purify" else {}
-    kept, quarantined = (None, []) if policy is None else sanitised_samples(shard.samples, rows, pngs, policy, work_size)
+    pngs = {member: encode_png(image) for member, image in purified.images.items()} if policy == "purify" else {}
+    kept, quarantined = (None, []) if policy is None else sanitised_samples(
+        shard.samples, rows, purified.members, pngs, policy=policy, on_error=on_error, work_size=work_size)
     verdicts = Counter(r["verdict"] for r in ordered if r["status"] == "ok")
     manifest = {
         "shard": shard.name,
         "input": shard.uri,
-        "complete": complete,
+        "complete": not shard.incomplete,
         "samples": len(ordered),
         "ok": sum(r["status"] == "ok" for r in ordered),
         "errors": sum(r["status"] == "error" for r in ordered),
@@ -102,6 +104,7 @@ def finish_shard(
         "quarantined": len(quarantined),
         "problems": shard.problems,
         "policy": policy or "audit",
+        "on_error": on_error if policy else None,
         "work_size": work_size,
         "batches": {"count": purified.batches, "images": purified.batched_images, "size": purified.batch_size},
         "seconds": round(seconds, 3),
@@ -113,6 +116,3 @@ def finish_shard(
     )
     return manifest
 
-
-def unreadable(shard: ShardInput) -> bool:
-    return any(p.startswith(CANNOT_READ) for p in shard.problems)

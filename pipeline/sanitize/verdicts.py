@@ -1,10 +1,18 @@
-"""The verdict table: exactly one row per input sample, errors included (see DESIGN.md for the columns)."""
+"""The verdict table: exactly one row per input sample, errors included (see DESIGN.md for the columns).
+
+Keys are carried losslessly: `key_bytes` holds the exact bytes of the name in the tar, `key` the same
+as UTF-8 text, where bytes that are not valid UTF-8 appear as \\xNN (so `key` is exact whenever the
+name is valid UTF-8). A sample with several image members has each examined; its row is that of the
+most severe member (illusion, then error, then uncertain, then clean), named in `member`.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+from ..io.shards import display, key_bytes
 
 if TYPE_CHECKING:
     from ..defense.consensus import SampleResult
@@ -13,7 +21,10 @@ if TYPE_CHECKING:
 def verdict_schema(dim: int) -> pa.Schema:
     return pa.schema([
         ("key", pa.string()),
+        ("key_bytes", pa.binary()),
         ("shard", pa.string()),
+        ("member", pa.string()),  # the image member this row describes (extension)
+        ("image_members", pa.int32()),  # image members examined in the sample
         ("status", pa.string()),
         ("error", pa.string()),
         ("verdict", pa.string()),
@@ -30,11 +41,15 @@ def verdict_schema(dim: int) -> pa.Schema:
     ])
 
 
-def ok_row(key: str, shard: str, result: SampleResult, original_size: tuple[int, int] | None = None) -> dict[str, Any]:
+SEVERITY = {"illusion": 3, "error": 2, "uncertain": 1, "clean": 0}
+
+
+def ok_row(key: str, shard: str, result: SampleResult, original_size: tuple[int, int] | None = None, member: str | None = None) -> dict[str, Any]:
     width, height = original_size or (None, None)
     return {
         "key": key,
         "shard": shard,
+        "member": member,
         "status": "ok",
         "error": None,
         "verdict": result.verdict,
@@ -51,11 +66,25 @@ def ok_row(key: str, shard: str, result: SampleResult, original_size: tuple[int,
     }
 
 
-def error_row(key: str, shard: str, message: str) -> dict[str, Any]:
-    row = {name: None for name in verdict_schema(1).names}
-    row.update(key=key, shard=shard, status="error", error=message)
+def error_row(key: str, shard: str, message: str, member: str | None = None) -> dict[str, Any]:
+    row = {name: None for name in verdict_schema(1).names if name != "key_bytes"}
+    row.update(key=key, shard=shard, member=member, status="error", error=message)
+    return row
+
+
+def outcome(row: dict[str, Any]) -> str:
+    """'error' or the verdict."""
+    return "error" if row["status"] == "error" else row["verdict"]
+
+
+def sample_row(member_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for a sample from the rows of its image members (in tar order): the most severe."""
+    row = dict(max(member_rows, key=lambda r: SEVERITY[outcome(r)]))  # max keeps the first of equals
+    row["image_members"] = sum(r["member"] is not None for r in member_rows)
     return row
 
 
 def verdict_table(rows: list[dict[str, Any]], dim: int) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=verdict_schema(dim))
+    """Rows as built above (keys as read, possibly with surrogate escapes) -> the Parquet table."""
+    table_rows = [{**r, "key": display(r["key"]), "key_bytes": key_bytes(r["key"]), "shard": display(r["shard"])} for r in rows]
+    return pa.Table.from_pylist(table_rows, schema=verdict_schema(dim))

@@ -13,18 +13,22 @@ def test_rows_round_trip():
     shard = parse_shard("/in/shard-7.tar", write_samples(samples))
     shard.problems.append("a problem")
     pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
-    records = [Record("a", pixels[0], None, "hi", (640, 480)), Record("b", None, "no image member", None), Record("c", pixels[1], None, None, (5, 9))]
+    records = [Record("a", "png", pixels[0], None, "hi", (640, 480)), Record("b", None, None, "no image member", None),
+               Record("c", "jpg", pixels[1], None, None, (5, 9))]
     row = decoded_row(shard, records, 4)
 
     again = shard_of(row)
     assert [s.key for s in again.samples] == ["a", "b", "c"] and again.problems == ["a problem"] and again.data == shard.data
+    assert not again.incomplete
     for before, after in zip(records, row_records(row)):
-        assert (before.key, before.error, before.caption, before.original_size) == (after.key, after.error, after.caption, after.original_size)
+        fields = ("key", "member", "error", "caption", "original_size")
+        assert [getattr(before, f) for f in fields] == [getattr(after, f) for f in fields]
         assert (before.pixels is None and after.pixels is None) or np.array_equal(before.pixels, after.pixels)
 
     verdicts = {"a": {"key": "a", "status": "ok", "embedding": [0.5, -0.5]}, "b": {"key": "b", "status": "error", "embedding": None},
                 "c": {"key": "c", "status": "ok", "embedding": [1.0, 0.0]}}
-    purified = Purified(verdicts, {"c": pixels[1]}, batch_size=16, batches=1, batched_images=2)
+    members = {"a": {"png": "clean"}, "c": {"jpg": "illusion"}}
+    purified = Purified(verdicts, {("c", "jpg"): pixels[1]}, batch_size=16, batches=1, batched_images=2, members=members)
     back = purified_of(purified_row(row, purified, seconds=1.5, models={"encoder": "e"}, dim=2))
-    assert back.rows == verdicts and back.batches == 1 and back.batched_images == 2
-    assert list(back.images) == ["c"] and np.array_equal(back.images["c"], pixels[1])
+    assert back.rows == verdicts and back.batches == 1 and back.batched_images == 2 and back.members == members
+    assert list(back.images) == [("c", "jpg")] and np.array_equal(back.images[("c", "jpg")], pixels[1])
