@@ -13,6 +13,8 @@ from pipeline import __version__
 from . import attack, audit, benchmark, calibrate, check, demo, evaluate, sanitize, train_demo
 
 # Each job module provides NAME, HELP, add_arguments(parser) and run(args) -> exit code.
+# Exit codes (README): 0 done; 1 done, with problems reported; 2 bad arguments or input, nothing
+# done; 3 outputs cannot be written (the run stopped; rerun to resume); 130 interrupted.
 JOBS = (demo, sanitize, audit, check, attack, evaluate, calibrate, benchmark, train_demo)
 
 
@@ -39,11 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    from pipeline.io.storage import OutputWriteError
+
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (FileNotFoundError, ValueError) as error:
+    except OutputWriteError as error:
+        print(f"disillusion {args.job}: error: {error}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
         print(f"disillusion {args.job}: error: {error}", file=sys.stderr)
         return 2
 

@@ -38,14 +38,23 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     parser.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default: the AWS variables and config)")
     parser.add_argument("--overwrite", action="store_true", help="redo shards that already have a manifest")
+    parser.add_argument("--max-shard-bytes", type=int, metavar="BYTES",
+                        help="a gzip-compressed shard may decompress to this much at most (default 2 GiB); larger ones are reported")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_corpus_arguments(parser)
     parser.add_argument("--on-illusion", choices=("purify", "drop", "keep"), default="purify")
+    parser.add_argument("--on-error", choices=("keep", "drop"), default="keep",
+                        help="samples that cannot be examined (undecodable, over the size limit, no image, links, repeated names): "
+                             "keep them byte-identical with an error verdict (default), or drop them to quarantine")
 
 
 def build_config(args: argparse.Namespace, policy: str | None):
+    """The run's SanitizeConfig from the preset, --config and flags; a bad value is a ValueError here,
+    before any work starts."""
+    from dataclasses import fields as dataclass_fields
+
     from pipeline.sanitize.config import SanitizeConfig
 
     fields = {}
@@ -53,14 +62,20 @@ def build_config(args: argparse.Namespace, policy: str | None):
         with open(args.config) as handle:
             fields.update(json.load(handle))
         fields.pop("calibration", None)  # provenance written by `disillusion calibrate`
+        unknown = set(fields) - {f.name for f in dataclass_fields(SanitizeConfig)}
+        if unknown:
+            raise ValueError(f"{args.config}: unknown setting(s) {', '.join(sorted(unknown))}")
     if args.labels:
         from pipeline.defense.labels import read_label_file
 
         fields["labels"] = tuple(read_label_file(args.labels))
+        if not fields["labels"]:
+            raise ValueError(f"{args.labels} holds no labels (one per line; blank lines and # comments are skipped)")
     flags = {"reconstructor": args.reconstructor, "encoder": args.encoder, "template": args.template, "n": args.n,
              "early_exit": args.early_exit, "alpha": args.alpha, "seed": args.seed, "min_agreement": args.min_agreement,
              "max_drift": args.max_drift, "flip_min_drift": args.flip_min_drift, "batch_size": args.batch_size, "decode_batch_size": args.decode_batch_size,
-             "precision": args.precision, "compile": args.compile, "work_size": args.work_size, "s3_endpoint": args.s3_endpoint}
+             "precision": args.precision, "compile": args.compile, "work_size": args.work_size, "s3_endpoint": args.s3_endpoint,
+             "on_error": getattr(args, "on_error", None), "max_shard_bytes": args.max_shard_bytes}
     fields.update({k: v for k, v in flags.items() if v is not None})
     fields["preset"] = args.preset
     fields["policy"] = policy

@@ -122,3 +122,17 @@ def ray_cluster():
 def images() -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     return torch.rand(3, 3, 30, 36, generator=generator)
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A moto S3 server on loopback, with test credentials in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -6,7 +6,9 @@
 Workers own whole shards; the driver handles shard URIs and manifests only, so its work grows with
 the number of shards, not with samples or pixels. Ray Data streams and bounds the shards in flight.
 Shards that already have a complete manifest are skipped (resume and incremental runs); `overwrite`
-redoes them.
+redoes them. Everything that can be checked before Ray starts is checked first: the input names
+shards, the output is writable and not inside the input. Each run leaves a record of its own in
+`runs/` (settings, summary, problems); `run.json` is a copy of the latest.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..io.storage import Storage, join, shard_name
+from ..io.storage import OutputWriteError, Storage, is_inside, join, shard_name
 from ..sanitize.config import SanitizeConfig
 from ..sanitize.outputs import output_paths
 
@@ -81,33 +83,35 @@ def run_corpus(
     from .stages import plan_stages
 
     storage = Storage(config.s3_endpoint)
-    shards = storage.expand(input_spec)
-    names = [shard_name(u) for u in shards]
-    if len(set(names)) != len(names):
-        raise ValueError("two input shards share a name; outputs are named after input shards")
+    shards = check_input_and_output(storage, input_spec, output)
     todo = shards if overwrite else [u for u in shards if not is_done(storage, output, u)]
+    record = RunRecord(storage, output, config)
+    summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "processed": 0, "samples": 0, "errors": 0,
+               "verdicts": {"clean": 0, "illusion": 0, "uncertain": 0}, "problems": {},
+               "batches": {"count": 0, "images": 0, "slots": 0}}
+    record.write(summary, status="starting")  # also proves the output writable before Ray starts
     echo(f"{len(shards)} shard(s), {len(shards) - len(todo)} already done, {len(todo)} to process")
 
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    resources = plan_resources(ray.cluster_resources(), actors)
+    record.resources = plan_resources(ray.cluster_resources(), actors)
     started = time.perf_counter()
-    summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "processed": 0, "samples": 0, "errors": 0,
-               "verdicts": {"clean": 0, "illusion": 0, "uncertain": 0}, "problems": {},
-               "batches": {"count": 0, "images": 0, "slots": 0}}
-    _write_run_json(storage, output, config, resources, summary, None)
     if not todo:
+        record.write(summary, status="finished")
         return summary
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # `echo` reports each finished shard
     dataset = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=len(todo))
-    for stage in plan_stages(config, output, resources):
+    for stage in plan_stages(config, output, record.resources):
         dataset = stage.apply(dataset)
-    fingerprints: dict[str, str] = {}
     first: tuple[float, int] | None = None  # (seconds, samples) when the first shard finished: start-up included
     for row in dataset.iter_rows():
+        if row["write_error"]:
+            summary["write_error"] = row["write_error"]
+            record.write(summary, status="stopped: outputs cannot be written", best_effort=True)
+            raise OutputWriteError(f"{row['write_error']} (the run stopped; shards finished so far are kept, rerun to resume)")
         manifest = json.loads(row["manifest"])
-        fingerprints = fingerprints or manifest["models"]
+        record.models = record.models or manifest["models"]
         _count(manifest, summary, echo)
         first = first or (time.perf_counter() - started, summary["samples"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
@@ -118,8 +122,23 @@ def run_corpus(
     summary["steady_samples_per_second"] = round(steady[1] / steady[0], 3) if steady[0] > 0 and steady[1] else None
     batches = summary["batches"]
     batches["fill"] = round(batches["images"] / batches["slots"], 4) if batches["slots"] else None
-    _write_run_json(storage, output, config, resources, summary, fingerprints)
+    record.write(summary, status="finished")
     return summary
+
+
+def check_input_and_output(storage: Storage, input_spec: str, output: str) -> list[str]:
+    """The input's shard URIs, once the run is known to make sense: some shards, distinct names, and
+    an output that is neither among nor below the input (its shards would be read as input by the
+    next run, and rewritten while being read)."""
+    shards = storage.expand(input_spec)
+    names = [shard_name(u) for u in shards]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"input shards share a name ({', '.join(twice[:3])}); outputs are named after input shards")
+    inputs = [input_spec] if storage.is_directory(input_spec) else shards
+    if any(is_inside(output, uri) for uri in inputs) or any(is_inside(uri, output) for uri in shards):
+        raise ValueError(f"the output {output} is inside the input {input_spec}; choose an output outside it")
+    return shards
 
 
 def _count(manifest: dict[str, Any], summary: dict[str, Any], echo) -> None:
@@ -140,21 +159,39 @@ def _count(manifest: dict[str, Any], summary: dict[str, Any], echo) -> None:
          + (f", PROBLEMS: {'; '.join(manifest['problems'])}" if manifest["problems"] else ""))
 
 
-def _write_run_json(storage: Storage, output: str, config: SanitizeConfig, resources: PlanResources, summary: dict, fingerprints) -> None:
-    import ray
-    import torch
+class RunRecord:
+    """What a run did: `runs/<start time>-<pid>.json` for this run (kept: every run's problems stay on
+    record) and `run.json`, the latest run."""
 
-    from .. import __version__
+    def __init__(self, storage: Storage, output: str, config: SanitizeConfig):
+        self.storage, self.output, self.config = storage, output, config
+        self.resources: PlanResources | None = None
+        self.models: dict[str, str] = {}
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.name = f"{self.started_at.replace(':', '')}-{os.getpid()}.json"
 
-    snapshot = {
-        "config": config.to_json(),  # holds an endpoint URL at most; credentials never enter the config
-        "verdict_policy": asdict(config.verdict_policy()),  # the thresholds in effect
-        "work_size": config.working_size(),
-        "resources": resources.__dict__,
-        "versions": {"disillusion": __version__, "torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version()},
-        "models": fingerprints,
-        "summary": summary,
-        "host": platform.node(),
-        "pid": os.getpid(),
-    }
-    storage.write_bytes(join(output, "run.json"), json.dumps(snapshot, indent=2, sort_keys=True).encode())
+    def write(self, summary: dict, *, status: str, best_effort: bool = False) -> None:
+        import ray
+        import torch
+
+        from .. import __version__
+
+        snapshot = json.dumps({
+            "status": status,
+            "started_at": self.started_at,
+            "config": self.config.to_json(),  # holds an endpoint URL at most; credentials never enter the config
+            "verdict_policy": asdict(self.config.verdict_policy()),  # the thresholds in effect
+            "work_size": self.config.working_size(),
+            "resources": self.resources.__dict__ if self.resources else None,
+            "versions": {"disillusion": __version__, "torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version()},
+            "models": self.models or None,
+            "summary": summary,
+            "host": platform.node(),
+            "pid": os.getpid(),
+        }, indent=2, sort_keys=True).encode()
+        try:
+            self.storage.write_bytes(join(self.output, "runs", self.name), snapshot)
+            self.storage.write_bytes(join(self.output, "run.json"), snapshot)
+        except OutputWriteError:
+            if not best_effort:
+                raise

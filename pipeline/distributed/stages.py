@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..io.storage import Storage
+from ..io.storage import OutputWriteError, Storage
 from ..sanitize.shard import decode_shard, finish_shard, read_shard
 from .rows import decoded_row, purified_of, purified_row, row_records, shard_of
 
@@ -90,13 +90,18 @@ class Purify:
 
 
 def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, on_error: str, s3_endpoint: str | None) -> dict[str, Any]:
-    """Sanitised shard, verdicts, quarantine and (last) manifest, from the bytes that were examined."""
+    """Sanitised shard, verdicts, quarantine and (last) manifest, from the bytes that were examined.
+    An output that cannot be written (full disk, read-only) is reported to the driver, which stops
+    the run: retrying would fail the same way, and the shards finished so far stay done."""
     shard = shard_of(row)
-    manifest = finish_shard(
-        Storage(s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=policy,
-        seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]), on_error=on_error,
-    )
-    return {"manifest": json.dumps(manifest)}
+    try:
+        manifest = finish_shard(
+            Storage(s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=policy,
+            seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]), on_error=on_error,
+        )
+    except OutputWriteError as error:
+        return {"manifest": None, "write_error": str(error)}
+    return {"manifest": json.dumps(manifest), "write_error": None}
 
 
 def plan_stages(config: SanitizeConfig, output: str, resources) -> list[Stage]:

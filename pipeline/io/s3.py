@@ -71,27 +71,30 @@ def _list_keys(client, bucket: str, prefix: str) -> list[str]:
 def fetch_to_cache(uri: str, cache_dir: str, *, endpoint_url: str | None = None, refresh: bool = False) -> str:
     """Copy an S3 object or prefix into `cache_dir` once and return the local path.
 
-    A single object comes back as a file path, a prefix as a directory mirroring the keys below it.
-    The copy is made in a temporary directory and renamed into place, so an interrupted download is
-    never mistaken for a complete one.
+    A URI that names an object fetches exactly that object (never siblings that share its name as a
+    prefix); otherwise every object below `<uri>/` is copied to a directory mirroring the keys. A key
+    that would land outside the cache entry (`..`, empty or absolute parts) stops the fetch. The copy
+    is made in a temporary directory and renamed into place, so an interrupted download is never
+    mistaken for a complete one.
     """
     bucket, key = parse_s3_uri(uri.rstrip("/"))
     target = os.path.join(cache_dir, "s3", hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:24])
     if os.path.isdir(target) and not refresh:
         return _payload(target)
     client = s3_client(endpoint_url)
-    keys = _list_keys(client, bucket, key)
-    single = key in keys
-    if not single:
-        keys = [k for k in _list_keys(client, bucket, key + "/") if not k.endswith("/")]
-    if not keys:
+    single = bool(key) and _object_exists(client, bucket, key)
+    if single:
+        files = {key: os.path.basename(key)}
+    else:
+        prefix = key + "/" if key else ""
+        files = {k: _relative_path(k[len(prefix) :], uri) for k in _list_keys(client, bucket, prefix) if not k.endswith("/")}
+    if not files:
         raise FileNotFoundError(f"nothing found at {uri}")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     staging = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".partial-")
     try:
         root = os.path.join(staging, "object" if single else "prefix")
-        for k in keys:
-            relative = os.path.basename(k) if single else os.path.relpath(k, key)
+        for k, relative in files.items():
             local = os.path.join(root, relative)
             os.makedirs(os.path.dirname(local), exist_ok=True)
             client.download_file(bucket, k, local)
@@ -102,6 +105,24 @@ def fetch_to_cache(uri: str, cache_dir: str, *, endpoint_url: str | None = None,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return _payload(target)
+
+
+def _object_exists(client, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def _relative_path(relative: str, uri: str) -> str:
+    """An object key below the fetched prefix as a path that stays inside the cache entry."""
+    parts = relative.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"refusing to cache {uri}: object key part {relative!r} would not stay inside the cache entry")
+    return os.path.join(*parts)
 
 
 def _payload(target: str) -> str:

@@ -13,10 +13,16 @@ import os
 import re
 import tempfile
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from .s3 import is_s3_uri, parse_s3_uri, read_s3_object, s3_client
 from .shards import SHARD_SUFFIXES
 
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+class OutputWriteError(OSError):
+    """An output could not be written (read-only location, full disk, denied by the object store)."""
 
 
 class Storage:
@@ -57,6 +63,13 @@ class Storage:
 
     # --- writing ------------------------------------------------------------------------------
     def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write atomically; any failure is an OutputWriteError naming the output."""
+        try:
+            self._write(uri, data)
+        except (OSError, BotoCoreError, ClientError) as error:
+            raise OutputWriteError(f"cannot write {uri}: {_reason(error)}") from error
+
+    def _write(self, uri: str, data: bytes) -> None:
         if is_s3_uri(uri):
             bucket, key = parse_s3_uri(uri)
             self.s3.put_object(Bucket=bucket, Key=key, Body=data)
@@ -75,15 +88,22 @@ class Storage:
             raise
 
     # --- specs --------------------------------------------------------------------------------
+    def is_directory(self, spec: str) -> bool:
+        """Whether SPEC names a directory or S3 prefix (rather than shards, a glob or a list file)."""
+        if _BRACE.search(spec) or any(ch in spec for ch in "*?[") or spec.endswith(SHARD_SUFFIXES):
+            return False
+        return is_s3_uri(spec) or os.path.isdir(spec)
+
     def expand(self, spec: str) -> list[str]:
         """Shard URIs named by SPEC: a directory or S3 prefix (every .tar, .tar.gz and .tgz below it), a
         glob, a brace range (shard-{000000..000099}.tar), or a local text file listing one URI per line.
-        A spec that names no shard is an error (FileNotFoundError), never an empty run."""
+        A spec that names no shard is an error (FileNotFoundError), never an empty run; a missing
+        shard among others is reported with that shard's outputs."""
         single = spec.endswith(SHARD_SUFFIXES) and not _BRACE.search(spec) and not any(ch in spec for ch in "*?[")
         if single and not is_s3_uri(spec) and not os.path.isfile(spec):
             raise FileNotFoundError(f"no such shard: {spec}")
         shards = self._expand(spec)
-        if not shards:
+        if not any(is_s3_uri(u) or os.path.exists(u) for u in shards):  # a local range of absent files is a typo
             raise FileNotFoundError(f"no shards match {spec!r} (shards end in {', '.join(SHARD_SUFFIXES)})")
         return shards
 
@@ -142,6 +162,15 @@ def is_inside(path: str, directory: str) -> bool:
         path, directory = os.path.realpath(path), os.path.realpath(directory)
     path, directory = path.rstrip("/"), directory.rstrip("/")
     return path == directory or path.startswith(directory + "/")
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        return f"{details.get('Code', 'error')}: {details.get('Message', error)}"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {error}"
 
 
 def _is_archive(path: str) -> bool:
