@@ -24,11 +24,15 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: decode and write 
     import torch
 
 DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: about 8000 x 8000
+# Peak memory of `decode_working` per pixel of the stored image (after JPEG draft scaling), measured
+# over the worst modes by tests/io/test_images.py: a decode worker holds at most this times
+# `max_pixels` (576 MB at the default) beyond its shard and records.
+WORKING_DECODE_BYTES_PER_PIXEL = 9
 
 # The formats decoded from corpus bytes, whatever a member's extension says: common raster formats
 # only. Plugins that run external programs or parse complex containers (EPS runs Ghostscript; PDF,
 # MPEG, FITS, PSD, WMF, ...) never see corpus bytes; an image in such a format is an error sample.
-DECODED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "ICO")
+DECODED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "ICO")  # JPEG includes MPO
 
 # Members treated as images: every extension WebDataset's image decoder handles (its list is the
 # extensions Pillow can open) and every extension this Pillow can open. An image a downstream loader
@@ -100,9 +104,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.
 def decode_working(data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> WorkingImage:
     """Image bytes -> `size` x `size` x 3 uint8: shorter side scaled to `size`, central square crop.
 
-    Same modes, orientation and errors as `decode_image`. Memory is bounded by the declared pixel
-    count (at most `max_pixels`, less for JPEGs, which decode at 1/2, 1/4 or 1/8 scale whenever that
-    still covers the working size) plus the output.
+    Same modes, orientation and errors as `decode_image`. The image is resampled in its own mode
+    and converted afterwards, so at most one full-size copy is made besides the decoded pixels (for
+    palette and bilevel images, whose own resampling is nearest-neighbour); memory is bounded in
+    `WORKING_DECODE_BYTES_PER_PIXEL`. JPEGs decode at 1/2, 1/4 or 1/8 scale whenever that still
+    covers the working size.
     """
     if size < 1:
         raise ValueError("the working size must be at least 1 pixel")
@@ -112,8 +118,14 @@ def decode_working(data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXE
         # JPEG (and MPO) decode at a reduced DCT scale that still covers the working size; a no-op elsewhere.
         image.draft(None, (math.ceil(original[0] * scale), math.ceil(original[1] * scale)))
         image.load()
-        rgb = _to_rgb_image(ImageOps.exif_transpose(image))
-        pixels = np.asarray(_shorter_side_and_centre_crop(rgb, size), dtype=np.uint8)
+        ImageOps.exif_transpose(image, in_place=True)
+        if image.mode in ("P", "PA"):
+            image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+        elif image.mode == "1":
+            image = image.convert("L")
+        elif image.mode.startswith("I;16"):  # no box reduction in this mode; 32-bit integers have it
+            image = image.convert("I")
+        pixels = np.asarray(_to_rgb_image(_shorter_side_and_centre_crop(image, size)), dtype=np.uint8)
     return WorkingImage(pixels, original)
 
 

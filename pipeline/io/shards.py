@@ -129,12 +129,12 @@ def read_shard_bytes(tar: bytes) -> tuple[list[Sample], list[ShardProblem]]:
                 key, ext = split_member_name(member.name)
                 if key in samples and key != previous:
                     _once(samples[key].errors, "the key reappears after other keys (its members are not adjacent)")
+                payload = archive.extractfile(member).read() if member.isfile() else None  # first: a cut-off member adds no sample
                 sample = samples.setdefault(key, Sample(key))
                 previous = key
-                if not member.isfile():
+                if payload is None:
                     sample.errors.append(f"member {display(member.name)!r} is a {_kind(member)}; only regular files are read")
                     continue
-                payload = archive.extractfile(member).read()
                 if ext in sample.members:
                     sample.extra.append((ext, payload))
                     _once(sample.errors, f"member {display(member.name)!r} appears more than once (repeats kept aside, unexamined)")
@@ -149,8 +149,8 @@ def read_shard_bytes(tar: bytes) -> tuple[list[Sample], list[ShardProblem]]:
             problems.append(ShardProblem(f"unreadable tar: {type(error).__name__}: {error}", incomplete=True))
     unsafe = [display(k) for k in samples if safe_member_name(k) != k]
     if unsafe:
-        problems.append(ShardProblem(f"{len(unsafe)} key(s) could escape an extraction directory (e.g. {unsafe[0]!r}); "
-                                     "written with '..' as '__' and no leading '/'"))
+        problems.append(ShardProblem(f"{len(unsafe)} key(s) unsafe to extract as named (absolute, or with '..', '.' or empty "
+                                     f"parts; e.g. {unsafe[0]!r}): written with '..' as '__', without a leading '/' or '.' parts"))
     return list(samples.values()), problems
 
 

@@ -17,4 +17,4 @@ def test_each_stage_declares_its_resources():
     read, purify, write = plan_stages(SanitizeConfig(), "/out", resources)
     assert (read.actors, read.num_gpus, write.actors, write.num_gpus) == (0, 0.0, 0, 0.0)
     assert purify.actors == 2 and purify.num_gpus == 1.0 and purify.num_cpus == 1.0
-    assert read.kwargs == {"work_size": 32, "s3_endpoint": None}  # plain settings: no config to unpickle
+    assert read.kwargs == {"work_size": 32, "max_shard_bytes": 2 << 30, "s3_endpoint": None}  # plain settings: no config to unpickle

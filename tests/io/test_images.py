@@ -60,7 +60,7 @@ def test_sixteen_bit_grayscale():
     "data, reason",
     [
         (b"", "zero bytes"),
-        (b"this is plain text, not an image", "cannot decode"),
+        (b"this is plain text, not an image", "not an image in a decoded format"),
         (encoded(Image.new("RGB", (64, 64), (10, 20, 30)))[:60], "cannot decode"),
     ],
 )
@@ -103,3 +103,58 @@ def test_working_geometry_keeps_the_modes_and_errors_of_full_decoding():
         decode_working(b"", 8)
     with pytest.raises(ImageDecodeError, match="exceeds the limit"):
         decode_working(encoded(Image.new("RGB", (100, 100))), 8, max_pixels=5000)
+
+
+MEASURE = """
+import resource, sys
+from pipeline.io.images import decode_working
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+decode_working(data, 224)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+@pytest.mark.parametrize("name, make", [
+    ("rgba", lambda: encoded(Image.new("RGBA", (4000, 4000), (9, 9, 9, 9)))),  # the worst mode measured
+    ("palette", lambda: encoded(Image.new("P", (4000, 4000), 3))),
+    ("sixteen-bit", lambda: encoded(Image.fromarray(np.full((4000, 4000), 30000, dtype=np.uint16)))),
+    ("strip", lambda: encoded(Image.new("RGB", (250_000, 8), (9, 9, 9)))),
+    ("jpeg", lambda: encoded(Image.new("RGB", (6000, 4000), (9, 9, 9)), "JPEG")),
+])
+def test_decode_memory_is_bounded_per_stored_pixel(tmp_path, name, make):
+    """The documented bound (WORKING_DECODE_BYTES_PER_PIXEL per pixel of the stored image), measured
+    in a fresh process on the worst shapes and modes."""
+    import subprocess
+    import sys
+
+    from pipeline.io.images import WORKING_DECODE_BYTES_PER_PIXEL
+
+    path = tmp_path / name
+    path.write_bytes(make())
+    with Image.open(path) as image:
+        pixels = image.size[0] * image.size[1]
+    rise = int(subprocess.run([sys.executable, "-c", MEASURE, str(path)], check=True, capture_output=True, text=True).stdout)
+    assert rise <= WORKING_DECODE_BYTES_PER_PIXEL * pixels + (4 << 20)
+
+
+def test_only_the_decoded_formats_ever_parse_corpus_bytes(monkeypatch):
+    from PIL import EpsImagePlugin
+
+    def never(*args, **kwargs):
+        raise AssertionError("the EPS plugin ran on corpus bytes")
+
+    monkeypatch.setattr(EpsImagePlugin, "EpsImageFile", never)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(ImageDecodeError, match="not an image in a decoded format"):
+        decode_working(eps, 32)
+    for fmt in ("TGA", "ICO", "PPM", "BMP", "GIF", "TIFF", "WEBP"):
+        assert decode_working(encoded(Image.new("RGB", (40, 30), (1, 2, 3)), fmt), 32).pixels.shape == (32, 32, 3)
+
+
+def test_image_extensions_cover_what_webdataset_decodes():
+    from webdataset.autodecode import IMAGE_EXTENSIONS as WEBDATASET
+
+    from pipeline.io.images import IMAGE_EXTENSIONS
+
+    assert set(WEBDATASET) <= IMAGE_EXTENSIONS and {"jpe", "jfif", "apng", "pnm", "tga", "ico"} <= IMAGE_EXTENSIONS
