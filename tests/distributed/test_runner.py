@@ -154,3 +154,41 @@ def test_a_killed_actor_is_restarted_and_loses_nothing(tmp_path, ray_cluster):
     assert killed is not None and killed < 6, "the run finished before an actor could be killed; make the corpus larger"
     assert result["samples"] == 48 and not result["problems"]
     assert sorted(r["key"] for r in verdict_rows(tmp_path / "out")) == sorted(s.key for shard in shards for s in shard)
+
+
+def test_an_output_that_fails_mid_run_stops_it_with_exit_code_3(tmp_path, ray_cluster, capsys):
+    """The output checks out before Ray starts, then writing a shard's outputs fails (here its
+    `verdicts` directory is a file, as a full disk or a revoked permission would fail it): one clear
+    line, exit code 3, and a rerun once the cause is gone finishes the corpus."""
+    from jobs.cli import main
+
+    storage = Storage()
+    write_corpus(lambda name, data: storage.write_bytes(str(tmp_path / "in" / name), data), shards=2, per_shard=3)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "verdicts").write_text("in the way")
+    argv = ["audit", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--n", "2"]
+    assert main(argv) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0] and "verdicts" in err[0] and "rerun to resume" in err[0]
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["status"].startswith("stopped") and "cannot write" in record["summary"]["write_error"]
+    (tmp_path / "out" / "verdicts").unlink()
+    assert main(argv) == 0
+    assert len(os.listdir(tmp_path / "out" / "manifests")) == 2
+
+
+def test_a_full_disk_stops_the_run_with_exit_code_3(tmp_path, ray_cluster, capsys):
+    from jobs.cli import main
+
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        storage = Storage()
+        write_corpus(lambda name, data: storage.write_bytes(str(tmp_path / "in" / name), data), shards=4, per_shard=8)
+        assert main(["sanitize", "--input", str(tmp_path / "in"), "--output", str(disk / "out"), "--n", "2"]) == 3
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "No space left on device" in err[0]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
