@@ -18,3 +18,26 @@ def test_each_stage_declares_its_resources():
     assert (read.actors, read.num_gpus, write.actors, write.num_gpus) == (0, 0.0, 0, 0.0)
     assert purify.actors == 2 and purify.num_gpus == 1.0 and purify.num_cpus == 1.0
     assert read.kwargs == {"work_size": 32, "max_shard_bytes": 2 << 30, "s3_endpoint": None}  # plain settings: no config to unpickle
+
+
+def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):
+    """The input shard is replaced between reading and writing (a producer re-uploading it): the
+    outputs still hold exactly the samples and bytes that were examined, with their verdicts."""
+    import json
+
+    from pipeline.distributed.stages import Purify, read_and_decode, write_outputs
+    from pipeline.io.shards import Sample, read_samples, write_samples
+    from tests.distributed.conftest import corpus_samples
+
+    config = SanitizeConfig(preset="demo", n=2, policy="keep")
+    examined, replacement = corpus_samples(0, 3), [Sample("never-examined", {"png": b"\x89PNG swapped in"})]
+    shard = tmp_path / "shard-000000.tar"
+    shard.write_bytes(write_samples(examined))
+    decoded = read_and_decode({"uri": str(shard)}, work_size=32, max_shard_bytes=1 << 30, s3_endpoint=None)
+    shard.write_bytes(write_samples(replacement))
+    purified = Purify(config)(decoded)
+    done = write_outputs(purified, output=str(tmp_path / "out"), policy="keep", on_error="keep", s3_endpoint=None)
+    assert done["write_error"] is None and json.loads(done["manifest"])["samples"] == 3
+    written = list(read_samples((tmp_path / "out" / "shards" / "shard-000000.tar").read_bytes()))
+    assert [s.key for s in written] == [s.key for s in examined]
+    assert all(w.members["png"] == e.members["png"] for w, e in zip(written, examined))
