@@ -94,13 +94,15 @@ def run_job(args: argparse.Namespace, policy: str | None) -> int:
 
 
 def print_summary(summary: dict) -> None:
+    from pipeline.io.shards import display
+
     v = summary["verdicts"]
     print()
     print(f"{'shards':>8} {'skipped':>8} {'samples':>8} {'clean':>7} {'illusion':>9} {'uncertain':>10} {'errors':>7} {'samples/s':>10}")
     print(f"{summary['shards']:>8} {summary['skipped']:>8} {summary['samples']:>8} {v['clean']:>7} {v['illusion']:>9} "
           f"{v['uncertain']:>10} {summary['errors']:>7} {summary.get('samples_per_second') or 0:>10.2f}")
     for shard, problems in summary["problems"].items():
-        print(f"problem in {shard}: {'; '.join(problems)}", file=sys.stderr)
+        print(f"problem in {display(shard)}: {'; '.join(problems)}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

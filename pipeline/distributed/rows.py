@@ -19,13 +19,23 @@ from ..sanitize.shard import Purified, ShardInput, parse_shard
 
 
 # What every stage passes on unchanged: the shard, its bytes as read and its problems, the working size.
-PASSED_ON = ("uri", "name", "data", "problems", "incomplete", "work_size")
+PASSED_ON = ("uri", "data", "problems", "incomplete", "work_size")
+
+
+def uri_field(uri: str) -> bytes:
+    """A shard URI as a row carries it: bytes, as a local file name need not be valid UTF-8 and
+    Arrow strings must be."""
+    return uri.encode("utf-8", "surrogateescape")
+
+
+def uri_of(row: dict[str, Any]) -> str:
+    return bytes(row["uri"]).decode("utf-8", "surrogateescape")
 
 
 def shard_of(row: dict[str, Any]) -> ShardInput:
     """The shard behind a row: its samples re-parsed from the bytes that were read (parsing is
     deterministic, so these are the samples that were decoded), its problems as first recorded."""
-    shard = parse_shard(row["uri"], bytes(row["data"]))
+    shard = parse_shard(uri_of(row), bytes(row["data"]))
     shard.problems, shard.incomplete = json.loads(row["problems"]), bool(row["incomplete"])
     return shard
 
@@ -34,7 +44,7 @@ def decoded_row(shard: ShardInput, records: list[Record], work_size: int) -> dic
     meta = [{"key": r.key, "member": r.member, "error": r.error, "caption": r.caption, "original_size": r.original_size} for r in records]
     pixels = [r.pixels for r in records if r.pixels is not None]
     return {
-        "uri": shard.uri, "name": shard.name, "data": shard.data, "problems": json.dumps(shard.problems),
+        "uri": uri_field(shard.uri), "data": shard.data, "problems": json.dumps(shard.problems),
         "incomplete": shard.incomplete, "work_size": work_size,
         "records": json.dumps(meta),
         "pixels": np.stack(pixels).tobytes() if pixels else b"",

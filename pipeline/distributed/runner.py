@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..io.shards import display
 from ..io.storage import OutputWriteError, Storage, is_inside, join, shard_name
 from ..sanitize.config import SanitizeConfig
 from ..sanitize.outputs import output_paths
@@ -80,6 +81,7 @@ def run_corpus(
     """Process every shard of `input_spec` not yet done; returns the run summary."""
     import ray
 
+    from .rows import uri_field
     from .stages import plan_stages
 
     storage = Storage(config.s3_endpoint)
@@ -101,7 +103,7 @@ def run_corpus(
         return summary
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # `echo` reports each finished shard
-    dataset = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=len(todo))
+    dataset = ray.data.from_items([{"uri": uri_field(u)} for u in todo], override_num_blocks=len(todo))
     for stage in plan_stages(config, output, record.resources):
         dataset = stage.apply(dataset)
     first: tuple[float, int] | None = None  # (seconds, samples) when the first shard finished: start-up included
@@ -154,7 +156,7 @@ def _count(manifest: dict[str, Any], summary: dict[str, Any], echo) -> None:
     if manifest["problems"]:
         summary["problems"][manifest["shard"]] = manifest["problems"]
     v = manifest["verdicts"]
-    echo(f"{manifest['shard']}: {manifest['samples']} samples, {v['clean']} clean, {v['illusion']} illusion, "
+    echo(f"{display(manifest['shard'])}: {manifest['samples']} samples, {v['clean']} clean, {v['illusion']} illusion, "
          f"{v['uncertain']} uncertain, {manifest['errors']} errors, {manifest['seconds']:.1f} s purifying"
          + (f", PROBLEMS: {'; '.join(manifest['problems'])}" if manifest["problems"] else ""))
 

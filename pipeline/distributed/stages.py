@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..io.storage import OutputWriteError, Storage
+from ..io.storage import OutputWriteError, Storage, shard_name
 from ..sanitize.shard import decode_shard, finish_shard, read_shard
-from .rows import decoded_row, purified_of, purified_row, row_records, shard_of
+from .rows import decoded_row, purified_of, purified_row, row_records, shard_of, uri_of
 
 if TYPE_CHECKING:
     from ..sanitize.config import SanitizeConfig
@@ -59,7 +59,7 @@ class Stage:
 
 def read_and_decode(item: dict[str, Any], *, work_size: int, max_shard_bytes: int, s3_endpoint: str | None) -> dict[str, Any]:
     """A shard URI -> its bytes, and every image decoded to the working geometry (uint8)."""
-    shard = read_shard(Storage(s3_endpoint), item["uri"], max_shard_bytes)
+    shard = read_shard(Storage(s3_endpoint), uri_of(item), max_shard_bytes)
     return decoded_row(shard, decode_shard(shard, work_size), work_size)
 
 
@@ -83,7 +83,7 @@ class Purify:
 
         start = time.perf_counter()
         purified = purify_records(
-            self.purifier, row_records(row), row["name"], seed=self.config.seed, batch_size=self.batch_size,
+            self.purifier, row_records(row), shard_name(uri_of(row)), seed=self.config.seed, batch_size=self.batch_size,
             want_images=self.config.policy == "purify",
         )
         return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)

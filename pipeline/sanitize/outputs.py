@@ -47,12 +47,13 @@ def sanitised_samples(
 ) -> tuple[list[Sample], list[Sample]]:
     """(kept samples, quarantined samples).
 
-    A sample is an error when it, or any of its image members, could not be examined; `on_error`
-    keeps it byte-identical or moves it to quarantine. Otherwise `policy` applies to a sample with
-    an image member judged `illusion`: purify replaces each such member by its purified PNG at the
-    working size `work_size` (extension png, or `<ext>.png` when the sample has a png member already),
-    keep leaves it, drop moves the sample to quarantine with its original bytes. Every kept sample
-    gets a `disillusion.json` member with its verdict; other members stay byte-identical.
+    A sample is an error when it, or any of its image members, could not be examined: `on_error`
+    drop moves it to quarantine, keep writes it on. `policy` applies to a sample with an image
+    member judged `illusion` (an error sample with one included): purify replaces each such member
+    by its purified PNG at the working size `work_size` (extension png, or `<ext>.png` when the
+    sample has a png member already), keep leaves it, drop moves the sample to quarantine with its
+    original bytes. Every kept sample gets a `disillusion.json` member with its verdict; every other
+    member, repeated members included, stays byte-identical.
     """
     if policy not in POLICIES or on_error not in ON_ERROR:
         raise ValueError(f"unknown policy {policy!r} or on_error {on_error!r}; choose from {POLICIES} and {ON_ERROR}")

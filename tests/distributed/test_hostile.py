@@ -51,9 +51,13 @@ def test_local_sanitize_and_audit_and_a_rerun_retries_only_incomplete_shards(tmp
     assert not (tmp_path / "audit" / "shards").exists()
     assert files_under(tmp_path / "in") == inputs and sorted(os.listdir(tmp_path)) == ["audit", "clean", "in"]
 
+    odd = os.fsdecode(b"caf\xe9-\xff")  # a shard file name that is not valid UTF-8, added before the rerun
+    (tmp_path / "in" / f"{odd}.tar").write_bytes(hostile_corpus()["gz.tar.gz"])
     again = run_corpus(config("purify"), str(tmp_path / "in"), str(tmp_path / "clean"), echo=lambda line: None)
-    assert again["skipped"] == len(EXPECTED) - len(INCOMPLETE) and again["processed"] == len(INCOMPLETE)
+    assert again["skipped"] == len(EXPECTED) - len(INCOMPLETE) and again["processed"] == len(INCOMPLETE) + 1
     assert sorted(again["problems"]) == INCOMPLETE
+    table = pq.read_table(tmp_path / "clean" / "verdicts" / f"{odd}.parquet").to_pylist()
+    assert [r["key"] for r in table] == ["g-0", "g-1"] and table[0]["shard"] == "caf\\xe9-\\xff"
     records = sorted(os.listdir(tmp_path / "clean" / "runs"))
     assert len(records) == 2  # both runs' problems stay on record
     assert "mixed" in json.loads((tmp_path / "clean" / "runs" / records[0]).read_text())["summary"]["problems"]

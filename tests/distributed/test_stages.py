@@ -25,6 +25,7 @@ def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):
     outputs still hold exactly the samples and bytes that were examined, with their verdicts."""
     import json
 
+    from pipeline.distributed.rows import uri_field
     from pipeline.distributed.stages import Purify, read_and_decode, write_outputs
     from pipeline.io.shards import Sample, read_samples, write_samples
     from tests.distributed.conftest import corpus_samples
@@ -33,7 +34,7 @@ def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):
     examined, replacement = corpus_samples(0, 3), [Sample("never-examined", {"png": b"\x89PNG swapped in"})]
     shard = tmp_path / "shard-000000.tar"
     shard.write_bytes(write_samples(examined))
-    decoded = read_and_decode({"uri": str(shard)}, work_size=32, max_shard_bytes=1 << 30, s3_endpoint=None)
+    decoded = read_and_decode({"uri": uri_field(str(shard))}, work_size=32, max_shard_bytes=1 << 30, s3_endpoint=None)
     shard.write_bytes(write_samples(replacement))
     purified = Purify(config)(decoded)
     done = write_outputs(purified, output=str(tmp_path / "out"), policy="keep", on_error="keep", s3_endpoint=None)
