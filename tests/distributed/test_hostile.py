@@ -56,14 +56,14 @@ def test_local_sanitize_and_audit_and_a_rerun_retries_only_incomplete_shards(tmp
     again = run_corpus(config("purify"), str(tmp_path / "in"), str(tmp_path / "clean"), echo=lambda line: None)
     assert again["skipped"] == len(EXPECTED) - len(INCOMPLETE) and again["processed"] == len(INCOMPLETE) + 1
     assert sorted(again["problems"]) == INCOMPLETE
-    table = pq.read_table(tmp_path / "clean" / "verdicts" / f"{odd}.parquet").to_pylist()
+    table = pq.read_table(io.BytesIO((tmp_path / "clean" / "verdicts" / f"{odd}.parquet").read_bytes())).to_pylist()
     assert [r["key"] for r in table] == ["g-0", "g-1"] and table[0]["shard"] == "caf\\xe9-\\xff"
     records = sorted(os.listdir(tmp_path / "clean" / "runs"))
     assert len(records) == 2  # both runs' problems stay on record
     assert "mixed" in json.loads((tmp_path / "clean" / "runs" / records[0]).read_text())["summary"]["problems"]
 
 
-def test_s3_sanitize(tmp_path, seaweed, ray_cluster):
+def test_s3_sanitize_and_audit(tmp_path, seaweed, ray_cluster):
     client = seaweed.client()
     client.create_bucket(Bucket="hostile")
     for name, data in hostile_corpus().items():
@@ -72,6 +72,9 @@ def test_s3_sanitize(tmp_path, seaweed, ray_cluster):
     def keys(prefix):
         return sorted(item["Key"][len(prefix):] for item in client.list_objects_v2(Bucket="hostile", Prefix=prefix).get("Contents", []))
 
-    summary = run_corpus(config("purify", s3_endpoint=seaweed.endpoint), "s3://hostile/raw", "s3://hostile/clean", echo=lambda line: None)
-    check_outputs(lambda path: client.get_object(Bucket="hostile", Key=f"clean/{path}")["Body"].read(), lambda: keys("clean/"), summary)
-    assert sorted(set(k.split("/")[0] for k in keys(""))) == ["clean", "raw"]
+    for policy, output in (("purify", "clean"), (None, "audit")):
+        summary = run_corpus(config(policy, s3_endpoint=seaweed.endpoint), "s3://hostile/raw", f"s3://hostile/{output}", echo=lambda line: None)
+        check_outputs(lambda path, o=output: client.get_object(Bucket="hostile", Key=f"{o}/{path}")["Body"].read(),
+                      lambda o=output: keys(f"{o}/"), summary)
+    assert sorted(set(k.split("/")[0] for k in keys(""))) == ["audit", "clean", "raw"]
+    assert not [k for k in keys("audit/") if k.startswith("shards/")]
