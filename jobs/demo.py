@@ -98,9 +98,18 @@ def score_detection(rows: list[dict], truth: dict[str, dict]) -> dict:
         "uncertain_rate": rate(sum(r["verdict"] == "uncertain" for r in rows), len(rows)),
         "asr_before": rate(sum(r["label_original"] == truth[r["key"]]["target"] for r in illusions), len(illusions)),
         "asr_after": rate(sum(r["label_consensus"] == truth[r["key"]]["target"] for r in illusions), len(illusions)),
+        # what `purify` hands downstream: the original unless flagged; a flagged sample's purified image
+        # (whose label is the consensus, checked on re-embedding) or nothing when that check failed
+        "asr_downstream": rate(sum(downstream_label(r) == truth[r["key"]]["target"] for r in illusions), len(illusions)),
         "accuracy_after_on_illusions": rate(sum(r["label_consensus"] == truth[r["key"]]["label"] for r in illusions), len(illusions)),
         "accuracy_after_on_clean": rate(sum(r["label_consensus"] == truth[r["key"]]["label"] for r in clean), len(clean)),
     }
+
+
+def downstream_label(row: dict) -> str | None:
+    if row["verdict"] != "illusion":
+        return row["label_original"]
+    return row["label_consensus"] if row["replacement_accepted"] else None
 
 
 def print_report(report: dict) -> None:
@@ -112,6 +121,7 @@ def print_report(report: dict) -> None:
     print(f"detected (true positive rate):   {pct(report['true_positive_rate'])}")
     print(f"clean flagged (false positives): {pct(report['false_positive_rate'])}")
     print(f"uncertain (kept, annotated):     {pct(report['uncertain_rate'])} of all samples")
-    print(f"attack success before -> after:  {pct(report['asr_before'])} -> {pct(report['asr_after'])}")
+    print(f"attack success before -> after:  {pct(report['asr_before'])} -> {pct(report['asr_after'])} "
+          f"(consensus label; reaching downstream under purify: {pct(report['asr_downstream'])})")
     print(f"accuracy after purification:     {pct(report['accuracy_after_on_clean'])} clean, {pct(report['accuracy_after_on_illusions'])} on illusions")
     print(f"throughput: {report['samples_per_second'] or 0:.1f} samples/s")

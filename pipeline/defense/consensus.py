@@ -81,6 +81,9 @@ class SampleResult:
     caption_cos_original: float | None = None
     caption_cos_purified: float | None = None
     image: torch.Tensor | None = None  # the representative reconstruction (3 x H x W) when asked for
+    image_label: int | None = None  # the label of `image` as written (8-bit), re-embedded
+    image_cos: float | None = None  # cosine between that re-embedding and `embedding`
+    replacement_accepted: bool | None = None  # whether `image` may replace the input (VerdictPolicy.replacement_accepted)
 
     @property
     def label_original_name(self) -> str:
@@ -242,7 +245,21 @@ class ConsensusPurifier:
             if keep_images:
                 result.image = torch.cat(kept[i])[representative]
             results.append(result)
+        if keep_images:
+            self._check_images(results, text)
         return results
+
+    def _check_images(self, results: list[SampleResult], text: torch.Tensor) -> None:
+        """Re-embed each purified image as it will be written (8-bit): an image that would deliver
+        a label other than the consensus is never handed downstream."""
+        written = torch.stack([r.image for r in results]).clamp(0, 1).mul(255).round().div(255)
+        device = getattr(self.encoder, "device", written.device)
+        emb = self.encoder.embed_images(written.to(device)).float()
+        labels = (emb @ text.T).argmax(dim=-1).tolist()
+        for result, embedding, label in zip(results, emb.cpu(), labels):
+            result.image_label, result.image_cos = label, float(embedding @ result.embedding)
+            result.replacement_accepted = self.config.verdict.replacement_accepted(
+                result.label_original, result.label_consensus, label, result.image_cos)
 
     def _caption_embeddings(self, captions, device) -> list[torch.Tensor | None] | None:
         if captions is None:

@@ -37,6 +37,15 @@ class VerdictPolicy:
         if not 0.0 <= self.flip_min_drift <= 2.0:
             raise ValueError("flip_min_drift must lie in [0, 2]")
 
+    def replacement_accepted(self, label_original: int, label_consensus: int, image_label: int, image_cos: float) -> bool:
+        """Whether a purified image may replace a flagged input: the purification must have changed
+        the label (when it did not, the reconstructions carry the suspect label too, so the image
+        would deliver whatever the input delivered), and the image as written must re-embed with
+        the consensus label, no further from the purified embedding than `max_drift` (0.1 when
+        uncalibrated)."""
+        max_distance = self.max_drift if self.max_drift is not None else 0.1
+        return label_consensus != label_original and image_label == label_consensus and 1.0 - image_cos <= max_distance
+
     def decide(self, label_original: int, label_consensus: int, agreement: float, drift: float) -> str:
         if agreement < self.min_agreement:
             return UNCERTAIN

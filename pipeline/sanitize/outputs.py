@@ -52,8 +52,10 @@ def sanitised_samples(
     member judged `illusion` (an error sample with one included): purify replaces each such member
     by its purified PNG at the working size `work_size` (extension png, or `<ext>.png` when the
     sample has a png member already), keep leaves it, drop moves the sample to quarantine with its
-    original bytes. Every kept sample gets a `disillusion.json` member with its verdict; every other
-    member, repeated members included, stays byte-identical.
+    original bytes. Under purify, a sample with an illusion whose purified image failed its check
+    (`VerdictPolicy.replacement_accepted`: absent from `purified_png`) is quarantined instead. Every
+    kept sample gets a `disillusion.json` member with its verdict; every other member, repeated
+    members included, stays byte-identical.
     """
     if policy not in POLICIES or on_error not in ON_ERROR:
         raise ValueError(f"unknown policy {policy!r} or on_error {on_error!r}; choose from {POLICIES} and {ON_ERROR}")
@@ -61,8 +63,9 @@ def sanitised_samples(
     for sample in samples:
         row, outcomes = rows[sample.key], members.get(sample.key, {})
         error = row["status"] == "error" or "error" in outcomes.values()
-        illusion = "illusion" in outcomes.values()
-        if (error and on_error == "drop") or (illusion and policy == "drop"):
+        illusions = [ext for ext, outcome in outcomes.items() if outcome == "illusion"]
+        unpurified = policy == "purify" and any((sample.key, ext) not in purified_png for ext in illusions)
+        if (error and on_error == "drop") or (illusions and policy == "drop") or unpurified:
             quarantined.append(sample)
             continue
         replaced = {ext: purified_png[(sample.key, ext)] for ext in outcomes if (sample.key, ext) in purified_png} if policy == "purify" else {}

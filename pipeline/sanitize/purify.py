@@ -40,7 +40,7 @@ def purify_records(
             keep_images=want_images,
         )
         for record, result in zip(batch, results):
-            if want_images and result.verdict == "illusion":
+            if want_images and result.verdict == "illusion" and result.replacement_accepted:
                 out.images[(record.key, record.member)] = to_uint8(result.image)
         return [ok_row(r.key, shard, result, r.original_size, r.member) for r, result in zip(batch, results)]
 

@@ -101,6 +101,10 @@ def finish_shard(
         "errors": sum(r["status"] == "error" for r in ordered),
         "verdicts": {v: verdicts.get(v, 0) for v in ("clean", "illusion", "uncertain")},
         "purified": len(pngs),
+        # illusions whose purified image failed its re-embedding check: quarantined, never replaced
+        "replacements_rejected": sum(outcome == "illusion" and (key, ext) not in purified.images
+                                     for key, outcomes in purified.members.items() for ext, outcome in outcomes.items())
+                                 if policy == "purify" else 0,
         "quarantined": len(quarantined),
         "problems": shard.problems,
         "policy": policy or "audit",

@@ -35,6 +35,7 @@ def verdict_schema(dim: int) -> pa.Schema:
         ("drift", pa.float32()),
         ("caption_cos_original", pa.float32()),
         ("caption_cos_purified", pa.float32()),
+        ("replacement_accepted", pa.bool_()),  # illusions: whether the purified image passed its re-embedding check
         ("original_width", pa.int32()),  # the stored image's size; the defense saw it at the working size
         ("original_height", pa.int32()),
         ("embedding", pa.list_(pa.float32(), dim)),
@@ -60,6 +61,7 @@ def ok_row(key: str, shard: str, result: SampleResult, original_size: tuple[int,
         "drift": result.drift,
         "caption_cos_original": result.caption_cos_original,
         "caption_cos_purified": result.caption_cos_purified,
+        "replacement_accepted": result.replacement_accepted if result.verdict == "illusion" else None,
         "original_width": width,
         "original_height": height,
         "embedding": result.embedding.float().tolist(),

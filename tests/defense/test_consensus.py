@@ -85,6 +85,15 @@ def test_representative_image_and_captions(parts):
         torch.testing.assert_close(result.image, recon[i, result.representative_index], atol=1e-5, rtol=0)
     assert results[1].caption_cos_original is None and results[1].caption_cos_purified is None
     assert -1 <= results[0].caption_cos_original <= 1 and -1 <= results[2].caption_cos_purified <= 1
+    # each image as written (8-bit) re-embedded: its label and closeness decide whether it may replace the input
+    written = torch.stack([r.image for r in results]).mul(255).round().div(255)
+    with torch.no_grad():
+        emb = parts[1].embed_images(written).float()
+    for result, embedding in zip(results, emb):
+        assert result.image_cos == pytest.approx(float(embedding @ result.embedding), abs=1e-5)
+        assert result.replacement_accepted == VerdictPolicy().replacement_accepted(
+            result.label_original, result.label_consensus, result.image_label, result.image_cos)
+    assert purifier(parts, n=4).purify(images).__getitem__(0).replacement_accepted is None  # no image, no check
 
 
 def test_input_validation(parts):
@@ -111,6 +120,14 @@ def test_verdict_policy_order():
     assert gated.decide(1, 1, 0.4, 0.9) == "uncertain"
     with pytest.raises(ValueError):
         VerdictPolicy(flip_min_drift=-0.1)
+
+
+def test_a_purified_image_replaces_an_input_only_when_it_delivers_a_changed_consensus():
+    policy = VerdictPolicy(max_drift=0.1)
+    assert policy.replacement_accepted(label_original=1, label_consensus=2, image_label=2, image_cos=0.95)
+    assert not policy.replacement_accepted(1, 1, 1, 0.99)  # flagged by drift alone: the image carries the suspect label
+    assert not policy.replacement_accepted(1, 2, 1, 0.99)  # the image as written embeds as the original's label
+    assert not policy.replacement_accepted(1, 2, 2, 0.85)  # too far from the purified embedding
 
 
 def test_label_bank(tmp_path):

@@ -20,7 +20,7 @@ from tests.hostile import EXPECTED, TINY_CAP, hostile_corpus
 @pytest.fixture(scope="module")
 def flag_everything():
     """The demo models with a drift threshold of 0: every examined image is an illusion, so every
-    image member that is examined shows up purified in the output."""
+    image member that is examined shows up in its sample's note as one."""
     demo = get_preset("demo")
     config = ConsensusConfig(n=2, verdict=VerdictPolicy(max_drift=0.0))
     return ConsensusPurifier(demo.load_reconstructor("vae"), demo.load_encoder(), demo.label_bank(), config)
@@ -49,7 +49,7 @@ def test_every_case_is_a_row_or_a_problem_and_every_image_is_examined(tmp_path, 
     before = files_under(tmp_path)
     out = tmp_path / "out"
     for uri in uris:
-        manifest = process_shard(Storage(), uri, str(out), flag_everything, policy="purify", batch_size=8, max_shard_bytes=TINY_CAP)
+        manifest = process_shard(Storage(), uri, str(out), flag_everything, policy="keep", batch_size=8, max_shard_bytes=TINY_CAP)
         expected = EXPECTED[shard_name(uri)]
         table = pq.read_table(out / "verdicts" / f"{manifest['shard']}.parquet").to_pylist()
         assert [r["key_bytes"] for r in table] == expected["keys"]  # exactly one row per readable key, in order
@@ -65,10 +65,8 @@ def test_every_case_is_a_row_or_a_problem_and_every_image_is_examined(tmp_path, 
         for sample in kept:
             note = json.loads(sample.members["disillusion.json"])
             images = [ext for ext in sample.members if is_image_extension(ext)]
-            if rows[key_bytes(sample.key)]["status"] == "ok":
-                # every image member was examined, judged an illusion and replaced by its purified PNG
-                assert set(note["images"].values()) == {"illusion"} and images and all(ext.endswith("png") for ext in images)
-                assert sorted(note["purified"].values()) == sorted(images)
+            if rows[key_bytes(sample.key)]["status"] == "ok":  # every image member was examined (and judged an illusion)
+                assert images and note["images"] == {ext: "illusion" for ext in images}
     assert files_under(tmp_path) - before <= {f"out/{p}" for p in files_under(out)}  # nothing outside the output
 
     rows = {r["key_bytes"]: r for r in pq.read_table(out / "verdicts" / "mixed.parquet").to_pylist()}
@@ -77,8 +75,6 @@ def test_every_case_is_a_row_or_a_problem_and_every_image_is_examined(tmp_path, 
         assert rows[key]["status"] == "ok", rows[key]["error"]
     assert "not an image in a decoded format" in rows[b"eps-as-png"]["error"]
     assert "exceeds the limit" in rows[b"overlimit"]["error"] and "symbolic link" in rows[b"link"]["error"]
-    two = {s.key: s for s in read_samples((out / "shards" / "mixed.tar").read_bytes())}["two"]
-    assert sorted(two.members) == ["disillusion.json", "jpg.png", "png"]  # both images purified, names kept apart
     huge = pq.read_table(out / "verdicts" / "huge.parquet").to_pylist()
     assert [(r["original_width"], r["original_height"]) for r in huge] == [(4000, 4000), (250_000, 8), (6000, 4000)]
 
@@ -101,3 +97,19 @@ def test_on_error_drop_quarantines_what_could_not_be_examined_with_nothing_lost(
     dup = next(s for s in quarantined if s.key == "dup")  # both copies of the repeated member kept
     with tarfile.open(fileobj=io.BytesIO((tmp_path / "out" / "quarantine" / "mixed.tar").read_bytes())) as archive:
         assert archive.getnames().count("dup.png") == 2 and "png" in dup.members
+
+
+def test_purify_replaces_each_accepted_illusion_member_and_quarantines_the_rest():
+    from pipeline.io.shards import Sample
+    from pipeline.sanitize.outputs import sanitised_samples
+
+    samples = [Sample("two", {"png": b"a", "jpg": b"b", "txt": b"t"}), Sample("rejected", {"jpg": b"c"}), Sample("fine", {"png": b"d"})]
+    rows = {s.key: {"status": "ok", "verdict": "illusion" if s.key != "fine" else "clean"} for s in samples}
+    members = {"two": {"png": "illusion", "jpg": "illusion"}, "rejected": {"jpg": "illusion"}, "fine": {"png": "clean"}}
+    pngs = {("two", "png"): b"P1", ("two", "jpg"): b"P2"}  # "rejected": its purified image failed the check
+    kept, quarantined = sanitised_samples(samples, rows, members, pngs, policy="purify", work_size=32)
+    assert [s.key for s in kept] == ["two", "fine"] and [s.key for s in quarantined] == ["rejected"]
+    two = kept[0]
+    assert (two.members["png"], two.members["jpg.png"], two.members["txt"]) == (b"P1", b"P2", b"t")  # names kept apart
+    assert json.loads(two.members["disillusion.json"])["purified"] == {"png": "png", "jpg": "jpg.png"}
+    assert quarantined[0].members == {"jpg": b"c"} and kept[1].members["png"] == b"d"

@@ -163,9 +163,14 @@ def test_a_scraped_corpus_of_mixed_sizes_fills_every_batch_and_writes_at_the_wor
         note = json.loads(kept[sample.key].members.pop("disillusion.json"))
         assert kept[sample.key].members == sample.members and note["original_size"] == [rows[sample.key]["original_width"], rows[sample.key]["original_height"]]
 
-    # purify with (almost) every sample flagged: any drift is too much; the replacement is a PNG at the working size
+    # purify with (almost) every sample flagged: any drift is too much, and every replacement accepted
+    # (to exercise writing it; the check itself is tested with the consensus): a PNG at the working size
+    class AcceptEveryReplacement(VerdictPolicy):
+        def replacement_accepted(self, *args) -> bool:
+            return True
+
     strict = ConsensusPurifier(purifier.reconstructor, purifier.encoder, purifier.labels,
-                               ConsensusConfig(n=4, verdict=VerdictPolicy(min_agreement=0.0, max_drift=0.0)))
+                               ConsensusConfig(n=4, verdict=AcceptEveryReplacement(min_agreement=0.0, max_drift=0.0)))
     manifest = process_shard(storage, uri, str(tmp_path / "purified"), strict, policy="purify", batch_size=4)
     assert manifest["purified"] >= 10
     for sample in read_samples((tmp_path / "purified" / "shards" / "scraped.tar").read_bytes()):
