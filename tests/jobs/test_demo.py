@@ -8,7 +8,7 @@ from jobs.cli import main
 def test_demo_detects_planted_illusions_and_reports_what_reaches_downstream(tmp_path, ray_cluster, capsys):
     assert main(["demo", "--output", str(tmp_path), "--samples", "40", "--shard-size", "20", "--steps", "40", "--n", "4"]) == 0
     report = json.loads((tmp_path / "demo_report.json").read_text())
-    assert report["samples"] == 40 and report["illusions"] == 12
+    assert report["samples"] == 40 and 8 <= report["illusions"] <= 16  # a seeded 30%
     assert report["true_positive_rate"] >= 0.75 and report["asr_before"] >= 0.75
     assert report["asr_downstream"] <= report["asr_before"] - 0.5  # most planted illusions never reach downstream
     assert "reaching downstream under purify" in capsys.readouterr().out
