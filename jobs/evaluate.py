@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adaptive-steps", type=int, default=30, help="steps of the adaptive attacks (0 skips them)")
     parser.add_argument("--adaptive-limit", type=int, default=None, help="run the adaptive attacks on the first K images only")
     parser.add_argument("--eot-samples", type=int, default=2, help="reconstructions averaged per EOT step")
+    parser.add_argument("--detect-steps", type=int, default=200, help="steps of the detect-adaptive attack on consensus defenses (0 skips it)")
+    parser.add_argument("--eot", type=int, default=16, help="reconstruction draws per step of the detect-adaptive attack")
+    parser.add_argument("--restarts", type=int, default=1, help="starts of the detect-adaptive attack (after the first: random)")
+    parser.add_argument("--detect-limit", type=int, default=None, help="run the detect-adaptive attack on the first K images only (default: --adaptive-limit)")
     parser.add_argument("--dm-attack-steps", type=int, default=2, help="denoising steps of the differentiable dm surrogate the adaptive attack uses")
     parser.add_argument("--ablations", action="store_true", help="also sweep N and the sampling scale for vae+consensus")
     parser.add_argument("--batch-size", type=int, default=100)
@@ -47,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
     from pipeline.attacks.illusion import cosine_objective
     from pipeline.data.fashion_mnist import load_sample
-    from pipeline.evaluation import adaptive_inputs, evaluate_defense, rows_as_dicts
+    from pipeline.attacks.adaptive import DetectAdaptiveConfig
+    from pipeline.evaluation import adaptive_inputs, detect_adaptive_inputs, evaluate_defense, rows_as_dicts
     from pipeline.presets import get_preset
 
     if args.threads:
@@ -75,8 +80,11 @@ def run(args: argparse.Namespace) -> int:
     ])
     log.info("illusion attack on %d images: %.1f s", count, time.perf_counter() - attack_start)
 
+    detect = DetectAdaptiveConfig(eps=attack.eps, step_size=attack.step_size, steps=args.detect_steps, eot=args.eot,
+                                  restarts=args.restarts, seed=args.seed) if args.detect_steps else None
     rows, adaptive_cache = [], {}
     adaptive_count = min(count, args.adaptive_limit or count)
+    detect_count = min(count, args.detect_limit or adaptive_count)
     for name in wanted:
         defense = _defense(name, preset, encoder, bank, text, args)
         inputs = {"clean": images, "illusion": illusions}
@@ -86,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
                 adaptive_cache[defense.attack_key] = adaptive_inputs(defense, text, images[:adaptive_count], targets[:adaptive_count], adaptive, args.batch_size)
                 log.info("adaptive attack against %s on %d images: %.1f s", defense.attack_key, adaptive_count, time.perf_counter() - adaptive_start)
             inputs["adaptive"] = adaptive_cache[defense.attack_key]
+        if detect is not None and defense.detect_objective is not None:
+            detect_start = time.perf_counter()
+            inputs["detect-adaptive"] = detect_adaptive_inputs(defense, text, images[:detect_count], targets[:detect_count], detect, args.batch_size)
+            log.info("detect-adaptive attack against %s on %d images: %.1f s", defense.name, detect_count, time.perf_counter() - detect_start)
         new = evaluate_defense(defense, text, inputs, labels, targets, args.batch_size)
         _print_rows(new, header=not rows)
         rows += new
@@ -99,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
             "step_size": attack.step_size, "adaptive_steps": args.adaptive_steps, "adaptive_images": adaptive_count if adaptive else 0,
             "adaptive_step_size": adaptive.step_size if adaptive else None, "eot_samples": args.eot_samples,
             "dm_attack_steps": args.dm_attack_steps, "reconstructor_options": preset.reconstructor_options,
+            "detect_adaptive": {"steps": args.detect_steps, "eot": args.eot, "restarts": args.restarts, "images": detect_count if detect else 0,
+                                "step_size": attack.step_size},
+            "verdict_policy": {"min_agreement": preset.verdict.min_agreement, "max_drift": preset.verdict.max_drift,
+                               "flip_min_drift": preset.verdict.flip_min_drift},
             "seed": args.seed, "threads": torch.get_num_threads(),
         },
     }
@@ -113,20 +129,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def markdown_report(report: dict) -> str:
+    def pct(value):
+        return "" if value is None else f"{100 * value:.1f}%"
+
     def table(rows, leading):
-        head = [*leading, "input", "Top-1", "Top-5", "ASR", "cos true", "cos target", "s / sample", "N"]
+        head = [*leading, "input", "Top-1", "Top-5", "ASR", "cos true", "cos target", "s / sample", "N",
+                "clean / illusion / uncertain", "target downstream: purify", "drop", "keep"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
-            cells = [str(r[k]) for k in leading] + [r["input"], f"{100 * r['top1']:.1f}%", f"{100 * r['top5']:.1f}%",
-                                                   f"{100 * r['asr']:.1f}%", f"{r['cos_true']:.3f}", f"{r['cos_target']:.3f}",
-                                                   f"{r['sec_per_sample']:.4f}", str(r["n"])]
+            shares = " / ".join(pct(r.get(f"verdict_{v}")) for v in ("clean", "illusion", "uncertain")) if r.get("verdict_clean") is not None else ""
+            cells = [str(r[k]) for k in leading] + [r["input"], pct(r["top1"]), pct(r["top5"]), pct(r["asr"]), f"{r['cos_true']:.3f}",
+                                                   f"{r['cos_target']:.3f}", f"{r['sec_per_sample']:.4f}", str(r["n"]), shares,
+                                                   pct(r.get("target_purify")), pct(r.get("target_drop")), pct(r.get("target_keep"))]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     config = report["config"]
-    parts = [f"Images: {config['images']} (adaptive rows: {config['adaptive_images']}); eps {config['eps']:.4f}; "
-             f"{config['steps']} attack steps of {config['step_size']:.4f}; adaptive: {config['adaptive_steps']} steps, "
-             f"EOT over {config['eot_samples']} samples; {config['threads']} threads; {config.get('seconds')} s in all.",
+    detect = config.get("detect_adaptive") or {}
+    parts = [f"Images: {config['images']} (adaptive rows: {config['adaptive_images']}, detect-adaptive rows: {detect.get('images', 0)}); "
+             f"eps {config['eps']:.4f}; {config['steps']} attack steps of {config['step_size']:.4f}; adaptive: {config['adaptive_steps']} "
+             f"steps, EOT over {config['eot_samples']} samples; detect-adaptive: {detect.get('steps', 0)} steps, EOT over "
+             f"{detect.get('eot', 0)} draws, {detect.get('restarts', 0)} start(s); {config['threads']} threads; {config.get('seconds')} s in all.",
              "", table(report["rows"], ["defense"])]
     if report["ablations"]:
         parts += ["", "Ablations (vae+consensus):", "", table(report["ablations"], ["parameter", "value"])]
@@ -151,7 +174,7 @@ def _defense(name, preset, encoder, bank, text, args):
         surrogate = preset.load_reconstructor(kind, denoise_steps=args.dm_attack_steps)
     return reconstruction_defense(
         name, reconstructor, encoder, bank, n=args.n if consensus else 1, eot_samples=args.eot_samples, seed=args.seed,
-        attack_reconstructor=surrogate,
+        attack_reconstructor=surrogate, verdict=preset.verdict,
     )
 
 
@@ -172,6 +195,10 @@ def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, 
 
 def _print_rows(rows, header: bool) -> None:
     if header:
-        print(f"{'defense':<15} {'input':<9} {'top1':>6} {'top5':>6} {'asr':>6} {'cos_true':>8} {'cos_tgt':>8} {'s/img':>7} {'n':>3}")
+        print(f"{'defense':<15} {'input':<15} {'top1':>6} {'top5':>6} {'asr':>6} {'cos_true':>8} {'cos_tgt':>8} {'s/img':>7} {'n':>3}"
+              f" {'flagged':>7} {'tgt:purify':>10} {'drop':>6} {'keep':>6}")
     for r in rows:
-        print(f"{r.defense:<15} {r.input:<9} {r.top1:>6.3f} {r.top5:>6.3f} {r.asr:>6.3f} {r.cos_true:>8.3f} {r.cos_target:>8.3f} {r.sec_per_sample:>7.4f} {r.n:>3}", flush=True)
+        sanitised = "" if r.verdict_illusion is None else (
+            f" {r.verdict_illusion:>7.3f} {r.target_purify:>10.3f} {r.target_drop:>6.3f} {r.target_keep:>6.3f}")
+        print(f"{r.defense:<15} {r.input:<15} {r.top1:>6.3f} {r.top5:>6.3f} {r.asr:>6.3f} {r.cos_true:>8.3f} {r.cos_target:>8.3f} "
+              f"{r.sec_per_sample:>7.4f} {r.n:>3}{sanitised}", flush=True)

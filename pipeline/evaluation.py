@@ -2,26 +2,38 @@
 
 Pure torch. A `Defense` turns images into (label ranking, embedding); the metrics compare them with
 the true and target labels. Adaptive inputs are attacks built against each defense: BPDA through
-JPEG, straight through the (differentiable) blur, EOT through the stochastic reconstructors.
+JPEG, straight through the (differentiable) blur, EOT through the stochastic reconstructors; and,
+against consensus defenses, the detect-adaptive attack (`attacks/adaptive.py`) that also evades
+the verdict. Consensus defenses also report their verdicts and what each sanitisation policy hands
+downstream.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from .attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from .attacks.illusion import AttackConfig, Objective, bpda, cosine_objective, eot_objective, illusion_attack
-from .defense import ConsensusConfig, ConsensusPurifier, LabelBank
+from .defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
 from .defense.baselines import gaussian_blur, jpeg
+
+
+POLICIES = ("purify", "drop", "keep")
+REMOVED = -1  # a downstream label: the sample was removed (quarantined)
 
 
 @dataclass
 class DefenseOutput:
     ranking: torch.Tensor  # B x L label indices, best first
     embedding: torch.Tensor  # B x D normalised embedding the defense hands downstream
+    # Sanitisation (consensus defenses): each sample's verdict, and per policy the label of what
+    # reaches downstream (REMOVED when nothing does).
+    verdicts: list[str] | None = None
+    downstream: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -31,6 +43,9 @@ class Defense:
     adaptive_objective: Callable[[torch.Tensor], Objective]  # target embeddings -> attack objective
     n: int = 1
     attack_key: str = ""  # defenses with the same key face the same adaptive attack (e.g. vae and vae+consensus)
+    # Consensus defenses: (target label indices, config) -> the detect-adaptive objective against them.
+    detect_objective: Callable[[torch.Tensor, DetectAdaptiveConfig], Objective] | None = None
+    drift_threshold: float | None = None  # the verdict's drift threshold the detect-adaptive attacker stays under
 
     def __post_init__(self):
         self.attack_key = self.attack_key or self.name
@@ -47,6 +62,14 @@ class Row:
     cos_target: float
     sec_per_sample: float
     n: int
+    # Consensus defenses only: verdict shares, and the share of samples whose downstream label is the
+    # target under each policy (on clean inputs: the chance level for the same targets).
+    verdict_clean: float | None = None
+    verdict_illusion: float | None = None
+    verdict_uncertain: float | None = None
+    target_purify: float | None = None
+    target_drop: float | None = None
+    target_keep: float | None = None
 
 
 def _ranking_from_embedding(embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -64,15 +87,19 @@ def transform_defense(name: str, encoder, text: torch.Tensor, transform, differe
 
 
 def reconstruction_defense(
-    name: str, reconstructor, encoder, labels: LabelBank, *, n: int, eot_samples: int, seed: int, attack_reconstructor=None
+    name: str, reconstructor, encoder, labels: LabelBank, *, n: int, eot_samples: int, seed: int, attack_reconstructor=None,
+    verdict: VerdictPolicy | None = None,
 ) -> Defense:
-    """n == 1: a single stochastic reconstruction; n > 1: the consensus vote over n reconstructions.
+    """n == 1: a single stochastic reconstruction; n > 1: the consensus vote over n reconstructions,
+    with the sanitisation verdict under `verdict` (default: uncalibrated) and what each policy hands
+    downstream (`downstream_labels`).
 
     The adaptive attack is EOT through `attack_reconstructor` (default: the defense's own), the same
     for the single and the consensus variant, since both draw from the same reconstruction distribution.
     """
     text = labels.embeddings(encoder)
-    purifier = ConsensusPurifier(reconstructor, encoder, labels, ConsensusConfig(n=n, early_exit="off", top_k=len(labels), seed=seed))
+    config = ConsensusConfig(n=n, early_exit="off", top_k=len(labels), seed=seed, verdict=verdict or VerdictPolicy())
+    purifier = ConsensusPurifier(reconstructor, encoder, labels, config)
     counter = {"calls": 0}
 
     def apply(images: torch.Tensor) -> DefenseOutput:
@@ -83,9 +110,10 @@ def reconstruction_defense(
             with torch.no_grad():
                 emb = encoder.embed_images(reconstructor.reconstruct(images, 1, seeds)[:, 0])
             return DefenseOutput(_ranking_from_embedding(emb, text), emb)
-        results = purifier.purify(images, seeds=seeds)
+        results = purifier.purify(images, seeds=seeds, keep_images=True)
         ranking = torch.tensor([r.topk_consensus for r in results])
-        return DefenseOutput(ranking, torch.stack([r.embedding for r in results]))
+        return DefenseOutput(ranking, torch.stack([r.embedding for r in results]), [r.verdict for r in results],
+                             downstream_labels(results))
 
     through = attack_reconstructor or reconstructor
     return Defense(
@@ -94,7 +122,23 @@ def reconstruction_defense(
         lambda targets: eot_objective(through.reconstruct, encoder.embed_images, targets, eot_samples, seed=seed + 1),
         n=n,
         attack_key=name.partition("+")[0],
+        detect_objective=(lambda targets, cfg: detect_adaptive_objective(through.reconstruct, encoder.embed_images, text, targets, cfg))
+        if n > 1 else None,
+        drift_threshold=config.verdict.max_drift,
     )
+
+
+def downstream_labels(results) -> dict[str, torch.Tensor]:
+    """The label of what each policy hands downstream, per sample: unflagged samples pass as they are
+    (their original label); a flagged one is replaced by its purified image when that passed its
+    check (`purify`), removed otherwise and under `drop`, passed unchanged under `keep`."""
+    out = {policy: [] for policy in POLICIES}
+    for r in results:
+        flagged = r.verdict == "illusion"
+        out["keep"].append(r.label_original)
+        out["drop"].append(REMOVED if flagged else r.label_original)
+        out["purify"].append((r.image_label if r.replacement_accepted else REMOVED) if flagged else r.label_original)
+    return {policy: torch.tensor(labels) for policy, labels in out.items()}
 
 
 def none_defense(encoder, text: torch.Tensor) -> Defense:
@@ -113,6 +157,10 @@ def score(defense: Defense, output: DefenseOutput, labels: torch.Tensor, targets
     """On clean inputs, asr and cos_target measure the chance level for the same targets."""
     top1 = output.ranking[:, 0]
     cos = output.embedding @ text.T
+    sanitised = {}
+    if output.verdicts is not None:
+        sanitised = {f"verdict_{v}": sum(x == v for x in output.verdicts) / len(output.verdicts) for v in ("clean", "illusion", "uncertain")}
+        sanitised |= {f"target_{p}": float((labels_ == targets).float().mean()) for p, labels_ in output.downstream.items()}
     return Row(
         defense=defense.name,
         input=input_name,
@@ -123,6 +171,7 @@ def score(defense: Defense, output: DefenseOutput, labels: torch.Tensor, targets
         cos_target=float(cos.gather(1, targets[:, None]).mean()),
         sec_per_sample=seconds / len(labels),
         n=defense.n,
+        **sanitised,
     )
 
 
@@ -130,6 +179,32 @@ def adaptive_inputs(defense: Defense, text: torch.Tensor, images: torch.Tensor, 
     """The adaptive illusion against `defense`, for every image."""
     return torch.cat([
         illusion_attack(images[i : i + batch_size], defense.adaptive_objective(text[targets[i : i + batch_size]]), config)
+        for i in range(0, len(images), batch_size)
+    ])
+
+
+def detect_adaptive_inputs(
+    defense: Defense, text: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, config: DetectAdaptiveConfig, batch_size: int = 100
+) -> torch.Tensor:
+    """The detect-adaptive illusion against a consensus defense, for every image. The attacker keeps
+    its drift under half the verdict's threshold, and keeps the iterate that the defense itself, on
+    fresh draws, lets through to downstream as the target most often (purify and drop; ties broken
+    by the purified embedding's closeness to the target)."""
+    if defense.detect_objective is None:
+        raise ValueError(f"{defense.name} gives no verdict: the detect-adaptive attack needs a consensus defense")
+    config = replace(config, drift_limit=0.5 * (defense.drift_threshold or 0.1))
+
+    def judge_for(batch_targets: torch.Tensor):
+        def judge(x: torch.Tensor) -> torch.Tensor:
+            out = defense.apply(x)
+            delivered = sum((out.downstream[p] == batch_targets).float() for p in ("purify", "drop"))
+            return delivered + 0.01 * (out.embedding.float() * text[batch_targets]).sum(-1)
+
+        return judge
+
+    return torch.cat([
+        detect_adaptive_attack(images[i : i + batch_size], defense.detect_objective(targets[i : i + batch_size], config),
+                               judge_for(targets[i : i + batch_size]), config)
         for i in range(0, len(images), batch_size)
     ])
 
@@ -151,6 +226,9 @@ def evaluate_defense(
         outputs = [defense.apply(x[i : i + batch_size]) for i in range(0, count, batch_size)]
         seconds = time.perf_counter() - start
         output = DefenseOutput(torch.cat([o.ranking for o in outputs]), torch.cat([o.embedding for o in outputs]).float())
+        if outputs[0].verdicts is not None:
+            output.verdicts = [v for o in outputs for v in o.verdicts]
+            output.downstream = {p: torch.cat([o.downstream[p] for o in outputs]) for p in POLICIES}
         rows.append(score(defense, output, labels[:count], targets[:count], text, name, seconds))
     return rows
 

@@ -1,0 +1,99 @@
+"""The detect-adaptive illusion: an attacker who runs the open-source sanitiser in the loop.
+
+The published illusion only moves the image's own embedding onto the target text, so reconstruction
+undoes it and the label flip gives it away. This attacker wants the poisoned sample to pass the
+sanitiser as `clean` while still embedding as the target, and so minimises, per image:
+
+    1 - cos(embed(x), t)                             the original embeds as the target
+  + mean over EOT draws of 1 - cos(embed(R(x)), t)   so do its reconstructions (no label flip)
+  + w_drift * max(0, drift - drift_limit)            the purified embedding stays near the original
+  + w_margin * mean over draws of max(0, best other label - target label + margin)   (the vote)
+
+with fresh reconstruction draws every step (EOT), signed-gradient steps under an L-inf budget,
+random restarts, and the best iterate per image kept as judged by the real defense on fresh draws
+(`judge`), as in the literature on adaptive evaluation of purification defenses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .illusion import Objective
+
+
+@dataclass(frozen=True)
+class DetectAdaptiveConfig:
+    eps: float = 16 / 255
+    step_size: float = 1 / 255
+    steps: int = 200
+    eot: int = 16  # reconstruction draws per step
+    restarts: int = 1  # the first starts at the clean image, the others at random points of the budget
+    drift_limit: float = 0.05  # aim below the verdict's drift threshold (set from it by the caller)
+    drift_weight: float = 10.0
+    margin: float = 0.05  # cosine margin of the target over every other label, in each draw
+    margin_weight: float = 1.0
+    check_every: int = 25  # steps between judgements of the iterate on fresh draws
+    seed: int = 0
+
+
+def detect_adaptive_objective(
+    reconstruct: Callable[[torch.Tensor, int, Sequence[int]], torch.Tensor],
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    text: torch.Tensor,
+    targets: torch.Tensor,
+    config: DetectAdaptiveConfig,
+) -> Objective:
+    """The loss above for images whose target labels are `targets` (indices into `text`, L x D)."""
+    target_text = text[targets]
+    others = F.one_hot(targets, text.shape[0]).bool()
+
+    def objective(x: torch.Tensor, step: int) -> torch.Tensor:
+        batch = x.shape[0]
+        original = embed(x)
+        seeds = [config.seed + 1_000_003 * step + i for i in range(batch)]
+        recon = embed(reconstruct(x, config.eot, seeds).flatten(0, 1)).unflatten(0, (batch, config.eot))
+        purified = F.normalize(recon.mean(1), dim=-1)
+        drift = 1.0 - (original * purified).sum(-1)
+        sims = recon @ text.T  # B x k x L
+        target_sim = (recon * target_text[:, None]).sum(-1)
+        best_other = sims.masked_fill(others[:, None], -2.0).max(-1).values
+        return (
+            (1.0 - (original * target_text).sum(-1))
+            + (1.0 - target_sim).mean(1)
+            + config.drift_weight * F.relu(drift - config.drift_limit)
+            + config.margin_weight * F.relu(best_other - target_sim + config.margin).mean(1)
+        )
+
+    return objective
+
+
+def detect_adaptive_attack(
+    images: torch.Tensor,
+    objective: Objective,
+    judge: Callable[[torch.Tensor], torch.Tensor],
+    config: DetectAdaptiveConfig,
+) -> torch.Tensor:
+    """Signed-gradient descent on `objective` from each start; returns, per image, the iterate that
+    `judge` (higher is better for the attacker, on fresh defense draws) scored best."""
+    original = images.detach()
+    best, best_score = original.clone(), torch.full((len(original),), -torch.inf)
+    generator = torch.Generator().manual_seed(config.seed)
+    for restart in range(config.restarts):
+        x = original.clone()
+        if restart:
+            x = (x + torch.empty(x.shape).uniform_(-config.eps, config.eps, generator=generator).to(x)).clamp(0, 1)
+        for step in range(config.steps):
+            x.requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(x, restart * config.steps + step).sum(), x)
+            with torch.no_grad():
+                x = x - config.step_size * grad.sign()
+                x = (original + (x - original).clamp(-config.eps, config.eps)).clamp(0, 1)
+            if (step + 1) % config.check_every == 0 or step + 1 == config.steps:
+                score = judge(x).float().cpu()
+                better = score > best_score
+                best[better], best_score[better] = x[better], score[better]
+    return best
