@@ -1,0 +1,110 @@
+"""The robustness frontier: how much randomness the reconstruction needs before a defense-aware
+attacker stops getting through, and what that randomness costs on clean data.
+
+Each point is one reconstructor setting (VAE latent noise, AE noise, DM strength, N). At each point
+the verdict thresholds are recalibrated on held-out clean images (the same target false-positive
+rate everywhere), then the defense is scored on clean evaluation images, on the published illusion
+and on the detect-adaptive illusion built against that very point: clean Top-1, clean flagged share,
+and the share of attacked samples whose downstream label is the target under each policy, with 95%
+Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .attacks.adaptive import DetectAdaptiveConfig
+from .defense import ConsensusConfig, ConsensusPurifier
+from .defense.calibration import calibrate
+from .evaluation import POLICIES, detect_adaptive_inputs, evaluate_defense, reconstruction_defense
+
+PARAMETERS = {"vae": "latent_noise", "ae": "noise_scale", "dm": "strength"}
+
+
+@dataclass(frozen=True)
+class Point:
+    kind: str  # vae | ae | dm
+    value: float  # of PARAMETERS[kind]
+    n: int = 10
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {PARAMETERS[self.kind]}={self.value:g} N={self.n}"
+
+
+@dataclass
+class PointResult:
+    point: Point
+    thresholds: dict[str, float | None]
+    calibration_fpr: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if total == 0:
+        return (0.0, 1.0)
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def run_point(
+    point: Point,
+    preset,
+    encoder,
+    bank,
+    *,
+    calibration_images: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    illusions: torch.Tensor,
+    attack: DetectAdaptiveConfig,
+    attack_images: int,
+    target_fpr: float,
+    seed: int = 0,
+    batch_size: int = 100,
+    dm_attack_steps: int = 2,
+) -> PointResult:
+    start = time.perf_counter()
+    options = {PARAMETERS[point.kind]: point.value}
+    reconstructor = preset.load_reconstructor(point.kind, **options)
+    # Thresholds for this point, from clean images only (all N draws, as the evaluation votes).
+    purifier = ConsensusPurifier(reconstructor, encoder, bank, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17))
+    clean_results = [r for i in range(0, len(calibration_images), batch_size) for r in purifier.purify(calibration_images[i : i + batch_size])]
+    calibration = calibrate(clean_results, target_fpr)
+    surrogate = preset.load_reconstructor("dm", **options, denoise_steps=dm_attack_steps) if point.kind == "dm" else None
+    defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
+                                     attack_reconstructor=surrogate, verdict=calibration.policy)
+    text = bank.embeddings(encoder)
+    adaptive = detect_adaptive_inputs(defense, text, images[:attack_images], targets[:attack_images], attack, batch_size)
+    rows = evaluate_defense(defense, text, {"clean": images, "illusion": illusions, "detect-adaptive": adaptive}, labels, targets, batch_size)
+    metrics: dict[str, Any] = {}
+    for row in rows:
+        count = len(images) if row.input != "detect-adaptive" else len(adaptive)
+        entry = {"images": count, "top1": row.top1, "flagged": row.verdict_illusion, "uncertain": row.verdict_uncertain}
+        for policy in POLICIES:
+            share = getattr(row, f"target_{policy}")
+            entry[f"target_{policy}"] = share
+            entry[f"target_{policy}_ci"] = wilson(round(share * count), count)
+        metrics[row.input] = entry
+    policy = calibration.policy
+    return PointResult(point, {"min_agreement": policy.min_agreement, "max_drift": policy.max_drift, "flip_min_drift": policy.flip_min_drift},
+                       calibration.false_positive_rate, metrics, time.perf_counter() - start)
+
+
+def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.10, max_flagged: float = 0.05, max_top1_loss: float = 0.05) -> bool:
+    """The issue's bar at demo scale: under the strongest attack at most 10% downstream target
+    success (under the policy that does best), at most 5% of clean samples flagged, at most 5
+    points of clean Top-1 lost against the undefended model."""
+    clean, attacked = result.metrics["clean"], result.metrics["detect-adaptive"]
+    best = min(attacked[f"target_{p}"] for p in ("purify", "drop"))
+    return best <= max_target and clean["flagged"] <= max_flagged and clean_top1 - clean["top1"] <= max_top1_loss

@@ -1,0 +1,31 @@
+import torch
+
+from pipeline.attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
+from pipeline.defense import LabelBank
+from pipeline.models.reconstructors import VAEReconstructor
+from tests.conftest import tiny_clip_encoder, tiny_vae
+
+
+def test_the_attack_stays_in_budget_and_keeps_the_best_judged_iterate(bpe_path):
+    encoder, vae = tiny_clip_encoder(bpe_path), VAEReconstructor(tiny_vae())
+    text = LabelBank(["cat", "dog", "hello"]).embeddings(encoder)
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([1, 2, 0])
+    config = DetectAdaptiveConfig(eps=8 / 255, step_size=2 / 255, steps=6, eot=2, restarts=2, check_every=3)
+    objective = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, config)
+    with torch.no_grad():
+        before = objective(images, 0)
+    judged = []
+
+    def judge(x):  # prefers the second check of the first start for image 0, the last check for the others
+        judged.append(x.clone())
+        score = torch.full((3,), float(len(judged)))
+        score[0] = 10.0 if len(judged) == 2 else 0.0
+        return score
+
+    adversarial = detect_adaptive_attack(images, objective, judge, config)
+    assert len(judged) == 4  # every 3 steps, 2 starts
+    assert (adversarial - images).abs().max() <= config.eps + 1e-6 and adversarial.min() >= 0 and adversarial.max() <= 1
+    assert torch.equal(adversarial[0], judged[1][0]) and torch.equal(adversarial[1:], judged[3][1:])
+    with torch.no_grad():
+        assert objective(judged[1], 0).mean() < before.mean()  # descending the attacker's loss
