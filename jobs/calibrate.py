@@ -22,6 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--data", default=DEBIAN_DIR,
                         help="Fashion-MNIST directory (demo preset): uses test images outside the bundled sample")
     parser.add_argument("--limit", type=int, default=1000, help="clean samples to use")
+    parser.add_argument("--offset", type=int, default=0, help="demo: skip the first K held-out test images (e.g. to check on images calibration did not see)")
+    parser.add_argument("--encodings", default="png,jpeg",
+                        help="demo: store each clean image as these (png: as is; jpeg: random size 32-256 px, aspect 3:4-4:3, quality 70-95); "
+                             "--input shards are grouped by their image format. Thresholds hold for every group.")
+    parser.add_argument("--check", action="store_true",
+                        help="report the false-positive rate of the preset's thresholds (or --config's) per group; choose none")
+    parser.add_argument("--config", metavar="FILE", help="with --check: thresholds from this JSON (as written by --json)")
+    parser.add_argument("--unlabelled", action="store_true",
+                        help="with --input: thresholds from the corpus itself, for audits without a clean reference (see --spread)")
+    parser.add_argument("--spread", type=float, default=3.0,
+                        help="--unlabelled: the drift threshold sits this many robust standard deviations of log-drift above the median")
     parser.add_argument("--target-fpr", type=float, default=0.05)
     parser.add_argument("--method", choices=METHODS, default="drift",
                         help="drift: flag embeddings that move under purification (default); votes: flag any label flip")
@@ -35,64 +46,116 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write {min_agreement, max_drift, n, ...} here")
 
 
-def clean_images(args) -> tuple[torch.Tensor, list[str]]:
+def clean_images(args) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
+    """Clean images at the working size, grouped by how they were stored: {group: (images, keys)}."""
+    from pipeline.presets import get_preset
+
+    work_size = get_preset(args.preset).work_size  # the geometry `sanitize` will examine them at
     if args.input:
         from pipeline.io.shards import Sample, read_samples
         from pipeline.io.storage import Storage
-        from pipeline.presets import get_preset
         from pipeline.sanitize.records import as_images, to_records
 
-        storage, images, keys = Storage(args.s3_endpoint), [], []
-        work_size = get_preset(args.preset).work_size  # the geometry `sanitize` will examine them at
+        storage, groups, total = Storage(args.s3_endpoint), {}, 0
         for uri in storage.expand(args.input):
             for item in read_samples(storage.read_bytes(uri)):
-                if isinstance(item, Sample):
-                    for record in to_records(item, work_size):
-                        if record.pixels is not None:
-                            images.append(as_images([record.pixels])[0])
-                            keys.append(record.key)
-                if len(images) >= args.limit:
-                    return images, keys
-        return images, keys
+                if not isinstance(item, Sample):
+                    continue
+                for record in to_records(item, work_size):
+                    if record.pixels is not None and total < args.limit:
+                        images, keys = groups.setdefault(_format_group(record.member), ([], []))
+                        images.append(as_images([record.pixels])[0])
+                        keys.append(record.key)
+                        total += 1
+        return groups
+    import random
+
+    from pipeline.data.encodings import as_stored, at_working_size
     from pipeline.data.fashion_mnist import held_out_test_indices, load_split
 
     if args.preset != "demo":
         raise ValueError("pass --input with clean shards for presets other than demo")
-    # Clean images from the distribution the demo corpus comes from, none of them in that corpus.
-    indices = held_out_test_indices()[: args.limit]
+    # Clean images from the distribution the demo corpus comes from, none of them in that corpus,
+    # each stored in every encoding asked for (a seeded random size and quality for JPEG).
+    indices = held_out_test_indices()[args.offset : args.offset + args.limit]
     x, _ = load_split("t10k", args.data).tensors(indices)
-    return list(x), [f"t10k-{i:05d}" for i in indices]
+    rng = random.Random(args.seed)
+    keys = [f"t10k-{i:05d}" for i in indices]
+    return {encoding: ([at_working_size(as_stored(image, encoding, rng), work_size) for image in x], keys)
+            for encoding in args.encodings.split(",")}
+
+
+def _format_group(member: str | None) -> str:
+    ext = (member or "").lower().rsplit(".", 1)[-1]
+    return {"jpg": "jpeg", "jpe": "jpeg", "jfif": "jpeg"}.get(ext, ext)
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.batching import map_batched
     from pipeline.defense import ConsensusConfig, ConsensusPurifier
-    from pipeline.defense.calibration import calibrate
+    from pipeline.defense.calibration import Calibration, calibrate_groups, rates, unlabelled_policy
     from pipeline.models.noise import seed_for_key
     from pipeline.presets import get_preset
 
+    if args.unlabelled and not args.input:
+        raise ValueError("--unlabelled sets thresholds from a corpus: pass it with --input")
     preset = get_preset(args.preset)
     consensus = ConsensusConfig(n=args.n, early_exit=args.early_exit, alpha=args.alpha, seed=args.seed)
     purifier = ConsensusPurifier(preset.load_reconstructor(), preset.load_encoder(), preset.label_bank(), consensus)
-    images, keys = clean_images(args)
-    if not images:
+    groups = {name: images for name, images in clean_images(args).items() if images[0]}
+    if not groups:
         raise ValueError("no decodable clean images found")
-    results = map_batched(
-        list(range(len(images))), args.batch_size,
-        lambda part: purifier.purify(torch.stack([images[i] for i in part]), seeds=[seed_for_key(args.seed, keys[i]) for i in part]),
-        key=lambda i: tuple(images[i].shape),
-    )
-    result = calibrate(results, args.target_fpr, args.method, args.min_agreement)
-    policy = result.policy
+    results = {
+        name: map_batched(
+            list(range(len(images))), args.batch_size,
+            lambda part, images=images, keys=keys: purifier.purify(torch.stack([images[i] for i in part]),
+                                                                   seeds=[seed_for_key(args.seed, keys[i]) for i in part]),
+            key=lambda i, images=images: tuple(images[i].shape),
+        )
+        for name, (images, keys) in groups.items()
+    }
+    if args.check:
+        return report_check(args, preset, results)
+    if args.unlabelled:
+        policy = unlabelled_policy([r for rs in results.values() for r in rs], args.spread, args.min_agreement)
+        per_group = {name: Calibration(policy, *rates(rs, policy), len(rs)) for name, rs in results.items()}
+        method = f"unlabelled: median + {args.spread} robust sd of log-drift (assumes under half the corpus is attacked)"
+    else:
+        policy, per_group = calibrate_groups(results, args.target_fpr, args.method, args.min_agreement)
+        method = args.method
     config = {
         "preset": args.preset, "n": args.n, "early_exit": args.early_exit, "alpha": args.alpha,
         "min_agreement": policy.min_agreement, "max_drift": policy.max_drift, "flip_min_drift": policy.flip_min_drift,
-        "calibration": {"method": args.method, "samples": result.samples, "target_fpr": args.target_fpr,
-                        "false_positive_rate": result.false_positive_rate, "uncertain_rate": result.uncertain_rate,
-                        "source": args.input or f"fashion-mnist t10k outside the bundled sample, first {result.samples}"},
+        "calibration": {"method": method, "target_fpr": None if args.unlabelled else args.target_fpr,
+                        "groups": {name: {"samples": c.samples, "flagged": c.false_positive_rate, "uncertain": c.uncertain_rate}
+                                   for name, c in per_group.items()},
+                        "source": args.input or f"fashion-mnist t10k outside the bundled sample, {args.limit} from {args.offset}, "
+                                                f"stored as {args.encodings}"},
     }
     print(json.dumps(config, indent=2))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(config, handle, indent=2)
+    return 0
+
+
+def report_check(args: argparse.Namespace, preset, results: dict) -> int:
+    """The false-positive rate of existing thresholds on each group of clean images."""
+    from pipeline.defense import VerdictPolicy
+    from pipeline.defense.calibration import rates
+
+    policy = preset.verdict
+    if args.config:
+        with open(args.config) as handle:
+            saved = json.load(handle)
+        policy = VerdictPolicy(**{k: saved[k] for k in ("min_agreement", "max_drift", "flip_min_drift")})
+    report = {"thresholds": {"min_agreement": policy.min_agreement, "max_drift": policy.max_drift, "flip_min_drift": policy.flip_min_drift},
+              "groups": {}}
+    for name, rs in results.items():
+        flagged, uncertain = rates(rs, policy)
+        report["groups"][name] = {"samples": len(rs), "flagged": flagged, "uncertain": uncertain}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
     return 0

@@ -32,6 +32,12 @@ class Calibration:
     samples: int
 
 
+def rates(results: Sequence[SampleResult], policy: VerdictPolicy) -> tuple[float, float]:
+    """(flagged share, uncertain share) of `results` under `policy`: on clean data, the first is the
+    false-positive rate."""
+    return _rates(results, policy)
+
+
 def _rates(results: Sequence[SampleResult], policy: VerdictPolicy) -> tuple[float, float]:
     verdicts = [policy.decide(r.label_original, r.label_consensus, r.agreement, r.drift) for r in results]
     return verdicts.count(ILLUSION) / len(verdicts), verdicts.count(UNCERTAIN) / len(verdicts)
@@ -68,3 +74,36 @@ def calibrate(
     policy = _drift_policy(results, target_fpr, min_agreement) if method == "drift" else _votes_policy(results, target_fpr)
     fpr, uncertain = _rates(results, policy)
     return Calibration(policy, fpr, uncertain, len(results))
+
+
+def calibrate_groups(
+    groups: dict[str, Sequence[SampleResult]], target_fpr: float = 0.05, method: str = "drift", min_agreement: float = 0.5
+) -> tuple[VerdictPolicy, dict[str, Calibration]]:
+    """One policy whose false-positive rate meets the target on every group (e.g. clean PNGs and
+    clean JPEGs of other sizes): each group's own thresholds, then the most permissive of them.
+    Returns the policy and each group's rates under it."""
+    policies = [calibrate(results, target_fpr, method, min_agreement).policy for results in groups.values()]
+    if method == "drift":
+        threshold = max(p.max_drift for p in policies)
+        policy = VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold)
+    else:
+        policy = VerdictPolicy(min_agreement=max(p.min_agreement for p in policies))
+    return policy, {name: Calibration(policy, *_rates(results, policy), len(results)) for name, results in groups.items()}
+
+
+def unlabelled_policy(results: Sequence[SampleResult], spread: float = 3.0, min_agreement: float = 0.5) -> VerdictPolicy:
+    """Thresholds from a corpus nobody vouches for, under a stated assumption: fewer than half of its
+    samples are attacked, so the median and the median absolute deviation (MAD) of log-drift describe
+    clean samples, and a clean drift rarely lies more than `spread` robust standard deviations
+    (1.4826 MAD) above the median. The threshold sits there; illusions, which move their embedding
+    far, lie well above it."""
+    import math
+    import statistics
+
+    if not results:
+        raise ValueError("calibration needs at least one sample")
+    logs = [math.log(max(r.drift, 1e-6)) for r in results]
+    centre = statistics.median(logs)
+    mad = statistics.median(abs(v - centre) for v in logs)
+    threshold = min(2.0, math.exp(centre + spread * 1.4826 * mad))
+    return VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold)

@@ -1,9 +1,25 @@
 import argparse
 import json
+import random
+
+import torch
 
 from jobs.cli import main
 from jobs.sanitize import add_arguments, build_config
+from pipeline.data.encodings import as_stored, at_working_size
+from pipeline.data.fashion_mnist import load_sample
+from pipeline.io.shards import Sample, write_samples
+from pipeline.io.storage import Storage
 from tests.jobs.test_attack import make_shard
+
+
+def mixed_shard(path, count=24):
+    """Clean bundled images, half stored as PNG, half as JPEG of another size and quality."""
+    images, _ = load_sample().tensors(slice(100, 100 + count))
+    rng = random.Random(0)
+    samples = [Sample(f"m{i:03d}", {("jpg" if i % 2 else "png"): as_stored(image, "jpeg" if i % 2 else "png", rng)})
+               for i, image in enumerate(images)]
+    Storage().write_bytes(str(path), write_samples(samples))
 
 
 def test_calibrate_writes_a_config_that_sanitize_reads(tmp_path, capsys):
@@ -12,8 +28,8 @@ def test_calibrate_writes_a_config_that_sanitize_reads(tmp_path, capsys):
     code = main(["calibrate", "--input", str(tmp_path / "clean"), "--limit", "20", "--n", "3", "--target-fpr", "0.1", "--json", str(out)])
     assert code == 0
     config = json.loads(out.read_text())
-    assert config["calibration"]["samples"] == 20 and config["calibration"]["method"] == "drift"
-    assert config["calibration"]["false_positive_rate"] <= 0.1
+    assert config["calibration"]["groups"]["png"]["samples"] == 20 and config["calibration"]["method"] == "drift"
+    assert config["calibration"]["groups"]["png"]["flagged"] <= 0.1
     assert config["max_drift"] == config["flip_min_drift"] > 0
 
     parser = argparse.ArgumentParser()
@@ -21,3 +37,31 @@ def test_calibrate_writes_a_config_that_sanitize_reads(tmp_path, capsys):
     args = parser.parse_args(["--input", "x", "--output", "y", "--config", str(out), "--min-agreement", "0.7"])
     policy = build_config(args, "purify").verdict_policy()
     assert policy.max_drift == config["max_drift"] and policy.min_agreement == 0.7  # flags override the file
+
+
+def test_thresholds_hold_on_every_encoding_and_check_reports_them(tmp_path):
+    mixed_shard(tmp_path / "clean" / "shard-000000.tar")
+    out, check = tmp_path / "thresholds.json", tmp_path / "check.json"
+    assert main(["calibrate", "--input", str(tmp_path / "clean"), "--n", "3", "--target-fpr", "0.1", "--json", str(out)]) == 0
+    groups = json.loads(out.read_text())["calibration"]["groups"]
+    assert set(groups) == {"png", "jpeg"} and all(g["samples"] == 12 and g["flagged"] <= 0.1 for g in groups.values())
+    assert main(["calibrate", "--check", "--config", str(out), "--input", str(tmp_path / "clean"), "--n", "3", "--json", str(check)]) == 0
+    report = json.loads(check.read_text())
+    assert {name: g["flagged"] for name, g in report["groups"].items()} == {name: g["flagged"] for name, g in groups.items()}
+
+
+def test_unlabelled_thresholds_come_from_the_corpus(tmp_path):
+    mixed_shard(tmp_path / "corpus" / "shard-000000.tar")
+    out = tmp_path / "thresholds.json"
+    assert main(["calibrate", "--unlabelled", "--input", str(tmp_path / "corpus"), "--n", "3", "--json", str(out)]) == 0
+    config = json.loads(out.read_text())
+    assert "unlabelled" in config["calibration"]["method"] and 0 < config["max_drift"] < 2
+    assert main(["calibrate", "--unlabelled", "--n", "3"]) == 2  # needs a corpus
+
+
+def test_stored_encodings_go_through_the_sanitize_decoder():
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    rng = random.Random(1)
+    assert torch.allclose(at_working_size(as_stored(image, "png", rng), 32), image, atol=1 / 255)
+    jpeg = as_stored(image, "jpeg", rng)
+    assert jpeg[:2] == b"\xff\xd8" and at_working_size(jpeg, 32).shape == (3, 32, 32)
