@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eot", type=int, default=16)
     parser.add_argument("--restarts", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sanity", action="store_true",
+                        help="also check the attack at the first point: success as eps, steps and EOT draws grow")
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--markdown", metavar="FILE")
     parser.add_argument("--plot", metavar="PNG")
@@ -84,12 +86,26 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         log.info("%s: %.0f s", point.label, result.seconds)
         print(summary_line(result, undefended_top1), flush=True)
+    sanity = []
+    if args.sanity:
+        from pipeline.defense import VerdictPolicy
+        from pipeline.frontier import attack_sanity
+
+        first = results[0]
+        count = min(args.attack_limit, args.limit)
+        sanity = attack_sanity(first.point, preset, encoder, bank, images=images[:count], targets=targets[:count], attack=attack,
+                               policy=VerdictPolicy(**first.thresholds), eps_values=[4 / 255, 16 / 255, 64 / 255],
+                               step_values=[args.detect_steps // 4, args.detect_steps, 2 * args.detect_steps],
+                               eot_values=[max(1, args.eot // 4), args.eot, 2 * args.eot], seed=args.seed)
+        for entry in sanity:
+            print(f"sanity {entry['knob']}={entry['value']:.4g}: purify {entry['target_purify']:.3f} drop {entry['target_drop']:.3f}", flush=True)
     report = {
         "config": {**{k: v for k, v in vars(args).items() if k != "run"}, "eps": eps, "undefended_top1": undefended_top1,
                    "seconds": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads()},
         "points": [{"kind": r.point.kind, "parameter": PARAMETERS[r.point.kind],
                     "value": r.point.value, "n": r.point.n, "thresholds": r.thresholds, "calibration_fpr": r.calibration_fpr,
                     "metrics": r.metrics, "meets_target": meets_target(r, undefended_top1), "seconds": round(r.seconds, 1)} for r in results],
+        "sanity": sanity,
     }
     if args.json:
         with open(args.json, "w") as handle:
@@ -124,6 +140,11 @@ def markdown(report: dict) -> str:
         lines.append(f"| {p['kind']} {p['parameter']}={p['value']:g}, N={p['n']} | {p['thresholds']['max_drift']:.3f} | {pct(m['clean']['top1'])} "
                      f"| {pct(m['clean']['flagged'])} | {pct(m['illusion']['flagged'])} | {pct(attacked['flagged'])} "
                      f"| {share(attacked, 'purify')} | {share(attacked, 'drop')} | {share(attacked, 'keep')} | {'yes' if p['meets_target'] else 'no'} |")
+    if report.get("sanity"):
+        lines += ["", "| attack budget (first point) | value | target via purify | via drop | flagged |", "|---|---|---|---|---|"]
+        for entry in report["sanity"]:
+            value = f"{255 * entry['value']:.0f}/255" if entry["knob"] == "eps" else f"{entry['value']:g}"
+            lines.append(f"| {entry['knob']} | {value} | {pct(entry['target_purify'])} | {pct(entry['target_drop'])} | {pct(entry['flagged'])} |")
     return "\n".join(lines) + "\n"
 
 

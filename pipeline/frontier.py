@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -108,3 +108,27 @@ def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.1
     clean, attacked = result.metrics["clean"], result.metrics["detect-adaptive"]
     best = min(attacked[f"target_{p}"] for p in ("purify", "drop"))
     return best <= max_target and clean["flagged"] <= max_flagged and clean_top1 - clean["top1"] <= max_top1_loss
+
+
+def attack_sanity(
+    point: Point, preset, encoder, bank, *, images: torch.Tensor, targets: torch.Tensor, attack: DetectAdaptiveConfig,
+    policy, eps_values, step_values, eot_values, seed: int = 0, batch_size: int = 100,
+) -> list[dict[str, Any]]:
+    """Checks that the attack, not its budget, sets the frontier: downstream target success (purify)
+    of the detect-adaptive attack as the budget epsilon grows (it should approach 100%), and as its
+    steps and EOT draws grow (it should level off)."""
+    reconstructor = preset.load_reconstructor(point.kind, **{PARAMETERS[point.kind]: point.value})
+    defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
+                                     verdict=policy)
+    text = bank.embeddings(encoder)
+    labels = torch.zeros_like(targets)  # unused by the downstream shares
+    grid = ([("eps", e, replace(attack, eps=e, step_size=max(attack.step_size, e / 20))) for e in eps_values]
+            + [("steps", s, replace(attack, steps=s)) for s in step_values]
+            + [("eot", k, replace(attack, eot=k)) for k in eot_values])
+    out = []
+    for knob, value, config in grid:
+        adversarial = detect_adaptive_inputs(defense, text, images, targets, config, batch_size)
+        (row,) = evaluate_defense(defense, text, {"detect-adaptive": adversarial}, labels, targets, batch_size)
+        out.append({"knob": knob, "value": value, "target_purify": row.target_purify, "target_drop": row.target_drop,
+                    "flagged": row.verdict_illusion, "images": len(images)})
+    return out

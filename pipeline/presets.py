@@ -76,9 +76,11 @@ PRESETS = {
             "dm": {"strength": 0.15, "denoise_steps": 10},
         },
         # `disillusion calibrate --preset demo --limit 1000 --target-fpr 0.03` (sequential early exit,
-        # alpha 0.02): 1,000 clean test images outside the bundled sample; 3.0% flagged, 5.2% uncertain.
-        # The 3% target leaves room under the 5% false-positive budget for sampling noise on a new corpus.
-        verdict=VerdictPolicy(min_agreement=0.5, max_drift=0.109, flip_min_drift=0.109),
+        # alpha 0.02): 1,000 clean test images outside the bundled sample, each stored as PNG and as a
+        # JPEG of another size and quality; the threshold meets 3% on both (PNG 0.8%, JPEG 3.0%). On the
+        # next 1,000 (`--check --offset 1000`): PNG 0.5%, JPEG 3.1% flagged. The 3% target leaves room
+        # under the 5% false-positive budget for sampling noise on a new corpus.
+        verdict=VerdictPolicy(min_agreement=0.5, max_drift=0.180, flip_min_drift=0.180),
     ),
     "imagebind": Preset(
         name="imagebind",

@@ -16,7 +16,7 @@ def test_wilson_interval():
 def test_frontier_recalibrates_each_point_and_reports_what_reaches_downstream(tmp_path):
     out, md, png = tmp_path / "f.json", tmp_path / "f.md", tmp_path / "f.png"
     code = main(["frontier", "--vae", "0,1.5", "--ae", "", "--dm", "", "--n", "3", "--limit", "8", "--attack-limit", "4",
-                 "--calibrate-on", "sample", "--calibration-limit", "20", "--steps", "3", "--detect-steps", "2", "--eot", "2",
+                 "--calibrate-on", "sample", "--calibration-limit", "20", "--steps", "3", "--detect-steps", "4", "--eot", "2", "--sanity",
                  "--json", str(out), "--markdown", str(md), "--plot", str(png)])
     assert code == 0
     report = json.loads(out.read_text())
@@ -31,3 +31,6 @@ def test_frontier_recalibrates_each_point_and_reports_what_reaches_downstream(tm
     assert report["points"][0]["thresholds"] != report["points"][1]["thresholds"]  # recalibrated per point
     assert md.read_text().count("| vae latent_noise=") == 2
     assert Image.open(png).size[0] > 0
+    assert [(e["knob"], e["value"]) for e in report["sanity"]] == [
+        ("eps", 4 / 255), ("eps", 16 / 255), ("eps", 64 / 255), ("steps", 1), ("steps", 4), ("steps", 8), ("eot", 1), ("eot", 2), ("eot", 4)]
+    assert "| eps | 64/255 |" in md.read_text()
