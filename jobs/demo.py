@@ -101,6 +101,8 @@ def score_detection(rows: list[dict], truth: dict[str, dict]) -> dict:
         # what `purify` hands downstream: the original unless flagged; a flagged sample's purified image
         # (whose label is the consensus, checked on re-embedding) or nothing when that check failed
         "asr_downstream": rate(sum(downstream_label(r) == truth[r["key"]]["target"] for r in illusions), len(illusions)),
+        # flagged samples whose purified image failed its re-embedding check: quarantined, not replaced
+        "replacement_rejected_rate": rate(sum(flagged(r) and not r["replacement_accepted"] for r in rows), sum(map(flagged, rows))),
         "accuracy_after_on_illusions": rate(sum(r["label_consensus"] == truth[r["key"]]["label"] for r in illusions), len(illusions)),
         "accuracy_after_on_clean": rate(sum(r["label_consensus"] == truth[r["key"]]["label"] for r in clean), len(clean)),
     }
@@ -123,5 +125,6 @@ def print_report(report: dict) -> None:
     print(f"uncertain (kept, annotated):     {pct(report['uncertain_rate'])} of all samples")
     print(f"attack success before -> after:  {pct(report['asr_before'])} -> {pct(report['asr_after'])} "
           f"(consensus label; reaching downstream under purify: {pct(report['asr_downstream'])})")
+    print(f"purified images rejected:        {pct(report['replacement_rejected_rate'])} of flagged samples (quarantined instead)")
     print(f"accuracy after purification:     {pct(report['accuracy_after_on_clean'])} clean, {pct(report['accuracy_after_on_illusions'])} on illusions")
     print(f"throughput: {report['samples_per_second'] or 0:.1f} samples/s")
