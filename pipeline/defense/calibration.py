@@ -35,10 +35,6 @@ class Calibration:
 def rates(results: Sequence[SampleResult], policy: VerdictPolicy) -> tuple[float, float]:
     """(flagged share, uncertain share) of `results` under `policy`: on clean data, the first is the
     false-positive rate."""
-    return _rates(results, policy)
-
-
-def _rates(results: Sequence[SampleResult], policy: VerdictPolicy) -> tuple[float, float]:
     verdicts = [policy.decide(r.label_original, r.label_consensus, r.agreement, r.drift) for r in results]
     return verdicts.count(ILLUSION) / len(verdicts), verdicts.count(UNCERTAIN) / len(verdicts)
 
@@ -57,7 +53,7 @@ def _votes_policy(results: Sequence[SampleResult], target_fpr: float) -> Verdict
     # Verdicts only change at observed agreement values; try them in ascending order.
     for threshold in sorted({0.0, *(r.agreement for r in results)}):
         policy = VerdictPolicy(min_agreement=threshold)
-        if _rates(results, policy)[0] <= target_fpr:
+        if rates(results, policy)[0] <= target_fpr:
             return policy
     return VerdictPolicy(min_agreement=1.0)
 
@@ -72,7 +68,7 @@ def calibrate(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
     policy = _drift_policy(results, target_fpr, min_agreement) if method == "drift" else _votes_policy(results, target_fpr)
-    fpr, uncertain = _rates(results, policy)
+    fpr, uncertain = rates(results, policy)
     return Calibration(policy, fpr, uncertain, len(results))
 
 
@@ -88,7 +84,7 @@ def calibrate_groups(
         policy = VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold)
     else:
         policy = VerdictPolicy(min_agreement=max(p.min_agreement for p in policies))
-    return policy, {name: Calibration(policy, *_rates(results, policy), len(results)) for name, results in groups.items()}
+    return policy, {name: Calibration(policy, *rates(results, policy), len(results)) for name, results in groups.items()}
 
 
 def unlabelled_policy(results: Sequence[SampleResult], spread: float = 3.0, min_agreement: float = 0.5) -> VerdictPolicy:
