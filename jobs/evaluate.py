@@ -119,13 +119,18 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     report["config"]["seconds"] = round(time.perf_counter() - start, 1)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(markdown_report(report))
+    write_report(report, args.json, args.markdown, markdown_report)
     return 0
+
+
+def write_report(report: dict, json_path: str | None, markdown_path: str | None, markdown) -> None:
+    """The report as JSON and, rendered by `markdown`, as Markdown, where asked for."""
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump(report, handle, indent=2)
+    if markdown_path:
+        with open(markdown_path, "w") as handle:
+            handle.write(markdown(report))
 
 
 def markdown_report(report: dict) -> str:

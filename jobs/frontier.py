@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.frontier import PARAMETERS, meets_target, run_point
     from pipeline.presets import get_preset
 
-    from .evaluate import parse_fraction
+    from .evaluate import parse_fraction, write_report
 
     if args.preset != "demo":
         raise ValueError("the frontier runs on the demo preset's bundled sample")
@@ -107,12 +106,7 @@ def run(args: argparse.Namespace) -> int:
                     "metrics": r.metrics, "meets_target": meets_target(r, undefended_top1), "seconds": round(r.seconds, 1)} for r in results],
         "sanity": sanity,
     }
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(markdown(report))
+    write_report(report, args.json, args.markdown, markdown)
     if args.plot:
         plot(report, args.plot)
     return 0

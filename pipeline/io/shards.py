@@ -171,12 +171,17 @@ def _kind(member: tarfile.TarInfo) -> str:
     return f"member of tar type {member.type!r}"
 
 
-def read_samples(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Iterator[Sample | ShardProblem]:
-    """Samples in shard order, then the shard's problems."""
+def parse(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> tuple[bytes, list[Sample], list[ShardProblem]]:
+    """Shard bytes as read -> (the shard as an uncompressed tar, its samples, its problems)."""
     tar, problem = plain_tar(data, max_bytes)
     samples, problems = read_shard_bytes(tar)
+    return tar, samples, ([problem] if problem else []) + problems
+
+
+def read_samples(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Iterator[Sample | ShardProblem]:
+    """Samples in shard order, then the shard's problems."""
+    _, samples, problems = parse(data, max_bytes)
     yield from samples
-    yield from [problem] if problem else []
     yield from problems
 
 

@@ -90,7 +90,7 @@ class Storage:
     # --- specs --------------------------------------------------------------------------------
     def is_directory(self, spec: str) -> bool:
         """Whether SPEC names a directory or S3 prefix (rather than shards, a glob or a list file)."""
-        if _BRACE.search(spec) or any(ch in spec for ch in "*?[") or spec.endswith(SHARD_SUFFIXES):
+        if _is_pattern(spec) or spec.endswith(SHARD_SUFFIXES):
             return False
         return is_s3_uri(spec) or os.path.isdir(spec)
 
@@ -99,7 +99,7 @@ class Storage:
         glob, a brace range (shard-{000000..000099}.tar), or a local text file listing one URI per line.
         A spec that names no shard is an error (FileNotFoundError), never an empty run; a missing
         shard among others is reported with that shard's outputs."""
-        single = spec.endswith(SHARD_SUFFIXES) and not _BRACE.search(spec) and not any(ch in spec for ch in "*?[")
+        single = spec.endswith(SHARD_SUFFIXES) and not _is_pattern(spec)
         if single and not is_s3_uri(spec) and not os.path.isfile(spec):
             raise FileNotFoundError(f"no such shard: {spec}")
         shards = self._expand(spec)
@@ -114,7 +114,7 @@ class Storage:
             width = len(first)
             names = [spec[: match.start()] + str(i).zfill(width) + spec[match.end() :] for i in range(int(first), int(last) + 1)]
             return [uri for name in names for uri in self._expand(name)]
-        if any(ch in spec for ch in "*?["):
+        if _is_pattern(spec, braces=False):
             return self._glob(spec)
         if not is_s3_uri(spec) and os.path.isfile(spec) and not spec.endswith(SHARD_SUFFIXES):
             if _is_archive(spec):
@@ -162,6 +162,11 @@ def is_inside(path: str, directory: str) -> bool:
         path, directory = os.path.realpath(path), os.path.realpath(directory)
     path, directory = path.rstrip("/"), directory.rstrip("/")
     return path == directory or path.startswith(directory + "/")
+
+
+def _is_pattern(spec: str, braces: bool = True) -> bool:
+    """Whether SPEC is a glob (or, with `braces`, a brace range) rather than one path."""
+    return any(ch in spec for ch in "*?[") or (braces and _BRACE.search(spec) is not None)
 
 
 def _reason(error: Exception) -> str:

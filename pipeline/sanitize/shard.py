@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..io.images import DEFAULT_MAX_PIXELS, encode_png
-from ..io.shards import DEFAULT_MAX_SHARD_BYTES, Sample, plain_tar, read_shard_bytes
+from ..io.shards import DEFAULT_MAX_SHARD_BYTES, Sample, parse
 from ..io.storage import Storage, shard_name
 from .outputs import sanitised_samples, write_shard_outputs
 from .records import Record, to_records
@@ -36,9 +36,7 @@ class ShardInput:
 def parse_shard(uri: str, data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> ShardInput:
     """The samples of shard bytes already read; parsing the same bytes always gives the same samples.
     Compressed bytes are kept decompressed, so whoever parses `data` again does not decompress."""
-    tar, problem = plain_tar(data, max_bytes)
-    samples, problems = read_shard_bytes(tar)
-    problems = ([problem] if problem else []) + problems
+    tar, samples, problems = parse(data, max_bytes)
     return ShardInput(uri, shard_name(uri), tar, samples, [p.message for p in problems], any(p.incomplete for p in problems))
 
 
