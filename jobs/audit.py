@@ -11,8 +11,8 @@ HELP = "Audit WebDataset shards: a verdict per sample and a summary, without wri
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_corpus_arguments(parser)
+    add_corpus_arguments(parser, skip=("on_illusion", "on_error"))
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_job(args, None)
+    return run_job(args, audit=True)

@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from .options import add_consensus_settings
+
 NAME = "benchmark"
 HELP = "Measure samples/s and memory: stages, working geometry, the Ray pipeline, early exit, full-size models."
 SECTIONS = ("models", "geometry", "pipeline", "early-exit")
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reconstructors", help="models section: comma-separated kinds (default: all of the preset's)")
     parser.add_argument("--samples", type=int, default=256, help="models section: images per stage (from the bundled sample)")
     parser.add_argument("--image-size", type=int, help="models section: resize the images to this size (default: the preset's working size)")
-    parser.add_argument("--n", type=int, default=10)
+    add_consensus_settings(parser, ("n",))
     parser.add_argument("--batch-size", type=int, default=32, help="models and early-exit sections (the pipeline uses its own default, 16)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -190,7 +192,7 @@ def geometry_section(args: argparse.Namespace) -> dict:
     _ray()
     images = bench_images(args.geometry_samples, 32)
     corpora = {"fixed": [("png", encode_png(image)) for image in images], "varied": varied_encodings(images, seed=0)}
-    config = SanitizeConfig(preset=args.preset, n=args.n)
+    config = SanitizeConfig.resolve(preset=args.preset, n=args.n)
     out = {}
     with tempfile.TemporaryDirectory(prefix="disillusion-bench-") as root:
         for name, encodings in corpora.items():
@@ -217,7 +219,7 @@ def pipeline_section(args: argparse.Namespace) -> dict:
     from pipeline.sanitize.config import SanitizeConfig
 
     ray = _ray()
-    config = SanitizeConfig(preset=args.preset, n=args.n)
+    config = SanitizeConfig.resolve(preset=args.preset, n=args.n)
     small, large, fine = args.pipeline_samples, 10 * args.pipeline_samples, max(1, args.shard_size // 4)
     out: dict = {"threads": torch.get_num_threads(), "cluster": ray.cluster_resources()}
     runs = (("1x", small, args.shard_size), ("10x", large, args.shard_size), ("10x, small shards", large, fine))

@@ -9,7 +9,8 @@ import torch
 
 from pipeline.data.fashion_mnist import DEBIAN_DIR
 from pipeline.defense.calibration import METHODS
-from pipeline.defense.consensus import DEFAULT_ALPHA
+
+from .options import add_consensus_settings
 
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."
@@ -37,10 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default="drift",
                         help="drift: flag embeddings that move under purification (default); votes: flag any label flip")
     parser.add_argument("--min-agreement", type=float, default=0.5, help="drift method: vote share below which a sample is 'uncertain'")
-    parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--early-exit", choices=("off", "certain", "sequential"), default="sequential", help="as the run will use it")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="as the run will use it (sequential early exit)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_consensus_settings(parser)  # as the run will use them
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--s3-endpoint")
     parser.add_argument("--json", metavar="FILE", help="write {min_agreement, max_drift, n, ...} here")

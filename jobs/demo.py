@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from .options import add_consensus_settings
+
 NAME = "demo"
 HELP = "Run the whole pipeline offline on bundled models and data, and score detection against planted illusions."
 
@@ -24,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--illusion-fraction", type=float, default=0.3)
     parser.add_argument("--shard-size", type=int, default=50)
     parser.add_argument("--steps", type=int, default=100, help="attack steps (the paper uses a few hundred)")
-    parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    add_consensus_settings(parser, ("n", "seed"))
     parser.add_argument("--ray-address")
 
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         storage.write_bytes(os.path.join(corpus_dir, f"shard-{shard_index:06d}.tar"), write_samples(attacked))
     print(f"corpus: {args.samples} samples, {planted} illusions planted ({time.perf_counter() - start:.1f} s) -> {corpus_dir}")
 
-    config = SanitizeConfig(preset="demo", n=args.n, seed=args.seed, policy="purify")
+    config = SanitizeConfig.resolve(preset="demo", n=args.n, seed=args.seed, on_illusion="purify")
     sanitized = os.path.join(args.output, "sanitized")
     summary = run_corpus(config, corpus_dir, sanitized, overwrite=True, ray_address=args.ray_address)
     print_summary(summary)

@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from .options import add_consensus_settings
+
 NAME = "evaluate"
 HELP = "Evaluate defenses against clean, illusion and adaptive inputs (Top-1/Top-5, ASR, cosines, time)."
 log = logging.getLogger(__name__)
@@ -22,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write {'rows': [...], 'ablations': [...], 'config': {...}}")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown (for EVALUATION.md)")
     parser.add_argument("--defenses", default=",".join(ALL_DEFENSES), help="comma-separated subset of " + ",".join(ALL_DEFENSES))
-    parser.add_argument("--n", type=int, default=10, help="reconstructions per consensus defense")
+    add_consensus_settings(parser, ("n",))
     parser.add_argument("--eps", default="16/255", help="L-inf budget, e.g. 16/255 or 0.0627")
     parser.add_argument("--steps", type=int, default=300, help="I-FGSM steps of the illusion attack")
     parser.add_argument("--step-size", default="1/255")
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dm-attack-steps", type=int, default=2, help="denoising steps of the differentiable dm surrogate the adaptive attack uses")
     parser.add_argument("--ablations", action="store_true", help="also sweep N and the sampling scale for vae+consensus")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    add_consensus_settings(parser, ("seed",))
     parser.add_argument("--threads", type=int, default=None)
 
 

@@ -7,7 +7,51 @@ import argparse
 import torch
 
 from pipeline.defense import DEFAULT_TEMPLATE, ConsensusConfig, LabelBank, VerdictPolicy
-from pipeline.defense.consensus import DEFAULT_ALPHA
+from pipeline.sanitize.settings import Setting, by_name, settings_table
+
+CONSENSUS_SETTINGS = ("n", "early_exit", "alpha", "seed")
+VERDICT_SETTINGS = ("min_agreement", "max_drift", "flip_min_drift")
+
+
+def add_setting(parser, setting: Setting, *, with_default: bool = False) -> None:
+    """One flag of the settings table. Without a default the flag is None unless given, so that it
+    overrides a config file only when a user typed it."""
+    default = setting.default if with_default else None
+    shown = f" (default {setting.default})" if setting.default not in (None, False) and "default" not in setting.help else ""
+    kwargs = {"help": setting.help + shown, "default": default, "dest": setting.name}
+    if setting.type is bool:
+        parser.add_argument(f"--{setting.key}", action=argparse.BooleanOptionalAction, **kwargs)
+        return
+    if setting.choices:
+        kwargs["choices"] = [c for c in setting.choices if c is not None]
+    parser.add_argument(f"--{setting.key}", type=str if setting.type is tuple else setting.type, metavar=setting.metavar, **kwargs)
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """Every setting of a run as a flag (sanitize, audit, config show), grouped by section."""
+    groups: dict[tuple, argparse._ArgumentGroup] = {}
+    titles = {(): None, ("models",): "models", ("consensus",): "consensus", ("consensus", "verdict"):
+              "verdict thresholds (default: the preset's calibrated ones; see `disillusion calibrate`)",
+              ("runtime",): "runtime (defaults per device: see BENCHMARKS.md)", ("models", "reconstructor_options"):
+              "reconstructor options (for the kind in use; default: the preset's)"}
+    for setting in settings_table():
+        if setting.name in skip:
+            continue
+        title = titles[setting.path]
+        group = parser if title is None else groups.setdefault(setting.path, parser.add_argument_group(title))
+        add_setting(group, setting)
+
+
+def given_settings(args: argparse.Namespace) -> dict:
+    """The settings a user gave as flags."""
+    return {name: getattr(args, name) for name in by_name() if getattr(args, name, None) is not None}
+
+
+def add_consensus_settings(parser, names: tuple[str, ...] = CONSENSUS_SETTINGS) -> None:
+    """The consensus flags of the jobs that build a purifier themselves, with the library's defaults."""
+    table = by_name()
+    for name in names:
+        add_setting(parser, table[name], with_default=True)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,12 +59,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reconstructor", required=True, metavar="SPEC", help="e.g. vae:stabilityai/sd-vae-ft-mse or vae:/dir")
     group.add_argument("--encoder", required=True, metavar="SPEC", help="e.g. clip:openai/clip-vit-large-patch14, imagebind:/path/imagebind_huge.pth")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default)")
-    group.add_argument("--sample-scale", type=float, help="vae: scale on the posterior std (1 = sample, 0 = mode)")
-    group.add_argument("--latent-noise", type=float, help="vae: extra Gaussian latent noise")
-    group.add_argument("--noise-scale", type=float, help="ae: Gaussian latent noise scale")
-    group.add_argument("--strength", type=float, help="dm: diffusion depth t*/T")
-    group.add_argument("--resolution", type=int, help="working resolution of the reconstructor (default: the model's own)")
-    group.add_argument("--s3-endpoint", help="S3-compatible endpoint URL for s3:// model locations")
+    table = by_name()
+    for setting in settings_table():
+        if setting.path[-1:] == ("reconstructor_options",):
+            add_setting(group, setting)
+    add_setting(group, table["s3_endpoint"])
 
 
 def add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +72,7 @@ def add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--labels", metavar="FILE", help="label file, one label per line")
     labels.add_argument("--label", action="append", metavar="NAME", help="a label (repeat for several)")
     group.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"prompt template (default {DEFAULT_TEMPLATE!r})")
-    group.add_argument("--n", type=int, default=10, help="reconstructions per input (default 10)")
-    group.add_argument("--early-exit", choices=("off", "certain", "sequential"), default="sequential")
-    group.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"error bound of the sequential early exit (default {DEFAULT_ALPHA})")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--min-agreement", type=float, default=0.5, help="below this vote share the verdict is 'uncertain'")
-    group.add_argument("--max-drift", type=float, help="flag embeddings that move more than this even when labels agree")
-    group.add_argument("--flip-min-drift", type=float, default=0.0, help="a label flip with less drift is 'uncertain', not 'illusion'")
+    add_consensus_settings(group, CONSENSUS_SETTINGS + VERDICT_SETTINGS)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,10 +82,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def reconstructor_options(args: argparse.Namespace) -> dict:
+    """The options given for the reconstructor kind in use (the registry's table)."""
+    from pipeline.models.registry import COMMON_RECONSTRUCTOR_OPTIONS, RECONSTRUCTORS
+
     kind = args.reconstructor.partition(":")[0]
-    wanted = {"vae": ("sample_scale", "latent_noise"), "ae": ("noise_scale",), "dm": ("strength",)}.get(kind, ())
-    options = {name: getattr(args, name) for name in (*wanted, "resolution") if getattr(args, name) is not None}
-    return options
+    wanted = {**COMMON_RECONSTRUCTOR_OPTIONS, **(RECONSTRUCTORS[kind].options if kind in RECONSTRUCTORS else {})}
+    return {name: getattr(args, name) for name in wanted if getattr(args, name, None) is not None}
 
 
 def label_bank(args: argparse.Namespace) -> LabelBank:

@@ -171,7 +171,7 @@ def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
     start, samples = time.perf_counter(), 0
     purifier = config.build_purifier()
     for uri in shards:
-        samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, seed=config.seed, batch_size=batch_size)["samples"]
+        samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, seed=config.consensus.seed if hasattr(config, "consensus") else config.seed, batch_size=batch_size)["samples"]
     seconds = time.perf_counter() - start
     return {"samples": samples, "seconds": round(seconds, 2), "samples_per_second": round(samples / seconds, 3)}
 

@@ -38,12 +38,13 @@ class ConsensusConfig:
     autocast: run models under torch.autocast with this dtype (e.g. torch.bfloat16), or None.
     """
 
-    n: int = 10
-    early_exit: str = "certain"
-    alpha: float = DEFAULT_ALPHA
+    # `help` marks the settings a run exposes as flags and config keys (pipeline/sanitize/config.py).
+    n: int = field(default=10, metadata={"help": "reconstructions per sample"})
+    early_exit: str = field(default="sequential", metadata={"help": "stop drawing once the vote is settled", "choices": EARLY_EXIT_MODES})
+    alpha: float = field(default=DEFAULT_ALPHA, metadata={"help": "error bound of the sequential early exit"})
     round_size: int = 2
     top_k: int = 5
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "base seed of the latent noise (per sample: this and the sample's key)"})
     autocast: torch.dtype | None = None
     verdict: VerdictPolicy = field(default_factory=VerdictPolicy)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CLEAN, ILLUSION, UNCERTAIN = "clean", "illusion", "uncertain"
 
@@ -25,9 +25,9 @@ class VerdictPolicy:
     calibration; `disillusion calibrate` sets the drift thresholds from clean data.
     """
 
-    min_agreement: float = 0.5
-    max_drift: float | None = None
-    flip_min_drift: float = 0.0
+    min_agreement: float = field(default=0.5, metadata={"help": "below this vote share the verdict is 'uncertain'"})
+    max_drift: float | None = field(default=None, metadata={"help": "'illusion' when 1 - cos(original, purified) exceeds this"})
+    flip_min_drift: float = field(default=0.0, metadata={"help": "a label flip with less drift is 'uncertain', not 'illusion'"})
 
     def __post_init__(self):
         if not 0.0 <= self.min_agreement <= 1.0:

@@ -18,7 +18,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from ..io.shards import display
@@ -181,8 +181,7 @@ class RunRecord:
         snapshot = json.dumps({
             "status": status,
             "started_at": self.started_at,
-            "config": self.config.to_json(),  # holds an endpoint URL at most; credentials never enter the config
-            "verdict_policy": asdict(self.config.verdict_policy()),  # the thresholds in effect
+            "config": self.config.to_json(),  # the settings in effect (thresholds included): `--config run.json` repeats the run
             "work_size": self.config.working_size(),
             "resources": self.resources.__dict__ if self.resources else None,
             "versions": {"disillusion": __version__, "torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version()},

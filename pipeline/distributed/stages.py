@@ -83,7 +83,7 @@ class Purify:
 
         start = time.perf_counter()
         purified = purify_records(
-            self.purifier, row_records(row), shard_name(uri_of(row)), seed=self.config.seed, batch_size=self.batch_size,
+            self.purifier, row_records(row), shard_name(uri_of(row)), seed=self.config.consensus.seed, batch_size=self.batch_size,
             want_images=self.config.policy == "purify",
         )
         return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,6 @@ import torch
 from .encoders.bpe import BPE_FILENAME
 from .protocols import Encoder, Reconstructor
 
-RECONSTRUCTOR_KINDS = ("vae", "ae", "dm")
 ENCODER_KINDS = ("clip", "imagebind")
 IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 OPTIONS_FILENAME = "disillusion.json"
@@ -187,34 +187,65 @@ def load_reconstructor(
     ctx = _context(device, dtype, cache_dir, hf_cache_dir, allow_download, s3_endpoint)
     location, is_local = resolve_location(parsed, ctx)
     options = {**_options_file(location, is_local, parsed.subfolder), **options}
-    sub = parsed.subfolder
+    return RECONSTRUCTORS[parsed.kind].load(parsed, ctx, location, is_local, options)
 
-    if parsed.kind == "vae":
-        from diffusers import AutoencoderKL
 
-        from .reconstructors import VAEReconstructor
+def _load_vae(spec: ModelSpec, ctx: LoadContext, location: str, is_local: bool, options: dict[str, Any]) -> Reconstructor:
+    from diffusers import AutoencoderKL
 
-        vae = _from_pretrained(AutoencoderKL, parsed, ctx, location, is_local, sub, use_safetensors=True, low_cpu_mem_usage=False)
-        return VAEReconstructor(_place(vae, ctx), **options)
-    if parsed.kind == "ae":
-        from diffusers import AutoencoderTiny
+    from .reconstructors import VAEReconstructor
 
-        from .reconstructors import AEReconstructor
+    vae = _from_pretrained(AutoencoderKL, spec, ctx, location, is_local, spec.subfolder, use_safetensors=True, low_cpu_mem_usage=False)
+    return VAEReconstructor(_place(vae, ctx), **options)
 
-        ae = _from_pretrained(AutoencoderTiny, parsed, ctx, location, is_local, sub, use_safetensors=True, low_cpu_mem_usage=False)
-        return AEReconstructor(_place(ae, ctx), **options)
 
+def _load_ae(spec: ModelSpec, ctx: LoadContext, location: str, is_local: bool, options: dict[str, Any]) -> Reconstructor:
+    from diffusers import AutoencoderTiny
+
+    from .reconstructors import AEReconstructor
+
+    ae = _from_pretrained(AutoencoderTiny, spec, ctx, location, is_local, spec.subfolder, use_safetensors=True, low_cpu_mem_usage=False)
+    return AEReconstructor(_place(ae, ctx), **options)
+
+
+def _load_dm(spec: ModelSpec, ctx: LoadContext, location: str, is_local: bool, options: dict[str, Any]) -> Reconstructor:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
     from .reconstructors import DiffusionReconstructor
 
-    unet = _from_pretrained(UNet2DModel, parsed, ctx, location, is_local, _join(sub, "unet"), use_safetensors=True, low_cpu_mem_usage=False)
+    sub = spec.subfolder
+    unet = _from_pretrained(UNet2DModel, spec, ctx, location, is_local, _join(sub, "unet"), use_safetensors=True, low_cpu_mem_usage=False)
     # Any DDPM-family scheduler config loads here; the reconstructor samples with DDIM on the same schedule.
-    scheduler = _from_pretrained(DDPMScheduler, parsed, ctx, location, is_local, _join(sub, "scheduler"))
+    scheduler = _from_pretrained(DDPMScheduler, spec, ctx, location, is_local, _join(sub, "scheduler"))
     vae = None
     if _has_component(location, is_local, sub, "vae", ctx):
-        vae = _place(_from_pretrained(AutoencoderKL, parsed, ctx, location, is_local, _join(sub, "vae"), use_safetensors=True, low_cpu_mem_usage=False), ctx)
+        vae = _place(_from_pretrained(AutoencoderKL, spec, ctx, location, is_local, _join(sub, "vae"), use_safetensors=True, low_cpu_mem_usage=False), ctx)
     return DiffusionReconstructor(_place(unet, ctx), scheduler, vae=vae, **options)
+
+
+@dataclass(frozen=True)
+class ReconstructorKind:
+    """A reconstructor family: how to load it, and the options a user may set for it (each becomes a
+    flag and a config key: name -> (type, help)). A new kind is one row of RECONSTRUCTORS."""
+
+    load: Callable[[ModelSpec, LoadContext, str, bool, dict[str, Any]], Reconstructor]
+    options: dict[str, tuple[type, str]]
+
+
+RECONSTRUCTORS = {
+    "vae": ReconstructorKind(_load_vae, {
+        "sample_scale": (float, "vae: scale on the posterior std (1 = sample, 0 = the mode)"),
+        "latent_noise": (float, "vae: extra isotropic Gaussian latent noise, in units of the latent's std"),
+    }),
+    "ae": ReconstructorKind(_load_ae, {"noise_scale": (float, "ae: Gaussian latent noise scale")}),
+    "dm": ReconstructorKind(_load_dm, {
+        "strength": (float, "dm: diffusion depth t*/T"),
+        "denoise_steps": (int, "dm: DDIM steps back from t*"),
+    }),
+}
+RECONSTRUCTOR_KINDS = tuple(RECONSTRUCTORS)
+# Options every reconstructor takes (pipeline/models/reconstructors/base.py).
+COMMON_RECONSTRUCTOR_OPTIONS = {"resolution": (int, "working resolution of the reconstructor (default: the model's own)")}
 
 
 def _has_component(location: str, is_local: bool, sub: str | None, name: str, ctx: LoadContext) -> bool:

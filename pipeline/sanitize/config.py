@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
-from ..defense.consensus import DEFAULT_ALPHA
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from .outputs import ON_ERROR, POLICIES
 
@@ -26,91 +25,126 @@ class Execution:
 
 
 @dataclass(frozen=True)
-class SanitizeConfig:
-    preset: str = "demo"
-    reconstructor: str | None = None  # a model spec; None: the preset's default reconstructor
-    encoder: str | None = None  # a model spec; None: the preset's encoder
+class ModelSettings:
+    """Which models and labels; None: the preset's."""
+
+    preset: str = field(default="demo", metadata={"help": "named bundle of models, labels and thresholds (demo, imagebind, clip-l14)"})
+    reconstructor: str | None = field(default=None, metadata={"help": "override the preset's reconstructor (a model spec, e.g. vae:/dir)", "metavar": "SPEC"})
+    encoder: str | None = field(default=None, metadata={"help": "override the preset's encoder (a model spec)", "metavar": "SPEC"})
+    # Per-kind options (the registry's table: sample_scale, latent_noise, noise_scale, strength, ...).
     reconstructor_options: dict[str, Any] = field(default_factory=dict)
-    labels: tuple[str, ...] | None = None  # None: the preset's labels
-    template: str | None = None
-    n: int = 10
-    # Stop drawing once the posterior predictive chance that the remaining draws change the winner is
-    # at most alpha (see DEFAULT_ALPHA); the demo thresholds calibrate to the same values under it.
-    early_exit: str = "sequential"
-    alpha: float = DEFAULT_ALPHA
-    seed: int = 0
-    # Verdict thresholds; None: the preset's calibrated ones (uncalibrated defaults with other models).
-    min_agreement: float | None = None
-    max_drift: float | None = None
-    flip_min_drift: float | None = None
-    policy: str | None = "purify"  # purify | drop | keep; None for audit (verdicts only)
+    labels: tuple[str, ...] | None = field(default=None, metadata={"help": "label file, one per line (in a config file: a list or a file)", "metavar": "FILE"})
+    template: str | None = field(default=None, metadata={"help": "prompt template with {} (default: the preset's)"})
+    work_size: int | None = field(default=None, metadata={
+        "help": "working geometry: images are decoded to PIXELS x PIXELS (shorter side, centre crop); default: the preset's encoder input",
+        "metavar": "PIXELS"})
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """How the models run; None and "auto" pick per device (see `SanitizeConfig.execution`)."""
+
+    batch_size: int | None = field(default=None, metadata={"help": "images per purifier call (default 32 on a GPU, 16 on a CPU)"})
+    decode_batch_size: int | None = field(default=None, metadata={"help": "reconstructions per decoder call (default 160 on a GPU, 32 on a CPU)"})
+    precision: str = field(default="auto", metadata={"help": "model weights (auto: bfloat16 on a GPU, float32 on a CPU)", "choices": PRECISIONS})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the image models (faster on a GPU after a one-off compilation per actor)"})
+
+
+@dataclass(frozen=True)
+class SanitizeConfig:
+    """A run's settings, nested by concern: the models, the consensus (with its verdict thresholds:
+    the library's own ConsensusConfig and VerdictPolicy), how the models execute, and what happens to
+    flagged and unreadable samples. `resolve` builds one from flat settings (flags, YAML, run.json)
+    with the preset's defaults filled in, so a config always states the thresholds in effect."""
+
+    models: ModelSettings = field(default_factory=ModelSettings)
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    policy: str | None = field(default="purify", metadata={"help": "what replaces a flagged sample", "choices": POLICIES, "name": "on_illusion"})
     # Samples that cannot be examined (undecodable, over the pixel limit, links, repeated names, no
     # image): kept byte-identical with an error verdict, or moved to quarantine.
-    on_error: str = "keep"
-    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES  # decompressed size of a gzip shard at most
-    work_size: int | None = None  # square working geometry in pixels; None: the preset's (its encoder's input size)
-    # How the models run; None and "auto" pick per device (see `execution`).
-    batch_size: int | None = None  # images per purifier call
-    decode_batch_size: int | None = None  # reconstructions per decoder call
-    precision: str = "auto"  # auto (bfloat16 weights on a GPU, float32 on a CPU) | float32 | bfloat16
-    compile: bool = False  # torch.compile the image models: faster on a GPU after a one-off compilation per actor
-    s3_endpoint: str | None = None
+    on_error: str = field(default="keep", metadata={
+        "help": "samples that cannot be examined (undecodable, over the size limit, no image, links, repeated names): keep them "
+                "byte-identical with an error verdict (default), or drop them to quarantine", "choices": ON_ERROR})
+    max_shard_bytes: int = field(default=DEFAULT_MAX_SHARD_BYTES, metadata={
+        "help": "a gzip-compressed shard may decompress to this much at most (default 2 GiB); larger ones are reported", "metavar": "BYTES"})
+    # Corpus, outputs and s3:// model specs; credentials never enter the config (the AWS variables and files).
+    s3_endpoint: str | None = field(default=None, metadata={"help": "S3-compatible endpoint URL (default: the AWS variables and config)", "metavar": "URL"})
 
     def __post_init__(self):
         """Every setting checked where it is made, so that a bad one stops the run before any work."""
-        choices = {"precision": (self.precision, PRECISIONS), "policy": (self.policy, (*POLICIES, None)),
+        choices = {"precision": (self.runtime.precision, PRECISIONS), "policy": (self.policy, (*POLICIES, None)),
                    "on_error": (self.on_error, ON_ERROR)}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(str(a) for a in allowed if a)}, not {value!r}")
-        for name in ("batch_size", "decode_batch_size", "work_size", "max_shard_bytes"):
-            value = getattr(self, name)
+        sizes = {"batch_size": self.runtime.batch_size, "decode_batch_size": self.runtime.decode_batch_size,
+                 "work_size": self.models.work_size, "max_shard_bytes": self.max_shard_bytes}
+        for name, value in sizes.items():
             if value is not None and value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
-        if self.labels is not None and not self.labels:
+        if self.models.labels is not None and not self.models.labels:
             raise ValueError("the label list is empty")
-        self.consensus_config()  # n, early exit, alpha
         self.label_bank()  # the preset exists, labels are unique, the template has its placeholder
-        self.verdict_policy()
+
+    @classmethod
+    def resolve(cls, settings: dict[str, Any] | None = None, **more: Any) -> SanitizeConfig:
+        """A config from flat settings (the names of `settings_table()`, as flags and config files
+        use them); what is not given comes from the preset: its thresholds when its own models run,
+        the uncalibrated VerdictPolicy defaults with other models (drift scales differ by model)."""
+        from ..presets import get_preset
+        from .settings import nest
+
+        nested = nest({**(settings or {}), **more})
+        models = ModelSettings(**nested.pop("models", {}))
+        own_models = not (models.reconstructor or models.encoder or models.reconstructor_options)
+        base = get_preset(models.preset).verdict if own_models else VerdictPolicy()
+        consensus = nested.pop("consensus", {})
+        consensus["verdict"] = replace(base, **consensus.get("verdict", {}))
+        return cls(models=models, consensus=ConsensusConfig(**consensus), runtime=RuntimeSettings(**nested.pop("runtime", {})), **nested)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The flat settings that `resolve` turns back into this config (run.json stores them)."""
+        from .settings import flatten
+
+        return flatten(self)
 
     def working_size(self) -> int:
         from ..presets import get_preset
 
-        return self.work_size or get_preset(self.preset).work_size
+        return self.models.work_size or get_preset(self.models.preset).work_size
 
     def label_bank(self) -> LabelBank:
         from ..presets import get_preset
 
-        preset = get_preset(self.preset)
-        return LabelBank(preset.labels if self.labels is None else self.labels, self.template or preset.template)
+        preset, models = get_preset(self.models.preset), self.models
+        return LabelBank(preset.labels if models.labels is None else models.labels, models.template or preset.template)
 
     def execution(self, device: str | torch.device = "cpu") -> Execution:
         """On a GPU (measured on an H200 with the full-size models, BENCHMARKS.md): bfloat16 weights,
         32 images per call and 160 reconstructions per decoder call. On a CPU: float32, 16 and 32."""
-        gpu = torch.device(device).type == "cuda"
-        precision = self.precision if self.precision != "auto" else ("bfloat16" if gpu else "float32")
+        gpu, given = torch.device(device).type == "cuda", self.runtime
+        precision = given.precision if given.precision != "auto" else ("bfloat16" if gpu else "float32")
         return Execution(
             dtype=getattr(torch, precision),
-            batch_size=self.batch_size or (32 if gpu else 16),
-            decode_batch_size=self.decode_batch_size or (160 if gpu else 32),
-            compile=self.compile,
+            batch_size=given.batch_size or (32 if gpu else 16),
+            decode_batch_size=given.decode_batch_size or (160 if gpu else 32),
+            compile=given.compile,
         )
 
     def build_purifier(self, device: str = "cpu") -> ConsensusPurifier:
         from ..models import load_encoder, load_reconstructor
         from ..presets import get_preset
 
-        preset, run = get_preset(self.preset), self.execution(device)
+        models, run = self.models, self.execution(device)
+        preset = get_preset(models.preset)
         place = {"device": device, "dtype": run.dtype}
-        if self.reconstructor:
-            reconstructor = load_reconstructor(self.reconstructor, **place, s3_endpoint=self.s3_endpoint, **self.reconstructor_options)
+        if models.reconstructor:
+            reconstructor = load_reconstructor(models.reconstructor, **place, s3_endpoint=self.s3_endpoint, **models.reconstructor_options)
         else:
-            reconstructor = preset.load_reconstructor(**place, **self.reconstructor_options)
-        if self.encoder:
-            encoder = load_encoder(self.encoder, **place, s3_endpoint=self.s3_endpoint)
+            reconstructor = preset.load_reconstructor(**place, **models.reconstructor_options)
+        if models.encoder:
+            encoder = load_encoder(models.encoder, **place, s3_endpoint=self.s3_endpoint)
         else:
             encoder = preset.load_encoder(**place)
         reconstructor.decode_batch_size = run.decode_batch_size
@@ -118,16 +152,4 @@ class SanitizeConfig:
             _ = reconstructor.fingerprint, encoder.fingerprint  # of the weights as loaded, before compilation wraps them
             reconstructor.compile()
             encoder.compile()
-        return ConsensusPurifier(reconstructor, encoder, self.label_bank(), self.consensus_config())
-
-    def consensus_config(self) -> ConsensusConfig:
-        return ConsensusConfig(n=self.n, early_exit=self.early_exit, alpha=self.alpha, seed=self.seed, verdict=self.verdict_policy())
-
-    def verdict_policy(self) -> VerdictPolicy:
-        from ..presets import get_preset
-
-        # The preset's thresholds were measured on its own models; drift scales differ between models.
-        own_models = not (self.reconstructor or self.encoder or self.reconstructor_options)
-        base = get_preset(self.preset).verdict if own_models else VerdictPolicy()
-        given = {"min_agreement": self.min_agreement, "max_drift": self.max_drift, "flip_min_drift": self.flip_min_drift}
-        return replace(base, **{name: value for name, value in given.items() if value is not None})
+        return ConsensusPurifier(reconstructor, encoder, self.label_bank(), self.consensus)

@@ -16,7 +16,7 @@ INCOMPLETE = sorted(name for name, facts in EXPECTED.items() if not facts["compl
 
 
 def config(policy, **extra):
-    return SanitizeConfig(preset="demo", n=2, batch_size=8, policy=policy, max_shard_bytes=TINY_CAP, **extra)
+    return SanitizeConfig.resolve(preset="demo", n=2, batch_size=8, on_illusion=policy, max_shard_bytes=TINY_CAP, **extra)
 
 
 def check_outputs(read, list_outputs, summary):

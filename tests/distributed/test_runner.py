@@ -19,7 +19,7 @@ from pipeline.sanitize.config import SanitizeConfig
 from pipeline.sanitize.purify import process_shard
 from tests.distributed.conftest import write_corpus
 
-CONFIG = SanitizeConfig(preset="demo", n=4, batch_size=8)
+CONFIG = SanitizeConfig.resolve(preset="demo", n=4, batch_size=8)
 
 
 def test_resources_never_take_every_cpu():

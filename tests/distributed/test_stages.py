@@ -14,7 +14,7 @@ def test_read_and_write_workers_never_import_a_model_library():
 
 def test_each_stage_declares_its_resources():
     resources = plan_resources({"CPU": 16.0, "GPU": 2.0})
-    read, purify, write = plan_stages(SanitizeConfig(), "/out", resources)
+    read, purify, write = plan_stages(SanitizeConfig.resolve(), "/out", resources)
     assert (read.actors, read.num_gpus, write.actors, write.num_gpus) == (0, 0.0, 0, 0.0)
     assert purify.actors == 2 and purify.num_gpus == 1.0 and purify.num_cpus == 1.0
     assert read.kwargs == {"work_size": 32, "max_shard_bytes": 2 << 30, "s3_endpoint": None}  # plain settings: no config to unpickle
@@ -30,7 +30,7 @@ def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):
     from pipeline.io.shards import Sample, read_samples, write_samples
     from tests.distributed.conftest import corpus_samples
 
-    config = SanitizeConfig(preset="demo", n=2, policy="keep")
+    config = SanitizeConfig.resolve(preset="demo", n=2, on_illusion="keep")
     examined, replacement = corpus_samples(0, 3), [Sample("never-examined", {"png": b"\x89PNG swapped in"})]
     shard = tmp_path / "shard-000000.tar"
     shard.write_bytes(write_samples(examined))

@@ -35,7 +35,7 @@ def test_calibrate_writes_a_config_that_sanitize_reads(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--input", "x", "--output", "y", "--config", str(out), "--min-agreement", "0.7"])
-    policy = build_config(args, "purify").verdict_policy()
+    policy = build_config(args).consensus.verdict
     assert policy.max_drift == config["max_drift"] and policy.min_agreement == 0.7  # flags override the file
 
 

@@ -1,0 +1,55 @@
+import json
+
+import yaml
+
+from jobs.cli import build_parser, main
+from pipeline.distributed.runner import RunRecord
+from pipeline.io.storage import Storage
+from pipeline.sanitize.config import SanitizeConfig
+from pipeline.sanitize.settings import settings_table
+
+
+def show(capsys, *argv) -> str:
+    capsys.readouterr()
+    assert main(["config", "show", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_every_setting_is_a_flag_of_sanitize_and_config_show():
+    parser = build_parser()
+    for job in (["sanitize", "--input", "i", "--output", "o"], ["config", "show"]):
+        args = parser.parse_args(job)
+        for setting in settings_table():
+            assert hasattr(args, setting.name), setting.key
+            assert getattr(args, setting.name) is None  # unset flags never override a config file
+    audit = parser.parse_args(["audit", "--input", "i", "--output", "o"])
+    assert not hasattr(audit, "on_illusion")
+
+
+def test_config_show_round_trips_through_yaml_and_flags_override_the_file(tmp_path, capsys):
+    first = show(capsys, "--n", "4", "--max-drift", "0.3", "--latent-noise", "0.5", "--compile")
+    settings = yaml.safe_load(first)
+    assert settings["n"] == 4 and settings["max-drift"] == 0.3 and settings["latent-noise"] == 0.5 and settings["compile"] is True
+    assert settings["flip-min-drift"] == 0.0  # changed model options: the uncalibrated default, stated
+    assert yaml.safe_load(show(capsys))["flip-min-drift"] == 0.18  # the preset's own models: its calibrated threshold
+    (tmp_path / "run.yaml").write_text(first)
+    assert show(capsys, "--config", str(tmp_path / "run.yaml")) == first
+    changed = yaml.safe_load(show(capsys, "--config", str(tmp_path / "run.yaml"), "--n", "6", "--no-compile"))
+    assert changed == {**settings, "n": 6, "compile": False}
+    as_json = json.loads(show(capsys, "--config", str(tmp_path / "run.yaml"), "--json"))
+    assert as_json == settings
+
+
+def test_a_run_is_repeated_from_its_own_record(tmp_path, capsys):
+    config = SanitizeConfig.resolve(n=3, seed=5, early_exit="certain", on_illusion="drop")
+    RunRecord(Storage(), str(tmp_path), config).write({"samples": 0}, status="finished")
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert SanitizeConfig.resolve(record["config"]) == config
+    shown = yaml.safe_load(show(capsys, "--config", str(tmp_path / "run.json")))
+    assert SanitizeConfig.resolve(shown) == config
+
+
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("n: 3\nnumber-of-draws: 10\n")
+    assert main(["config", "show", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown setting(s) number-of-draws" in capsys.readouterr().err
