@@ -51,6 +51,7 @@ def purify_records(
     by_key: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         row = examined.get(id(record)) or error_row(record.key, shard, record.error or "no image", record.member)
+        row["caption"] = record.caption
         by_key.setdefault(record.key, []).append(row)
     for key, member_rows in by_key.items():
         out.rows[key] = sample_row(member_rows)

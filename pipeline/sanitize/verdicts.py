@@ -33,6 +33,7 @@ def verdict_schema(dim: int) -> pa.Schema:
         ("agreement", pa.float32()),
         ("samples_used", pa.int32()),
         ("drift", pa.float32()),
+        ("caption", pa.string()),  # the sample's caption (txt member or json "caption"), for retrieval exports
         ("caption_cos_original", pa.float32()),
         ("caption_cos_purified", pa.float32()),
         ("replacement_accepted", pa.bool_()),  # illusions: whether the purified image passed its re-embedding check

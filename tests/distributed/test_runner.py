@@ -59,7 +59,8 @@ def test_sanitize_resume_and_equivalence_with_the_local_path(tmp_path, ray_clust
         assert manifest["complete"] and manifest["models"]["encoder"].startswith("clip-")
     run = json.loads((out / "run.json").read_text())
     assert run["summary"]["samples"] == 26 and run["config"]["n"] == 4
-    assert run["verdict_policy"] == dataclasses.asdict(get_preset("demo").verdict)  # the thresholds in effect, recorded
+    assert SanitizeConfig.resolve(run["config"]) == CONFIG  # every setting in effect, thresholds included: repeatable
+    assert run["config"]["max-drift"] == get_preset("demo").verdict.max_drift
 
     # Same verdicts as the single-process path (seeds come from sample keys, not batches or workers).
     local = tmp_path / "local"
