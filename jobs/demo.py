@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = SanitizeConfig.resolve(preset="demo", n=args.n, seed=args.seed, on_illusion="purify")
     sanitized = os.path.join(args.output, "sanitized")
-    summary = run_corpus(config, corpus_dir, sanitized, overwrite=True, ray_address=args.ray_address)
+    summary = run_corpus(config, corpus_dir, sanitized, overwrite=True, ray_address=args.ray_address, report=True)
     print_summary(summary)
 
     truth = {}

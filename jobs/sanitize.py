@@ -9,13 +9,15 @@ NAME = "sanitize"
 HELP = "Sanitise WebDataset shards: verdicts per sample, purified (or dropped) illusions, manifests; resumable."
 
 
-def add_corpus_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+def add_corpus_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = (), report: bool = False) -> None:
     parser.add_argument("--input", required=True, metavar="SPEC", help="directory, S3 prefix, glob, brace range or list file of .tar shards")
     parser.add_argument("--output", required=True, metavar="URI", help="output directory or S3 prefix")
     add_config_arguments(parser, skip=skip)
     parser.add_argument("--actors", type=int, help="purification actors (default: sized from the cluster)")
     parser.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     parser.add_argument("--overwrite", action="store_true", help="redo shards that already have a manifest")
+    parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=report,
+                        help=f"write report.html into the output: counts, score histograms, shards, flagged samples (default: {'on' if report else 'off'})")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
@@ -53,7 +55,8 @@ def run_job(args: argparse.Namespace, audit: bool = False) -> int:
     from pipeline.distributed.runner import run_corpus
 
     config = build_config(args, policy_fixed=audit)
-    summary = run_corpus(config, args.input, args.output, overwrite=args.overwrite, ray_address=args.ray_address, actors=args.actors)
+    summary = run_corpus(config, args.input, args.output, overwrite=args.overwrite, ray_address=args.ray_address, actors=args.actors,
+                         report=args.report)
     print_summary(summary)
     return 1 if summary["problems"] else 0
 

@@ -86,7 +86,7 @@ def benchmark_models(
     labels,
     images: torch.Tensor,
     *,
-    n: int = 10,
+    n: int = ConsensusConfig.n,
     batch_size: int = 32,
     device: torch.device = torch.device("cpu"),
     seed: int = 0,

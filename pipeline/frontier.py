@@ -22,15 +22,16 @@ from .attacks.adaptive import DetectAdaptiveConfig
 from .defense import ConsensusConfig, ConsensusPurifier
 from .defense.calibration import calibrate
 from .evaluation import POLICIES, detect_adaptive_inputs, evaluate_defense, reconstruction_defense
+from .models.registry import RECONSTRUCTORS
 
-PARAMETERS = {"vae": "latent_noise", "ae": "noise_scale", "dm": "strength"}
+PARAMETERS = {kind: entry.randomness for kind, entry in RECONSTRUCTORS.items()}
 
 
 @dataclass(frozen=True)
 class Point:
     kind: str  # vae | ae | dm
     value: float  # of PARAMETERS[kind]
-    n: int = 10
+    n: int = ConsensusConfig.n
 
     @property
     def label(self) -> str:

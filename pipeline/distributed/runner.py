@@ -76,9 +76,11 @@ def run_corpus(
     overwrite: bool = False,
     ray_address: str | None = None,
     actors: int | None = None,
+    report: bool = False,
     echo=print,
 ) -> dict[str, Any]:
-    """Process every shard of `input_spec` not yet done; returns the run summary."""
+    """Process every shard of `input_spec` not yet done; returns the run summary. With `report`,
+    report.html describes the whole output (shards of earlier runs included) once the run is done."""
     import ray
 
     from .rows import uri_field
@@ -100,6 +102,7 @@ def run_corpus(
     started = time.perf_counter()
     if not todo:
         record.write(summary, status="finished")
+        _report(config, output, summary, report, echo)
         return summary
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # `echo` reports each finished shard
@@ -114,8 +117,9 @@ def run_corpus(
             raise OutputWriteError(f"{row['write_error']} (the run stopped; shards finished so far are kept, rerun to resume)")
         manifest = json.loads(row["manifest"])
         record.models = record.models or manifest["models"]
-        _count(manifest, summary, echo)
+        _count(manifest, summary)
         first = first or (time.perf_counter() - started, summary["samples"])
+        echo(f"{progress(summary['processed'], len(todo), summary['samples'], time.perf_counter() - started)} {shard_line(manifest)}")
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["samples_per_second"] = round(summary["samples"] / summary["seconds"], 3) if summary["seconds"] else None
     # The rate once the pipeline is full: from the first finished shard to the last (given a few shards).
@@ -125,7 +129,23 @@ def run_corpus(
     batches = summary["batches"]
     batches["fill"] = round(batches["images"] / batches["slots"], 4) if batches["slots"] else None
     record.write(summary, status="finished")
+    _report(config, output, summary, report, echo)
     return summary
+
+
+def _report(config: SanitizeConfig, output: str, summary: dict[str, Any], wanted: bool, echo) -> None:
+    if wanted:
+        from ..report import write_report
+
+        echo(f"report: {write_report(config, output, summary=summary)}")
+
+
+def progress(done: int, total: int, samples: int, seconds: float) -> str:
+    """[shards done/total, samples/s, time left]: the time left from the mean time per shard so far."""
+    rate = f"{samples / seconds:.1f} samples/s" if seconds > 0 else "-"
+    left = (total - done) * seconds / done if done else 0
+    eta = f"{left / 3600:.1f} h" if left >= 5400 else f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+    return f"[{done}/{total} shards, {rate}, about {eta} left]"
 
 
 def check_input_and_output(storage: Storage, input_spec: str, output: str) -> list[str]:
@@ -143,7 +163,7 @@ def check_input_and_output(storage: Storage, input_spec: str, output: str) -> li
     return shards
 
 
-def _count(manifest: dict[str, Any], summary: dict[str, Any], echo) -> None:
+def _count(manifest: dict[str, Any], summary: dict[str, Any]) -> None:
     summary["processed"] += 1
     batches = manifest["batches"]
     summary["batches"]["count"] += batches["count"]
@@ -155,10 +175,13 @@ def _count(manifest: dict[str, Any], summary: dict[str, Any], echo) -> None:
         summary["verdicts"][verdict] += count
     if manifest["problems"]:
         summary["problems"][manifest["shard"]] = manifest["problems"]
+
+
+def shard_line(manifest: dict[str, Any]) -> str:
     v = manifest["verdicts"]
-    echo(f"{display(manifest['shard'])}: {manifest['samples']} samples, {v['clean']} clean, {v['illusion']} illusion, "
-         f"{v['uncertain']} uncertain, {manifest['errors']} errors, {manifest['seconds']:.1f} s purifying"
-         + (f", PROBLEMS: {'; '.join(manifest['problems'])}" if manifest["problems"] else ""))
+    return (f"{display(manifest['shard'])}: {manifest['samples']} samples, {v['clean']} clean, {v['illusion']} illusion, "
+            f"{v['uncertain']} uncertain, {manifest['errors']} errors, {manifest['seconds']:.1f} s purifying"
+            + (f", PROBLEMS: {'; '.join(manifest['problems'])}" if manifest["problems"] else ""))
 
 
 class RunRecord:

@@ -46,6 +46,17 @@ def caption_of(sample: Sample) -> str | None:
     return caption.strip() or None if isinstance(caption, str) else None
 
 
+def truth_of(sample: Sample) -> bool | None:
+    """Ground truth, when the corpus carries it: the json member's boolean `illusion` field (as
+    `disillusion attack` and the demo write it). Reports draw the detector's ROC curve from it."""
+    try:
+        meta = json.loads(sample.members.get("json", b"{}") or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    truth = meta.get("illusion") if isinstance(meta, dict) else None
+    return truth if isinstance(truth, bool) else None
+
+
 def to_records(sample: Sample, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Record]:
     """One record per image member, each decoded straight to `work_size` x `work_size` (see
     `decode_working`); a sample that cannot be examined as it stands is one error record."""

@@ -17,7 +17,7 @@ from ..io.images import DEFAULT_MAX_PIXELS, encode_png
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES, Sample, parse
 from ..io.storage import Storage, shard_name
 from .outputs import sanitised_samples, write_shard_outputs
-from .records import Record, to_records
+from .records import Record, to_records, truth_of
 from .verdicts import verdict_table
 
 CANNOT_READ = "cannot read shard"
@@ -85,7 +85,7 @@ def finish_shard(
     its outputs and a manifest that reports the problem, marked incomplete so that the next run
     tries the shard again."""
     rows = purified.rows
-    ordered = [rows[s.key] for s in shard.samples]
+    ordered = [{**rows[s.key], "truth": truth_of(s)} for s in shard.samples]
     pngs = {member: encode_png(image) for member, image in purified.images.items()} if policy == "purify" else {}
     kept, quarantined = (None, []) if policy is None else sanitised_samples(
         shard.samples, rows, purified.members, pngs, policy=policy, on_error=on_error, work_size=work_size)

@@ -37,6 +37,7 @@ def verdict_schema(dim: int) -> pa.Schema:
         ("caption_cos_original", pa.float32()),
         ("caption_cos_purified", pa.float32()),
         ("replacement_accepted", pa.bool_()),  # illusions: whether the purified image passed its re-embedding check
+        ("truth", pa.bool_()),  # ground truth from the sample's json `illusion` field, when the corpus carries it
         ("original_width", pa.int32()),  # the stored image's size; the defense saw it at the working size
         ("original_height", pa.int32()),
         ("embedding", pa.list_(pa.float32(), dim)),
