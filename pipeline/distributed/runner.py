@@ -28,6 +28,30 @@ from ..sanitize.outputs import output_paths
 
 log = logging.getLogger(__name__)
 
+# Ray Data's executor waits on its running tasks for at most a fixed time per scheduling step. Its
+# 0.1 s is made for short tasks; ours last seconds (a shard each), so most steps find nothing done,
+# and the loop cost the driver 5.8% of a core for as long as a run lasted (BENCHMARKS.md). Once the
+# first shard is done the runner waits a tenth of a shard's purification time (0.1 to 1 s): the loop
+# then costs about as much per shard whatever the shard takes, and a stage hand-over adds at most a
+# tenth of a shard. The constant is private to Ray (2.60, pinned): tests/distributed/test_runner.py
+# checks it is there. DISILLUSION_SCHEDULING_WAIT_S fixes the wait (0.1: Ray's own).
+RAY_SCHEDULING_WAIT_S, MAX_SCHEDULING_WAIT_S = 0.1, 1.0
+
+
+def scheduling_wait(mean_shard_seconds: float | None) -> float:
+    fixed = os.environ.get("DISILLUSION_SCHEDULING_WAIT_S")
+    if fixed:
+        return float(fixed)
+    if not mean_shard_seconds:
+        return RAY_SCHEDULING_WAIT_S
+    return min(MAX_SCHEDULING_WAIT_S, max(RAY_SCHEDULING_WAIT_S, mean_shard_seconds / 10))
+
+
+def pace_scheduling_loop(seconds: float) -> None:
+    from ray.data._internal.execution import streaming_executor_state
+
+    streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = seconds
+
 
 @dataclass
 class PlanResources:
@@ -109,17 +133,10 @@ def run_corpus(
     dataset = ray.data.from_items([{"uri": uri_field(u)} for u in todo], override_num_blocks=len(todo))
     for stage in plan_stages(config, output, record.resources):
         dataset = stage.apply(dataset)
-    first: tuple[float, int] | None = None  # (seconds, samples) when the first shard finished: start-up included
-    for row in dataset.iter_rows():
-        if row["write_error"]:
-            summary["write_error"] = row["write_error"]
-            record.write(summary, status="stopped: outputs cannot be written", best_effort=True)
-            raise OutputWriteError(f"{row['write_error']} (the run stopped; shards finished so far are kept, rerun to resume)")
-        manifest = json.loads(row["manifest"])
-        record.models = record.models or manifest["models"]
-        _count(manifest, summary)
-        first = first or (time.perf_counter() - started, summary["samples"])
-        echo(f"{progress(summary['processed'], len(todo), summary['samples'], time.perf_counter() - started)} {shard_line(manifest)}")
+    try:
+        first = _collect(dataset, len(todo), summary, record, echo, started)
+    finally:
+        pace_scheduling_loop(RAY_SCHEDULING_WAIT_S)  # Ray's own again, for whatever else runs in this process
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["samples_per_second"] = round(summary["samples"] / summary["seconds"], 3) if summary["seconds"] else None
     # The rate once the pipeline is full: from the first finished shard to the last (given a few shards).
@@ -131,6 +148,26 @@ def run_corpus(
     record.write(summary, status="finished")
     _report(config, output, summary, report, echo)
     return summary
+
+
+def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, echo, started: float) -> tuple[float, int] | None:
+    """Count each shard's manifest as it arrives; returns (seconds, samples) when the first shard was
+    done (start-up included)."""
+    first, purifying = None, 0.0  # purifying: seconds of purification over the shards done
+    pace_scheduling_loop(scheduling_wait(None))
+    for row in dataset.iter_rows():
+        if row["write_error"]:
+            summary["write_error"] = row["write_error"]
+            record.write(summary, status="stopped: outputs cannot be written", best_effort=True)
+            raise OutputWriteError(f"{row['write_error']} (the run stopped; shards finished so far are kept, rerun to resume)")
+        manifest = json.loads(row["manifest"])
+        record.models = record.models or manifest["models"]
+        _count(manifest, summary)
+        purifying += manifest["seconds"]
+        pace_scheduling_loop(scheduling_wait(purifying / summary["processed"]))
+        first = first or (time.perf_counter() - started, summary["samples"])
+        echo(f"{progress(summary['processed'], total, summary['samples'], time.perf_counter() - started)} {shard_line(manifest)}")
+    return first
 
 
 def _report(config: SanitizeConfig, output: str, summary: dict[str, Any], wanted: bool, echo) -> None:

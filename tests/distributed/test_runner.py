@@ -32,6 +32,23 @@ def test_resources_never_take_every_cpu():
     assert big.actors * big.cpus_per_actor < 32
 
 
+def test_the_scheduling_wait_the_runner_sets_exists_in_the_pinned_ray():
+    """A private constant of Ray Data's executor: a Ray upgrade that renames it must fail here, not
+    silently bring the driver's busy loop back."""
+    from ray.data._internal.execution import streaming_executor_state as state
+
+    from pipeline.distributed.runner import RAY_SCHEDULING_WAIT_S, pace_scheduling_loop, scheduling_wait
+
+    assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == RAY_SCHEDULING_WAIT_S
+    try:
+        pace_scheduling_loop(0.4)
+        assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == 0.4
+    finally:
+        pace_scheduling_loop(RAY_SCHEDULING_WAIT_S)
+    # A tenth of a shard's purification time, within [Ray's 0.1 s, 1 s]; Ray's own before any shard is done.
+    assert [scheduling_wait(s) for s in (None, 0.5, 4.0, 60.0)] == [0.1, 0.1, 0.4, 1.0]
+
+
 def verdict_rows(out_dir):
     rows = []
     for name in sorted(os.listdir(os.path.join(out_dir, "verdicts"))):
