@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detect-steps", type=int, default=200)
     parser.add_argument("--eot", type=int, default=16)
     parser.add_argument("--restarts", type=int, default=1)
+    parser.add_argument("--dm-attack-steps", type=int,
+                        help="dm points: attack through a surrogate with this many denoising steps (default: the full chain)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sanity", action="store_true",
                         help="also check the attack at the first point: success as eps, steps and EOT draws grow")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     for point in points(args):
         result = run_point(point, preset, encoder, bank, calibration_images=calibration, images=images, labels=labels, targets=targets,
                            illusions=illusions, attack=attack, attack_images=min(args.attack_limit, args.limit),
-                           target_fpr=args.target_fpr, seed=args.seed)
+                           target_fpr=args.target_fpr, seed=args.seed, dm_attack_steps=args.dm_attack_steps)
         results.append(result)
         log.info("%s: %.0f s", point.label, result.seconds)
         print(summary_line(result, undefended_top1), flush=True)

@@ -73,7 +73,7 @@ def run_point(
     target_fpr: float,
     seed: int = 0,
     batch_size: int = 100,
-    dm_attack_steps: int = 2,
+    dm_attack_steps: int | None = None,
 ) -> PointResult:
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value}
@@ -82,7 +82,8 @@ def run_point(
     purifier = ConsensusPurifier(reconstructor, encoder, bank, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17))
     clean_results = [r for i in range(0, len(calibration_images), batch_size) for r in purifier.purify(calibration_images[i : i + batch_size])]
     calibration = calibrate(clean_results, target_fpr)
-    surrogate = preset.load_reconstructor("dm", **options, denoise_steps=dm_attack_steps) if point.kind == "dm" else None
+    # The attack differentiates through the whole denoising chain unless given a shorter surrogate.
+    surrogate = preset.load_reconstructor("dm", **options, denoise_steps=dm_attack_steps) if point.kind == "dm" and dm_attack_steps else None
     defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
                                      attack_reconstructor=surrogate, verdict=calibration.policy)
     text = bank.embeddings(encoder)
