@@ -1,6 +1,5 @@
 """The Ray pipeline on a real local Ray cluster with the bundled demo models."""
 
-import dataclasses
 import json
 import os
 import signal
