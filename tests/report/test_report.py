@@ -77,3 +77,21 @@ def test_a_large_corpus_keeps_the_report_small(run_output, tmp_path):
     page = render(stats, [], policy=config.consensus.verdict, title="t", settings=config.to_json())
     assert len(page) < 200_000 and "more shards" in page
     assert json.dumps(stats.totals)  # plain counts
+
+
+def test_a_hostile_corpus_gets_its_report(tmp_path):
+    """Names that are not UTF-8, unreadable shards, error samples: the report lists the problems and
+    shows the flagged samples whatever their names (a drift threshold of 0 flags every image)."""
+    from tests.hostile import TINY_CAP, hostile_corpus
+
+    config = SanitizeConfig.resolve(n=2, max_drift=0.0, flip_min_drift=0.0, max_shard_bytes=TINY_CAP)
+    purifier, storage = config.build_purifier("cpu"), Storage()
+    for name, data in hostile_corpus().items():
+        uri = str(tmp_path / "in" / name)
+        storage.write_bytes(uri, data)
+        process_shard(storage, uri, str(tmp_path / "out"), purifier, policy="purify", batch_size=8, max_shard_bytes=TINY_CAP)
+    page = open(write_report(config, str(tmp_path / "out")), encoding="utf-8").read()
+    assert "caf\\xe9" in page and "unreadable tar" in page and "decompresses to more than" in page
+    assert page.count("<div class='card'>") == 12
+    seen = render_in_chromium(str(tmp_path / "out" / "report.html"), str(tmp_path / "report.png"))
+    assert seen["errors"] == [] and seen["images"] == seen["loaded_images"] == 12 * 5
