@@ -85,3 +85,15 @@ def test_cli_exclude_and_errors(tmp_path, purifier, capsys):
     with pytest.raises(ValueError, match="--exclude takes verdicts"):
         parse_exclude("clean,bogus")
     assert Target.parse("lancedb:///data/db?table=t") == Target("/data/db", "t")
+
+
+def test_export_reads_a_run_written_to_s3(tmp_path, purifier, s3_endpoint):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="corpus")
+    storage = Storage(s3_endpoint)
+    uri = "s3://corpus/raw/shard-000000.tar"
+    storage.write_bytes(uri, write_samples(corpus_samples(0, 20)))
+    process_shard(storage, uri, "s3://corpus/clean", purifier, policy="purify", batch_size=32)
+    summary = export("s3://corpus/clean", f"lancedb://{tmp_path / 'db'}", s3_endpoint=s3_endpoint, echo=lambda line: None)
+    assert (summary["exported"], summary["total_rows"]) == (1, 20)
