@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_model_libraries(verbose: bool) -> None:
-    """Model loading progress bars and advisory warnings drown the job's own output."""
+    """Model loading progress bars, advisory warnings and Ray Data's narration drown the job's own output."""
     if verbose:
         return
     from diffusers.utils import logging as diffusers_logging
@@ -67,6 +68,9 @@ def _quiet_model_libraries(verbose: bool) -> None:
         library.disable_progress_bar()
     # diffusers still passes an argument huggingface_hub deprecated; nothing a user can act on.
     warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
+    # Ray Data narrates each execution plan at INFO; the runner prints a line per shard instead. Ray
+    # Data sets up its logger when first imported, from this variable.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
 
 
 if __name__ == "__main__":

@@ -126,10 +126,11 @@ def run_corpus(
     started = time.perf_counter()
     if not todo:
         record.write(summary, status="finished")
-        _report(config, output, summary, report, echo)
+        _report(config, output, summary, report, echo, record.resources)
         return summary
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # `echo` reports each finished shard
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its advice to turn them back on
     dataset = ray.data.from_items([{"uri": uri_field(u)} for u in todo], override_num_blocks=len(todo))
     for stage in plan_stages(config, output, record.resources):
         dataset = stage.apply(dataset)
@@ -146,7 +147,7 @@ def run_corpus(
     batches = summary["batches"]
     batches["fill"] = round(batches["images"] / batches["slots"], 4) if batches["slots"] else None
     record.write(summary, status="finished")
-    _report(config, output, summary, report, echo)
+    _report(config, output, summary, report, echo, record.resources)
     return summary
 
 
@@ -170,11 +171,16 @@ def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, ec
     return first
 
 
-def _report(config: SanitizeConfig, output: str, summary: dict[str, Any], wanted: bool, echo) -> None:
+def _report(config: SanitizeConfig, output: str, summary: dict[str, Any], wanted: bool, echo, resources: PlanResources) -> None:
+    """The report's gallery purifies a dozen samples again: in a task with a purification actor's
+    resources (a GPU worker on a GPU cluster), not on the driver's node."""
     if wanted:
+        import ray
+
         from ..report import write_report
 
-        echo(f"report: {write_report(config, output, summary=summary)}")
+        task = ray.remote(num_cpus=resources.task_cpus, num_gpus=resources.gpus_per_actor, max_retries=1)(write_report)
+        echo(f"report: {ray.get(task.remote(config, output, summary=summary))}")
 
 
 def progress(done: int, total: int, samples: int, seconds: float) -> str:
