@@ -11,17 +11,16 @@ manifest says it is complete (the manifest is written last), never half-written.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from ..io.storage import Storage, join
-from ..sanitize.outputs import output_paths
+from ..sanitize.outputs import read_manifests, read_verdicts
 
 DEFAULT_TABLE = "embeddings"
 VERDICTS = ("clean", "illusion", "uncertain")
@@ -61,27 +60,18 @@ def parse_exclude(text: str | None) -> tuple[str, ...]:
 
 def complete_shards(storage: Storage, output: str) -> list[str]:
     """Names of the shards whose manifest says complete, in name order."""
-    names = []
-    for uri in storage.list_prefix(join(output, "manifests")):
-        if not uri.endswith(".json"):
-            continue
-        try:
-            manifest = json.loads(storage.read_bytes(uri))
-        except ValueError:
-            continue  # a manifest being replaced; the next export takes it
-        if manifest.get("complete", True):
-            names.append(manifest["shard"])
+    names = sorted(m["shard"] for m in read_manifests(storage, output) if m.get("complete", True))
     if not names and not storage.exists(join(output, "run.json")):
         raise FileNotFoundError(f"{output} holds no run (no run.json and no manifests): pass the --output of a sanitize or audit run")
-    return sorted(names)
+    return names
 
 
 def shard_rows(storage: Storage, output: str, name: str, excluded: tuple[str, ...]) -> pa.Table | None:
     """The exportable rows of one shard's verdict table, the vector column typed for vector tools."""
-    table = pq.read_table(pa.BufferReader(storage.read_bytes(output_paths(output, name)["verdicts"])))
-    rows = table.filter(pa.compute.is_valid(table["embedding"]))
+    table = read_verdicts(storage, output, name)
+    rows = table.filter(pc.is_valid(table["embedding"]))
     if excluded:
-        rows = rows.filter(pa.compute.invert(pa.compute.is_in(rows["verdict"], pa.array(excluded))))
+        rows = rows.filter(pc.invert(pc.is_in(rows["verdict"], pa.array(excluded))))
     if not rows.num_rows:
         return None
     dim = rows.schema.field("embedding").type.list_size

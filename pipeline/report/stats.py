@@ -4,18 +4,17 @@ sample of flagged samples for the gallery."""
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from ..defense import VerdictPolicy
-from ..io.storage import Storage, join
-from ..sanitize.outputs import output_paths
+from ..io.storage import Storage
+from ..sanitize.outputs import read_manifests, read_verdicts
 
 OUTCOMES = ("clean", "uncertain", "illusion")
 COLUMNS = ("key", "key_bytes", "member", "status", "verdict", "label_original", "label_consensus", "agreement", "samples_used",
@@ -77,7 +76,7 @@ class CorpusStats:
                            | {"verdicts": manifest["verdicts"]})
         if table is None or not table.num_rows:
             return
-        ok = table.filter(pa.compute.equal(table["status"], "ok"))
+        ok = table.filter(pc.equal(table["status"], "ok"))
         outcomes = np.asarray(ok["verdict"].to_pylist(), dtype=object)
         self.agreement.add(ok["agreement"].to_numpy(zero_copy_only=False), outcomes)
         drift = ok["drift"].to_numpy(zero_copy_only=False)
@@ -95,7 +94,7 @@ class CorpusStats:
     def _sample_gallery(self, manifest: dict[str, Any], ok: pa.Table) -> None:
         """Keep a uniform, deterministic sample of flagged samples (illusions before uncertain ones):
         the `gallery_size` smallest hashes of their keys."""
-        flagged = ok.filter(pa.compute.is_in(ok["verdict"], pa.array(["illusion", "uncertain"])))
+        flagged = ok.filter(pc.is_in(ok["verdict"], pa.array(["illusion", "uncertain"])))
         columns = [c for c in COLUMNS if c in flagged.column_names]
         for row in flagged.select(columns).to_pylist():
             row["rank"] = (row["verdict"] != "illusion", zlib.crc32(row["key_bytes"]))
@@ -123,12 +122,9 @@ class CorpusStats:
 def collect(storage: Storage, output: str, policy: VerdictPolicy, gallery_size: int = 12) -> CorpusStats:
     """Every shard of a run's output that has a manifest, in name order."""
     stats = CorpusStats(policy, gallery_size)
-    for uri in sorted(u for u in storage.list_prefix(join(output, "manifests")) if u.endswith(".json")):
-        manifest = json.loads(storage.read_bytes(uri))
-        verdicts = output_paths(output, manifest["shard"])["verdicts"]
-        table = None
-        if storage.exists(verdicts):
-            table = pq.read_table(pa.BufferReader(storage.read_bytes(verdicts)))
+    for manifest in read_manifests(storage, output):
+        table = read_verdicts(storage, output, manifest["shard"])
+        if table is not None:
             table = table.select([c for c in ("shard", *COLUMNS) if c in table.column_names])
         stats.add_shard(manifest, table)
     stats.shards.sort(key=lambda s: (not s["problems"], s["shard"]))

@@ -115,3 +115,20 @@ def write_shard_outputs(
         storage.write_bytes(paths["quarantine"], write_samples(quarantined))
     storage.write_bytes(paths["manifest"], json.dumps(manifest, indent=2, sort_keys=True).encode())
     return paths
+
+
+def read_manifests(storage: Storage, output: str) -> list[dict[str, Any]]:
+    """Every shard manifest under `output`, in name order (what reports and exports start from)."""
+    manifests = []
+    for uri in sorted(u for u in storage.list_prefix(join(output, "manifests")) if u.endswith(".json")):
+        try:
+            manifests.append(json.loads(storage.read_bytes(uri)))
+        except ValueError:
+            continue  # not a manifest this project wrote
+    return manifests
+
+
+def read_verdicts(storage: Storage, output: str, name: str) -> pa.Table | None:
+    """A shard's verdict table, or None when it has none."""
+    path = output_paths(output, name)["verdicts"]
+    return pq.read_table(pa.BufferReader(storage.read_bytes(path))) if storage.exists(path) else None

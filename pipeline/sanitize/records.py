@@ -38,23 +38,24 @@ def caption_of(sample: Sample) -> str | None:
             return caption or None
         except UnicodeDecodeError:
             return None
-    try:
-        meta = json.loads(sample.members.get("json", b"{}") or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    caption = meta.get("caption") if isinstance(meta, dict) else None
+    caption = _json_meta(sample).get("caption")
     return caption.strip() or None if isinstance(caption, str) else None
 
 
 def truth_of(sample: Sample) -> bool | None:
     """Ground truth, when the corpus carries it: the json member's boolean `illusion` field (as
     `disillusion attack` and the demo write it). Reports draw the detector's ROC curve from it."""
+    truth = _json_meta(sample).get("illusion")
+    return truth if isinstance(truth, bool) else None
+
+
+def _json_meta(sample: Sample) -> dict:
+    """The sample's json member as a mapping; empty when it is missing or not a JSON object."""
     try:
         meta = json.loads(sample.members.get("json", b"{}") or b"{}")
     except (ValueError, UnicodeDecodeError):
-        return None
-    truth = meta.get("illusion") if isinstance(meta, dict) else None
-    return truth if isinstance(truth, bool) else None
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def to_records(sample: Sample, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Record]:
