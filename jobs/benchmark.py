@@ -158,19 +158,15 @@ def _ray():
 
 
 def _pipeline(config, corpus: str, output: str) -> dict:
-    """One Ray run with its wall clock, the driver's CPU and the peak memory of every process of the run."""
-    import resource
-
+    """One Ray run with its wall clock, the driver's CPU (from the run's summary) and the peak memory
+    of every process of the run."""
     from pipeline.process_memory import PeakMemory
     from pipeline.distributed.runner import run_corpus
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu, start = usage.ru_utime + usage.ru_stime, time.perf_counter()
+    start = time.perf_counter()
     with PeakMemory() as memory:
         summary = run_corpus(config, corpus, output, overwrite=True, echo=lambda line: None)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    summary.update(wall_seconds=round(time.perf_counter() - start, 2), peak_memory_mb=round(memory.peak_mb),
-                   driver_cpu_seconds=round(usage.ru_utime + usage.ru_stime - cpu, 3))
+    summary.update(wall_seconds=round(time.perf_counter() - start, 2), peak_memory_mb=round(memory.peak_mb))
     return summary
 
 
@@ -214,7 +210,7 @@ def geometry_section(args: argparse.Namespace) -> dict:
 def pipeline_section(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from pipeline.benchmark import bare_loop, write_corpus
+    from pipeline.benchmark import bare_loop, bare_loop_fresh_process, write_corpus
     from pipeline.io.images import encode_png
     from pipeline.sanitize.config import SanitizeConfig
 
@@ -230,6 +226,7 @@ def pipeline_section(args: argparse.Namespace) -> dict:
             out[name] = {**_pipeline(config, corpus, corpus + "-out"), "shard_size": per_shard, "shard_count": len(shards)}
             if name == "10x":
                 out["bare"] = bare_loop(config, shards, os.path.join(root, "bare-out"))
+                out["bare_fresh_process"] = bare_loop_fresh_process(config, shards, os.path.join(root, "bare-fresh-out"), out["threads"])
     one, ten = out["1x"], out["10x"]
     per_1000 = 1000 * (ten["driver_cpu_seconds"] - one["driver_cpu_seconds"]) / (ten["samples"] - one["samples"])
     # driver CPU = start-up + a share of a core for as long as the run lasts + a cost per shard:
@@ -237,28 +234,36 @@ def pipeline_section(args: argparse.Namespace) -> dict:
     runs_ = [out[name] for name, _, _ in runs]
     fit = np.linalg.lstsq(np.array([[1.0, r["wall_seconds"], r["shard_count"]] for r in runs_]),
                           np.array([r["driver_cpu_seconds"] for r in runs_]), rcond=None)[0]
-    out["driver"] = {"cpu_seconds_per_1000_samples": round(per_1000, 3), "startup_cpu_seconds": round(float(fit[0]), 2),
+    out["driver"] = {"steady_cpu_seconds_per_1000_samples": ten["steady_driver_cpu_per_1000_samples"],
+                     "cpu_seconds_per_1000_samples_10x_minus_1x": round(per_1000, 3), "startup_cpu_seconds": round(float(fit[0]), 2),
                      "core_share_while_running": round(float(fit[1]), 4), "cpu_seconds_per_shard": round(float(fit[2]), 4)}
-    out["pipeline_over_bare"] = round(ten["samples_per_second"] / out["bare"]["samples_per_second"], 3)
-    steady = ten.get("steady_samples_per_second")  # absent from runs of the code before it was reported
+    for bare in ("bare", "bare_fresh_process"):
+        out[f"pipeline_over_{bare}"] = round(ten["samples_per_second"] / out[bare]["samples_per_second"], 3)
+    steady = ten["steady_samples_per_second"]
     out["steady_pipeline_over_bare"] = round(steady / out["bare"]["samples_per_second"], 3) if steady else None
     out["memory_10x_over_1x"] = round(ten["peak_memory_mb"] / one["peak_memory_mb"], 3)
     print(f"\n### Ray pipeline (demo corpus of 32x32 PNG, N={args.n}, torch threads {out['threads']})\n")
-    print("| run | samples | shards | samples / s | steady samples / s | seconds | driver CPU s | peak memory MB (all processes) | batch fill |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| run | samples | shards | samples / s | steady samples / s | seconds | driver CPU s | driver CPU s per 1,000 samples, steady "
+          "| peak memory MB (all processes) | batch fill |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, _, _ in runs:
         s = out[name]
         print(f"| Ray pipeline, {name} | {s['samples']} | {s['shard_count']} x {s['shard_size']} | {s['samples_per_second']:.1f} | "
-              f"{_steady(s)} | {s['seconds']} | {s['driver_cpu_seconds']} | {s['peak_memory_mb']} | {_fill(s)} |")
-    b = out["bare"]
-    print(f"| bare loop in process (10x corpus, models loaded in the time) | {b['samples']} | {ten['shard_count']} x {ten['shard_size']} | "
-          f"{b['samples_per_second']:.1f} | - | {b['seconds']} | - | - | - |")
+              f"{_steady(s)} | {s['seconds']} | {s['driver_cpu_seconds']} | {s['steady_driver_cpu_per_1000_samples'] or '-'} | "
+              f"{s['peak_memory_mb']} | {_fill(s)} |")
+    for bare, label in (("bare", "in this process (imports done, models loaded in the time)"),
+                        ("bare_fresh_process", "in a new process (imports and model loading in the time)")):
+        b = out[bare]
+        print(f"| bare loop {label} | {b['samples']} | {ten['shard_count']} x {ten['shard_size']} | {b['samples_per_second']:.1f} | - | "
+              f"{b['seconds']} | - | - | - | - |")
     d = out["driver"]
-    print(f"\npipeline / bare loop: {out['pipeline_over_bare']:.2f}x over the whole run, {out['steady_pipeline_over_bare'] or 0:.2f}x once "
-          f"the first shard is out; peak memory 10x / 1x: {out['memory_10x_over_1x']:.2f}")
-    print(f"driver CPU: {per_1000:.3f} s per 1,000 samples beyond start-up (10x - 1x); fitted over the three runs: "
-          f"{d['startup_cpu_seconds']} s at start-up, {100 * d['core_share_while_running']:.1f}% of a core while a run lasts "
-          f"(Ray Data's scheduling loop), {1000 * d['cpu_seconds_per_shard']:.0f} ms per shard")
+    print(f"\npipeline / bare loop: {out['pipeline_over_bare']:.2f}x over the whole run ({out['pipeline_over_bare_fresh_process']:.2f}x "
+          f"against the new process), {out['steady_pipeline_over_bare'] or 0:.2f}x once the first shard is out; "
+          f"peak memory 10x / 1x: {out['memory_10x_over_1x']:.2f}")
+    print(f"driver CPU per 1,000 samples: {d['steady_cpu_seconds_per_1000_samples']} s once the first shard is out (10x run), "
+          f"{per_1000:.3f} s as 10x - 1x; fitted over the three runs: {d['startup_cpu_seconds']} s at start-up, "
+          f"{100 * d['core_share_while_running']:.1f}% of a core while a run lasts (Ray Data's scheduling loop), "
+          f"{1000 * d['cpu_seconds_per_shard']:.0f} ms per shard")
     return out
 
 

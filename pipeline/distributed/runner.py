@@ -28,14 +28,16 @@ from ..sanitize.outputs import output_paths
 
 log = logging.getLogger(__name__)
 
-# Ray Data's executor waits on its running tasks for at most a fixed time per scheduling step. Its
-# 0.1 s is made for short tasks; ours last seconds (a shard each), so most steps find nothing done,
-# and the loop cost the driver 5.8% of a core for as long as a run lasted (BENCHMARKS.md). Once the
-# first shard is done the runner waits a tenth of a shard's purification time (0.1 to 1 s): the loop
-# then costs about as much per shard whatever the shard takes, and a stage hand-over adds at most a
-# tenth of a shard. The constant is private to Ray (2.60, pinned): tests/distributed/test_runner.py
-# checks it is there. DISILLUSION_SCHEDULING_WAIT_S fixes the wait (0.1: Ray's own).
-RAY_SCHEDULING_WAIT_S, MAX_SCHEDULING_WAIT_S = 0.1, 1.0
+# Ray Data's executor waits on its running tasks for at most a fixed time per scheduling step (and,
+# waiting for all of them, usually for all of it). Its 0.1 s is made for short tasks; ours last
+# seconds (a shard each), so most steps find nothing to do, and the loop cost the driver 5.8% of a
+# core for as long as a run lasted (BENCHMARKS.md). Once the first shard is done the runner waits a
+# quarter of a shard's purification time (0.1 to 1 s): the loop then costs about as much per shard
+# whatever the shard takes, and a stage hand-over waits at most a quarter of a shard, which the
+# actor's queue of shards hides. The constant is private to Ray (2.60, pinned):
+# tests/distributed/test_runner.py checks it is there. DISILLUSION_SCHEDULING_WAIT_S fixes the wait
+# (0.1: Ray's own).
+RAY_SCHEDULING_WAIT_S, MAX_SCHEDULING_WAIT_S, SHARD_FRACTION = 0.1, 1.0, 4
 
 
 def scheduling_wait(mean_shard_seconds: float | None) -> float:
@@ -44,7 +46,7 @@ def scheduling_wait(mean_shard_seconds: float | None) -> float:
         return float(fixed)
     if not mean_shard_seconds:
         return RAY_SCHEDULING_WAIT_S
-    return min(MAX_SCHEDULING_WAIT_S, max(RAY_SCHEDULING_WAIT_S, mean_shard_seconds / 10))
+    return min(MAX_SCHEDULING_WAIT_S, max(RAY_SCHEDULING_WAIT_S, mean_shard_seconds / SHARD_FRACTION))
 
 
 def pace_scheduling_loop(seconds: float) -> None:
@@ -123,7 +125,7 @@ def run_corpus(
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     record.resources = plan_resources(ray.cluster_resources(), actors)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if not todo:
         record.write(summary, status="finished")
         _report(config, output, summary, report, echo, record.resources)
@@ -144,6 +146,11 @@ def run_corpus(
     steady = (summary["seconds"] - first[0], summary["samples"] - first[1]) if first and summary["processed"] >= 3 else (0, 0)
     summary["first_shard_seconds"] = round(first[0], 2) if first else None
     summary["steady_samples_per_second"] = round(steady[1] / steady[0], 3) if steady[0] > 0 and steady[1] else None
+    # What this process (the driver) costs: CPU seconds over the run, and per 1,000 samples once the
+    # pipeline is full, which bounds how fast a cluster of any size can go with one driver.
+    summary["driver_cpu_seconds"] = round(time.process_time() - cpu_started, 3)
+    summary["steady_driver_cpu_per_1000_samples"] = (
+        round(1000 * (time.process_time() - first[2]) / steady[1], 3) if steady[1] else None)
     batches = summary["batches"]
     batches["fill"] = round(batches["images"] / batches["slots"], 4) if batches["slots"] else None
     record.write(summary, status="finished")
@@ -151,9 +158,9 @@ def run_corpus(
     return summary
 
 
-def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, echo, started: float) -> tuple[float, int] | None:
-    """Count each shard's manifest as it arrives; returns (seconds, samples) when the first shard was
-    done (start-up included)."""
+def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, echo, started: float) -> tuple[float, int, float] | None:
+    """Count each shard's manifest as it arrives; returns (seconds, samples, this process's CPU
+    seconds) when the first shard was done (start-up included)."""
     first, purifying = None, 0.0  # purifying: seconds of purification over the shards done
     pace_scheduling_loop(scheduling_wait(None))
     for row in dataset.iter_rows():
@@ -166,7 +173,7 @@ def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, ec
         _count(manifest, summary)
         purifying += manifest["seconds"]
         pace_scheduling_loop(scheduling_wait(purifying / summary["processed"]))
-        first = first or (time.perf_counter() - started, summary["samples"])
+        first = first or (time.perf_counter() - started, summary["samples"], time.process_time())
         echo(f"{progress(summary['processed'], total, summary['samples'], time.perf_counter() - started)} {shard_line(manifest)}")
     return first
 
