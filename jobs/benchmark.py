@@ -210,7 +210,7 @@ def geometry_section(args: argparse.Namespace) -> dict:
 def pipeline_section(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from pipeline.benchmark import bare_loop, bare_loop_fresh_process, write_corpus
+    from pipeline.benchmark import bare_loop, write_corpus
     from pipeline.io.images import encode_png
     from pipeline.sanitize.config import SanitizeConfig
 
@@ -226,7 +226,6 @@ def pipeline_section(args: argparse.Namespace) -> dict:
             out[name] = {**_pipeline(config, corpus, corpus + "-out"), "shard_size": per_shard, "shard_count": len(shards)}
             if name == "10x":
                 out["bare"] = bare_loop(config, shards, os.path.join(root, "bare-out"))
-                out["bare_fresh_process"] = bare_loop_fresh_process(config, shards, os.path.join(root, "bare-fresh-out"), out["threads"])
     one, ten = out["1x"], out["10x"]
     per_1000 = 1000 * (ten["driver_cpu_seconds"] - one["driver_cpu_seconds"]) / (ten["samples"] - one["samples"])
     # driver CPU = start-up + a share of a core for as long as the run lasts + a cost per shard:
@@ -237,8 +236,7 @@ def pipeline_section(args: argparse.Namespace) -> dict:
     out["driver"] = {"steady_cpu_seconds_per_1000_samples": ten["steady_driver_cpu_per_1000_samples"],
                      "cpu_seconds_per_1000_samples_10x_minus_1x": round(per_1000, 3), "startup_cpu_seconds": round(float(fit[0]), 2),
                      "core_share_while_running": round(float(fit[1]), 4), "cpu_seconds_per_shard": round(float(fit[2]), 4)}
-    for bare in ("bare", "bare_fresh_process"):
-        out[f"pipeline_over_{bare}"] = round(ten["samples_per_second"] / out[bare]["samples_per_second"], 3)
+    out["pipeline_over_bare"] = round(ten["samples_per_second"] / out["bare"]["samples_per_second"], 3)
     steady = ten["steady_samples_per_second"]
     out["steady_pipeline_over_bare"] = round(steady / out["bare"]["samples_per_second"], 3) if steady else None
     out["memory_10x_over_1x"] = round(ten["peak_memory_mb"] / one["peak_memory_mb"], 3)
@@ -251,15 +249,12 @@ def pipeline_section(args: argparse.Namespace) -> dict:
         print(f"| Ray pipeline, {name} | {s['samples']} | {s['shard_count']} x {s['shard_size']} | {s['samples_per_second']:.1f} | "
               f"{_steady(s)} | {s['seconds']} | {s['driver_cpu_seconds']} | {s['steady_driver_cpu_per_1000_samples'] or '-'} | "
               f"{s['peak_memory_mb']} | {_fill(s)} |")
-    for bare, label in (("bare", "in this process (imports done, models loaded in the time)"),
-                        ("bare_fresh_process", "in a new process (imports and model loading in the time)")):
-        b = out[bare]
-        print(f"| bare loop {label} | {b['samples']} | {ten['shard_count']} x {ten['shard_size']} | {b['samples_per_second']:.1f} | - | "
-              f"{b['seconds']} | - | - | - | - |")
+    b = out["bare"]
+    print(f"| bare loop in process (10x corpus, models loaded in the time) | {b['samples']} | {ten['shard_count']} x {ten['shard_size']} | "
+          f"{b['samples_per_second']:.1f} | - | {b['seconds']} | - | - | - | - |")
     d = out["driver"]
-    print(f"\npipeline / bare loop: {out['pipeline_over_bare']:.2f}x over the whole run ({out['pipeline_over_bare_fresh_process']:.2f}x "
-          f"against the new process), {out['steady_pipeline_over_bare'] or 0:.2f}x once the first shard is out; "
-          f"peak memory 10x / 1x: {out['memory_10x_over_1x']:.2f}")
+    print(f"\npipeline / bare loop: {out['pipeline_over_bare']:.2f}x over the whole run, {out['steady_pipeline_over_bare'] or 0:.2f}x once "
+          f"the first shard is out; peak memory 10x / 1x: {out['memory_10x_over_1x']:.2f}")
     print(f"driver CPU per 1,000 samples: {d['steady_cpu_seconds_per_1000_samples']} s once the first shard is out (10x run), "
           f"{per_1000:.3f} s as 10x - 1x; fitted over the three runs: {d['startup_cpu_seconds']} s at start-up, "
           f"{100 * d['core_share_while_running']:.1f}% of a core while a run lasts (Ray Data's scheduling loop), "

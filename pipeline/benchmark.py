@@ -177,29 +177,6 @@ def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
 
 
 
-def bare_loop_fresh_process(config, shards: list[str], output: str, threads: int) -> dict[str, Any]:
-    """The bare loop as a user's script runs it: a new Python process that imports torch and the
-    model libraries, loads the models and processes the shards, timed from its start. (The pipeline's
-    actor pays the same imports inside the pipeline's time; `bare_loop` in this process does not.)"""
-    import json
-    import subprocess
-    import sys
-
-    script = (
-        "import json, sys, torch\n"
-        f"torch.set_num_threads({int(threads)})\n"
-        "from pipeline.benchmark import bare_loop\n"
-        "from pipeline.sanitize.config import SanitizeConfig\n"
-        "settings, shards, output = json.loads(sys.stdin.read())\n"
-        "print(json.dumps(bare_loop(SanitizeConfig.resolve(settings), shards, output)))\n"
-    )
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", script], input=json.dumps([config.to_json(), shards, output]),
-                          capture_output=True, text=True, check=True)
-    seconds = time.perf_counter() - start
-    samples = json.loads(done.stdout.strip().splitlines()[-1])["samples"]
-    return {"samples": samples, "seconds": round(seconds, 2), "samples_per_second": round(samples / seconds, 3)}
-
 # --- early exit -------------------------------------------------------------------------------------
 
 def early_exit_comparison(
