@@ -176,7 +176,6 @@ def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
     return {"samples": samples, "seconds": round(seconds, 2), "samples_per_second": round(samples / seconds, 3)}
 
 
-
 # --- early exit -------------------------------------------------------------------------------------
 
 def early_exit_comparison(
