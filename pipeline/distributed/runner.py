@@ -19,7 +19,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..io.shards import display
 from ..io.storage import OutputWriteError, Storage, is_inside, join, shard_name
@@ -143,14 +143,14 @@ def run_corpus(
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["samples_per_second"] = round(summary["samples"] / summary["seconds"], 3) if summary["seconds"] else None
     # The rate once the pipeline is full: from the first finished shard to the last (given a few shards).
-    steady = (summary["seconds"] - first[0], summary["samples"] - first[1]) if first and summary["processed"] >= 3 else (0, 0)
-    summary["first_shard_seconds"] = round(first[0], 2) if first else None
+    cpu = time.process_time()
+    steady = (summary["seconds"] - first.seconds, summary["samples"] - first.samples) if first and summary["processed"] >= 3 else (0, 0)
+    summary["first_shard_seconds"] = round(first.seconds, 2) if first else None
     summary["steady_samples_per_second"] = round(steady[1] / steady[0], 3) if steady[0] > 0 and steady[1] else None
     # What this process (the driver) costs: CPU seconds over the run, and per 1,000 samples once the
     # pipeline is full, which bounds how fast a cluster of any size can go with one driver.
-    summary["driver_cpu_seconds"] = round(time.process_time() - cpu_started, 3)
-    summary["steady_driver_cpu_per_1000_samples"] = (
-        round(1000 * (time.process_time() - first[2]) / steady[1], 3) if steady[1] else None)
+    summary["driver_cpu_seconds"] = round(cpu - cpu_started, 3)
+    summary["steady_driver_cpu_per_1000_samples"] = round(1000 * (cpu - first.cpu_seconds) / steady[1], 3) if steady[1] else None
     batches = summary["batches"]
     batches["fill"] = round(batches["images"] / batches["slots"], 4) if batches["slots"] else None
     record.write(summary, status="finished")
@@ -158,9 +158,16 @@ def run_corpus(
     return summary
 
 
-def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, echo, started: float) -> tuple[float, int, float] | None:
-    """Count each shard's manifest as it arrives; returns (seconds, samples, this process's CPU
-    seconds) when the first shard was done (start-up included)."""
+class FirstShard(NamedTuple):
+    """Where the run stood when its first shard was done (start-up included)."""
+
+    seconds: float
+    samples: int
+    cpu_seconds: float  # this process's CPU time (time.process_time)
+
+
+def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, echo, started: float) -> FirstShard | None:
+    """Count each shard's manifest as it arrives; returns where the run stood at its first shard."""
     first, purifying = None, 0.0  # purifying: seconds of purification over the shards done
     pace_scheduling_loop(scheduling_wait(None))
     for row in dataset.iter_rows():
@@ -173,7 +180,7 @@ def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, ec
         _count(manifest, summary)
         purifying += manifest["seconds"]
         pace_scheduling_loop(scheduling_wait(purifying / summary["processed"]))
-        first = first or (time.perf_counter() - started, summary["samples"], time.process_time())
+        first = first or FirstShard(time.perf_counter() - started, summary["samples"], time.process_time())
         echo(f"{progress(summary['processed'], total, summary['samples'], time.perf_counter() - started)} {shard_line(manifest)}")
     return first
 
