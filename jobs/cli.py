@@ -42,8 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    from pipeline.heap import keep_freed_memory
     from pipeline.io.storage import OutputWriteError
 
+    keep_freed_memory()  # jobs that purify or attack in this process reuse their freed batches (pipeline/heap.py)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -118,13 +118,14 @@ def run_corpus(
     record = RunRecord(storage, output, config)
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "processed": 0, "samples": 0, "errors": 0,
                "verdicts": {"clean": 0, "illusion": 0, "uncertain": 0}, "problems": {},
-               "batches": {"count": 0, "images": 0, "slots": 0}}
+               "batches": {"count": 0, "images": 0, "slots": 0}, "purifying_seconds": 0.0}
     record.write(summary, status="starting")  # also proves the output writable before Ray starts
     echo(f"{len(shards)} shard(s), {len(shards) - len(todo)} already done, {len(todo)} to process")
 
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     record.resources = plan_resources(ray.cluster_resources(), actors)
+    summary["actors"] = record.resources.actors
     started, cpu_started = time.perf_counter(), time.process_time()
     if not todo:
         record.write(summary, status="finished")
@@ -168,7 +169,7 @@ class FirstShard(NamedTuple):
 
 def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, echo, started: float) -> FirstShard | None:
     """Count each shard's manifest as it arrives; returns where the run stood at its first shard."""
-    first, purifying = None, 0.0  # purifying: seconds of purification over the shards done
+    first = None
     pace_scheduling_loop(scheduling_wait(None))
     for row in dataset.iter_rows():
         if row["write_error"]:
@@ -178,8 +179,7 @@ def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, ec
         manifest = json.loads(row["manifest"])
         record.models = record.models or manifest["models"]
         _count(manifest, summary)
-        purifying += manifest["seconds"]
-        pace_scheduling_loop(scheduling_wait(purifying / summary["processed"]))
+        pace_scheduling_loop(scheduling_wait(summary["purifying_seconds"] / summary["processed"]))
         first = first or FirstShard(time.perf_counter() - started, summary["samples"], time.process_time())
         echo(f"{progress(summary['processed'], total, summary['samples'], time.perf_counter() - started)} {shard_line(manifest)}")
     return first
@@ -227,6 +227,7 @@ def _count(manifest: dict[str, Any], summary: dict[str, Any]) -> None:
     summary["batches"]["images"] += batches["images"]
     summary["batches"]["slots"] += batches["count"] * batches["size"]
     summary["samples"] += manifest["samples"]
+    summary["purifying_seconds"] = round(summary["purifying_seconds"] + manifest["seconds"], 3)  # actor time, summed over actors
     summary["errors"] += manifest["errors"]
     for verdict, count in manifest["verdicts"].items():
         summary["verdicts"][verdict] += count

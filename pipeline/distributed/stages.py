@@ -71,7 +71,10 @@ class Purify:
 
         # Ray sets OMP_NUM_THREADS=1 in workers; give torch the threads this actor was granted.
         torch.set_num_threads(max(1, int(os.environ.get("DISILLUSION_ACTOR_THREADS", threads))))
+        from ..heap import keep_freed_memory
         from ..sanitize.purify import model_fingerprints
+
+        keep_freed_memory()  # a fresh process otherwise page-faults through every batch (heap.py)
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.config, self.batch_size = config, config.execution(device).batch_size
