@@ -2,12 +2,13 @@
 
 glibc's malloc serves a block over its mmap threshold (128 KiB at first, raised as such blocks are
 freed) with fresh pages, and returns free memory at the top of the heap once it exceeds its trim
-threshold. Purification allocates and frees the same activations batch after batch, so a fresh
-process (a Ray actor) page-faulted about a thousand times per demo sample: 25-30% of its time went
-to the kernel zeroing pages it had just given back (BENCHMARKS.md, "Where the pipeline's time
-went"). Fixed thresholds stop the cycle: blocks up to 32 MiB (glibc's largest allowed threshold)
-come from the heap, and up to `TRIM_BYTES` of free heap is kept for reuse. Blocks above 32 MiB
-still come from the kernel; their faults are small next to the work done on them.
+threshold. Purification allocates and frees the same activations batch after batch, and a fresh
+process (a Ray actor) kept giving them back and faulting them in again: the kernel zeroed pages it
+had just taken back, and the actor purified 1.3x slower than the same loop in a long-lived process
+(BENCHMARKS.md, "A fresh process faults its heap back in"). Fixed thresholds stop the cycle:
+blocks up to 32 MiB (glibc's largest allowed threshold) come from the heap, and up to `TRIM_BYTES`
+of free heap is kept for reuse. Blocks above 32 MiB still come from the kernel; their faults are
+small next to the work done on them.
 DISILLUSION_KEEP_FREED_MEMORY=0 leaves glibc's defaults (Ray workers inherit it from the driver).
 """
 
