@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 
@@ -25,15 +26,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc malloc.h
 MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 TRIM_BYTES = 256 * 2**20
 
-_applied = False
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Set the thresholds once per process; False where the C library is not glibc or the switch is
+    """Set the thresholds, once per process; False where the C library is not glibc or the switch is
     off (nothing changes)."""
-    global _applied
-    if _applied:
-        return True
     if os.environ.get("DISILLUSION_KEEP_FREED_MEMORY", "1") == "0":
         return False
     try:
@@ -43,7 +40,7 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success; an explicit threshold also turns off glibc's dynamic adjustment.
-    _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
-    if not _applied:
+    applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
+    if not applied:
         log.debug("mallopt refused the heap thresholds; freed memory goes back to the kernel as usual")
-    return _applied
+    return applied

@@ -141,10 +141,9 @@ def run_corpus(
         first = _collect(dataset, len(todo), summary, record, echo, started)
     finally:
         pace_scheduling_loop(RAY_SCHEDULING_WAIT_S)  # Ray's own again, for whatever else runs in this process
-    summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["seconds"], cpu = round(time.perf_counter() - started, 2), time.process_time()  # the run's end, in wall and CPU time
     summary["samples_per_second"] = round(summary["samples"] / summary["seconds"], 3) if summary["seconds"] else None
     # The rate once the pipeline is full: from the first finished shard to the last (given a few shards).
-    cpu = time.process_time()
     steady = (summary["seconds"] - first.seconds, summary["samples"] - first.samples) if first and summary["processed"] >= 3 else (0, 0)
     summary["first_shard_seconds"] = round(first.seconds, 2) if first else None
     summary["steady_samples_per_second"] = round(steady[1] / steady[0], 3) if steady[0] > 0 and steady[1] else None
