@@ -35,11 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eot", type=int, default=16, help="reconstruction draws per step of the detect-adaptive attack")
     parser.add_argument("--restarts", type=int, default=1, help="starts of the detect-adaptive attack (after the first: random)")
     parser.add_argument("--detect-limit", type=int, default=None, help="run the detect-adaptive attack on the first K images only (default: --adaptive-limit)")
-    parser.add_argument("--dm-attack-steps", type=int, default=2, help="denoising steps of the differentiable dm surrogate the adaptive attack uses")
+    parser.add_argument("--dm-attack-steps", type=int,
+                        help="dm: attack through a surrogate with this many denoising steps (default: the full chain, as the defense runs it)")
     parser.add_argument("--ablations", action="store_true", help="also sweep N and the sampling scale for vae+consensus")
     parser.add_argument("--batch-size", type=int, default=100)
     add_consensus_settings(parser, ("seed",))
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto", help="where models and attacks run: cpu, cuda, cuda:1, or auto (default)")
 
 
 def parse_fraction(text: str) -> float:
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.evaluation import adaptive_inputs, detect_adaptive_inputs, evaluate_defense, rows_as_dicts
     from pipeline.presets import get_preset
 
+    from .options import resolve_device
+
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
@@ -65,12 +69,14 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown defenses {sorted(unknown)}; choose from {', '.join(ALL_DEFENSES)}")
 
-    encoder = preset.load_encoder()
+    device = resolve_device(args.device)
+    encoder = preset.load_encoder(device=device)
     bank = preset.label_bank()
     text = bank.embeddings(encoder)
     sample = load_sample()
     count = min(args.limit, len(sample))
     images, labels = sample.tensors(slice(0, count))
+    images = images.to(device)  # labels and targets stay on the CPU, where the rows are scored
     targets = pick_targets(labels.tolist(), len(bank), seed=args.seed)
     attack = AttackConfig(eps=parse_fraction(args.eps), step_size=parse_fraction(args.step_size), steps=args.steps, seed=args.seed)
     adaptive = AttackConfig(eps=attack.eps, step_size=max(attack.step_size, attack.eps / max(1, args.adaptive_steps) * 2.5), steps=args.adaptive_steps, seed=args.seed) if args.adaptive_steps else None
@@ -84,11 +90,28 @@ def run(args: argparse.Namespace) -> int:
 
     detect = DetectAdaptiveConfig(eps=attack.eps, step_size=attack.step_size, steps=args.detect_steps, eot=args.eot,
                                   restarts=args.restarts, seed=args.seed) if args.detect_steps else None
-    rows, adaptive_cache = [], {}
     adaptive_count = min(count, args.adaptive_limit or count)
     detect_count = min(count, args.detect_limit or adaptive_count)
+    config = {
+        "preset": args.preset, "images": count, "n": args.n, "eps": attack.eps, "steps": attack.steps,
+        "step_size": attack.step_size, "adaptive_steps": args.adaptive_steps, "adaptive_images": adaptive_count if adaptive else 0,
+        "adaptive_step_size": adaptive.step_size if adaptive else None, "eot_samples": args.eot_samples,
+        "dm_attack_steps": args.dm_attack_steps, "reconstructor_options": preset.reconstructor_options,
+        "detect_adaptive": {"steps": args.detect_steps, "eot": args.eot, "restarts": args.restarts, "images": detect_count if detect else 0,
+                            "step_size": attack.step_size},
+        "verdict_policy": {"min_agreement": preset.verdict.min_agreement, "max_drift": preset.verdict.max_drift,
+                           "flip_min_drift": preset.verdict.flip_min_drift},
+        "seed": args.seed, "threads": torch.get_num_threads(), "device": describe_device(device),
+    }
+
+    def report(rows, ablations, complete: bool) -> dict:
+        # Written after every defense too (complete: false), so that a long run keeps what it measured.
+        return {"rows": rows_as_dicts(rows), "ablations": ablations,
+                "config": {**config, "seconds": round(time.perf_counter() - start, 1), "complete": complete}}
+
+    rows, adaptive_cache = [], {}
     for name in wanted:
-        defense = _defense(name, preset, encoder, bank, text, args)
+        defense = _defense(name, preset, encoder, bank, text, args, device)
         inputs = {"clean": images, "illusion": illusions}
         if adaptive is not None:
             if defense.attack_key not in adaptive_cache:
@@ -103,26 +126,15 @@ def run(args: argparse.Namespace) -> int:
         new = evaluate_defense(defense, text, inputs, labels, targets, args.batch_size)
         _print_rows(new, header=not rows)
         rows += new
+        write_report(report(rows, [], complete=False), args.json, args.markdown, markdown_report)
 
-    ablations = _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args) if args.ablations else []
-    report = {
-        "rows": rows_as_dicts(rows),
-        "ablations": ablations,
-        "config": {
-            "preset": args.preset, "images": count, "n": args.n, "eps": attack.eps, "steps": attack.steps,
-            "step_size": attack.step_size, "adaptive_steps": args.adaptive_steps, "adaptive_images": adaptive_count if adaptive else 0,
-            "adaptive_step_size": adaptive.step_size if adaptive else None, "eot_samples": args.eot_samples,
-            "dm_attack_steps": args.dm_attack_steps, "reconstructor_options": preset.reconstructor_options,
-            "detect_adaptive": {"steps": args.detect_steps, "eot": args.eot, "restarts": args.restarts, "images": detect_count if detect else 0,
-                                "step_size": attack.step_size},
-            "verdict_policy": {"min_agreement": preset.verdict.min_agreement, "max_drift": preset.verdict.max_drift,
-                               "flip_min_drift": preset.verdict.flip_min_drift},
-            "seed": args.seed, "threads": torch.get_num_threads(),
-        },
-    }
-    report["config"]["seconds"] = round(time.perf_counter() - start, 1)
-    write_report(report, args.json, args.markdown, markdown_report)
+    ablations = _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args, device) if args.ablations else []
+    write_report(report(rows, ablations, complete=True), args.json, args.markdown, markdown_report)
     return 0
+
+
+def describe_device(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def write_report(report: dict, json_path: str | None, markdown_path: str | None, markdown) -> None:
@@ -163,7 +175,7 @@ def markdown_report(report: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _defense(name, preset, encoder, bank, text, args):
+def _defense(name, preset, encoder, bank, text, args, device):
     from pipeline.evaluation import blur_defense, jpeg_defense, none_defense, reconstruction_defense
 
     if name == "none":
@@ -173,19 +185,19 @@ def _defense(name, preset, encoder, bank, text, args):
     if name == "blur":
         return blur_defense(encoder, text, sigma=1.0)
     kind, _, consensus = name.partition("+")
-    reconstructor = preset.load_reconstructor(kind)
+    reconstructor = preset.load_reconstructor(kind, device=device)
     surrogate = None
-    if kind == "dm":
-        # Backpropagating through the whole reverse chain is too slow on CPUs: the adaptive attack
-        # differentiates a shorter DDIM chain of the same model from the same depth t*.
-        surrogate = preset.load_reconstructor(kind, denoise_steps=args.dm_attack_steps)
+    if kind == "dm" and args.dm_attack_steps:
+        # Backpropagating through the whole reverse chain is slow on CPUs: a shorter DDIM chain of the
+        # same model from the same depth t* is the cheaper (and weaker) attack.
+        surrogate = preset.load_reconstructor(kind, denoise_steps=args.dm_attack_steps, device=device)
     return reconstruction_defense(
         name, reconstructor, encoder, bank, n=args.n if consensus else 1, eot_samples=args.eot_samples, seed=args.seed,
         attack_reconstructor=surrogate, verdict=preset.verdict,
     )
 
 
-def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args) -> list[dict]:
+def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args, device) -> list[dict]:
     """vae+consensus on clean and illusion inputs: N sweep, then the posterior sampling scale at N=10."""
     from pipeline.evaluation import evaluate_defense, reconstruction_defense
 
@@ -193,7 +205,7 @@ def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, 
     settings = [("n", n, {}) for n in (1, 3, 5, 10, 15, 20)] + [("sample_scale", s, {"sample_scale": s}) for s in (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)]
     for parameter, value, options in settings:
         n = value if parameter == "n" else args.n
-        defense = reconstruction_defense("vae+consensus", preset.load_reconstructor("vae", **options), encoder, bank, n=n, eot_samples=args.eot_samples, seed=args.seed)
+        defense = reconstruction_defense("vae+consensus", preset.load_reconstructor("vae", **options, device=device), encoder, bank, n=n, eot_samples=args.eot_samples, seed=args.seed)
         for row in evaluate_defense(defense, text, {"clean": images, "illusion": illusions}, labels, targets, args.batch_size):
             out.append({"parameter": parameter, "value": value, **row.__dict__})
         log.info("ablation %s=%s done", parameter, value)

@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dm-attack-steps", type=int,
                         help="dm points: attack through a surrogate with this many denoising steps (default: the full chain)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="where models and attacks run: cpu, cuda, cuda:1, or auto (default)")
     parser.add_argument("--sanity", action="store_true",
                         help="also check the attack at the first point: success as eps, steps and EOT draws grow")
     parser.add_argument("--json", metavar="FILE")
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.frontier import PARAMETERS, meets_target, run_point
     from pipeline.presets import get_preset
 
-    from .evaluate import parse_fraction, write_report
+    from .evaluate import describe_device, parse_fraction, write_report
+    from .options import resolve_device
 
     if args.preset != "demo":
         raise ValueError("the frontier runs on the demo preset's bundled sample")
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--limit + --calibration-limit must not exceed the bundled sample's 1000 images")
     start = time.perf_counter()
     preset = get_preset(args.preset)
-    encoder, bank = preset.load_encoder(), preset.label_bank()
+    device = resolve_device(args.device)
+    encoder, bank = preset.load_encoder(device=device), preset.label_bank()
     text = bank.embeddings(encoder)
     sample = load_sample()
     images, labels = sample.tensors(slice(0, args.limit))
@@ -72,21 +75,35 @@ def run(args: argparse.Namespace) -> int:
         calibration, _ = sample.tensors(slice(1000 - args.calibration_limit, 1000))
     else:
         calibration, _ = load_split("t10k").tensors(held_out_test_indices()[: args.calibration_limit])
+    images, calibration = images.to(device), calibration.to(device)  # labels and targets stay on the CPU
     targets = pick_targets(labels.tolist(), len(bank), seed=args.seed)
     eps = parse_fraction(args.eps)
     illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(eps=eps, steps=args.steps, seed=args.seed))
     with torch.no_grad():
-        undefended_top1 = float(((encoder.embed_images(images) @ text.T).argmax(-1) == labels).float().mean())
+        undefended_top1 = float(((encoder.embed_images(images) @ text.T).argmax(-1).cpu() == labels).float().mean())
     attack = DetectAdaptiveConfig(eps=eps, steps=args.detect_steps, eot=args.eot, restarts=args.restarts, seed=args.seed)
+
+    def report(results, sanity, complete: bool) -> dict:
+        # Written after every point too (complete: false): a long sweep keeps what it measured.
+        config = {k: v for k, v in vars(args).items() if k != "run"}
+        return {
+            "config": {**config, "eps": eps, "undefended_top1": undefended_top1, "seconds": round(time.perf_counter() - start, 1),
+                       "threads": torch.get_num_threads(), "device_name": describe_device(device), "complete": complete},
+            "points": [{"kind": r.point.kind, "parameter": PARAMETERS[r.point.kind],
+                        "value": r.point.value, "n": r.point.n, "thresholds": r.thresholds, "calibration_fpr": r.calibration_fpr,
+                        "metrics": r.metrics, "meets_target": meets_target(r, undefended_top1), "seconds": round(r.seconds, 1)} for r in results],
+            "sanity": sanity,
+        }
 
     results = []
     for point in points(args):
         result = run_point(point, preset, encoder, bank, calibration_images=calibration, images=images, labels=labels, targets=targets,
                            illusions=illusions, attack=attack, attack_images=min(args.attack_limit, args.limit),
-                           target_fpr=args.target_fpr, seed=args.seed, dm_attack_steps=args.dm_attack_steps)
+                           target_fpr=args.target_fpr, seed=args.seed, dm_attack_steps=args.dm_attack_steps, device=device)
         results.append(result)
         log.info("%s: %.0f s", point.label, result.seconds)
         print(summary_line(result, undefended_top1), flush=True)
+        write_report(report(results, [], complete=False), args.json, args.markdown, markdown)
     sanity = []
     if args.sanity:
         from pipeline.defense import VerdictPolicy
@@ -97,20 +114,13 @@ def run(args: argparse.Namespace) -> int:
         sanity = attack_sanity(first.point, preset, encoder, bank, images=images[:count], targets=targets[:count], attack=attack,
                                policy=VerdictPolicy(**first.thresholds), eps_values=[4 / 255, 16 / 255, 64 / 255],
                                step_values=[args.detect_steps // 4, args.detect_steps, 2 * args.detect_steps],
-                               eot_values=[max(1, args.eot // 4), args.eot, 2 * args.eot], seed=args.seed)
+                               eot_values=[max(1, args.eot // 4), args.eot, 2 * args.eot], seed=args.seed, device=device)
         for entry in sanity:
             print(f"sanity {entry['knob']}={entry['value']:.4g}: purify {entry['target_purify']:.3f} drop {entry['target_drop']:.3f}", flush=True)
-    report = {
-        "config": {**{k: v for k, v in vars(args).items() if k != "run"}, "eps": eps, "undefended_top1": undefended_top1,
-                   "seconds": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads()},
-        "points": [{"kind": r.point.kind, "parameter": PARAMETERS[r.point.kind],
-                    "value": r.point.value, "n": r.point.n, "thresholds": r.thresholds, "calibration_fpr": r.calibration_fpr,
-                    "metrics": r.metrics, "meets_target": meets_target(r, undefended_top1), "seconds": round(r.seconds, 1)} for r in results],
-        "sanity": sanity,
-    }
-    write_report(report, args.json, args.markdown, markdown)
+    final = report(results, sanity, complete=True)
+    write_report(final, args.json, args.markdown, markdown)
     if args.plot:
-        plot(report, args.plot)
+        plot(final, args.plot)
     return 0
 
 

@@ -197,8 +197,9 @@ def detect_adaptive_inputs(
     def judge_for(batch_targets: torch.Tensor):
         def judge(x: torch.Tensor) -> torch.Tensor:
             out = defense.apply(x)
-            delivered = sum((out.downstream[p] == batch_targets).float() for p in ("purify", "drop"))
-            return delivered + 0.01 * (out.embedding.float() * text[batch_targets]).sum(-1)
+            delivered = sum((out.downstream[p] == batch_targets.cpu()).float() for p in ("purify", "drop"))
+            closeness = (out.embedding.float().to(text.device) * text[batch_targets]).sum(-1)
+            return delivered + 0.01 * closeness.cpu()
 
         return judge
 
@@ -225,11 +226,12 @@ def evaluate_defense(
         start = time.perf_counter()
         outputs = [defense.apply(x[i : i + batch_size]) for i in range(0, count, batch_size)]
         seconds = time.perf_counter() - start
-        output = DefenseOutput(torch.cat([o.ranking for o in outputs]), torch.cat([o.embedding for o in outputs]).float())
+        # Scored on the CPU, whatever device the models ran on.
+        output = DefenseOutput(torch.cat([o.ranking.cpu() for o in outputs]), torch.cat([o.embedding.float().cpu() for o in outputs]))
         if outputs[0].verdicts is not None:
             output.verdicts = [v for o in outputs for v in o.verdicts]
             output.downstream = {p: torch.cat([o.downstream[p] for o in outputs]) for p in POLICIES}
-        rows.append(score(defense, output, labels[:count], targets[:count], text, name, seconds))
+        rows.append(score(defense, output, labels[:count].cpu(), targets[:count].cpu(), text.float().cpu(), name, seconds))
     return rows
 
 

@@ -74,9 +74,10 @@ def run_point(
     seed: int = 0,
     batch_size: int = 100,
     dm_attack_steps: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> PointResult:
     start = time.perf_counter()
-    options = {PARAMETERS[point.kind]: point.value}
+    options = {PARAMETERS[point.kind]: point.value, "device": device}
     reconstructor = preset.load_reconstructor(point.kind, **options)
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes).
     purifier = ConsensusPurifier(reconstructor, encoder, bank, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17))
@@ -114,12 +115,12 @@ def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.1
 
 def attack_sanity(
     point: Point, preset, encoder, bank, *, images: torch.Tensor, targets: torch.Tensor, attack: DetectAdaptiveConfig,
-    policy, eps_values, step_values, eot_values, seed: int = 0, batch_size: int = 100,
+    policy, eps_values, step_values, eot_values, seed: int = 0, batch_size: int = 100, device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
     """Checks that the attack, not its budget, sets the frontier: downstream target success (purify)
     of the detect-adaptive attack as the budget epsilon grows (it should approach 100%), and as its
     steps and EOT draws grow (it should level off)."""
-    reconstructor = preset.load_reconstructor(point.kind, **{PARAMETERS[point.kind]: point.value})
+    reconstructor = preset.load_reconstructor(point.kind, **{PARAMETERS[point.kind]: point.value}, device=device)
     defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
                                      verdict=policy)
     text = bank.embeddings(encoder)

@@ -49,7 +49,7 @@ def detect_adaptive_objective(
 ) -> Objective:
     """The loss above for images whose target labels are `targets` (indices into `text`, L x D)."""
     target_text = text[targets]
-    others = F.one_hot(targets, text.shape[0]).bool()
+    others = F.one_hot(targets, text.shape[0]).bool().to(text.device)
 
     def objective(x: torch.Tensor, step: int) -> torch.Tensor:
         batch = x.shape[0]
@@ -80,7 +80,7 @@ def detect_adaptive_attack(
     """Signed-gradient descent on `objective` from each start; returns, per image, the iterate that
     `judge` (higher is better for the attacker, on fresh defense draws) scored best."""
     original = images.detach()
-    best, best_score = original.clone(), torch.full((len(original),), -torch.inf)
+    best, best_score = original.clone(), torch.full((len(original),), -torch.inf, device=original.device)
     generator = torch.Generator().manual_seed(config.seed)
     for restart in range(config.restarts):
         x = original.clone()
@@ -93,7 +93,7 @@ def detect_adaptive_attack(
                 x = x - config.step_size * grad.sign()
                 x = (original + (x - original).clamp(-config.eps, config.eps)).clamp(0, 1)
             if (step + 1) % config.check_every == 0 or step + 1 == config.steps:
-                score = judge(x).float().cpu()
+                score = judge(x).float().to(best_score.device)
                 better = score > best_score
                 best[better], best_score[better] = x[better], score[better]
     return best

@@ -7,7 +7,7 @@ def test_evaluate_writes_the_paper_table(tmp_path):
     out, md = tmp_path / "out.json", tmp_path / "out.md"
     code = main(["evaluate", "--preset", "demo", "--limit", "6", "--steps", "5", "--step-size", "4/255", "--adaptive-steps", "2",
                  "--detect-steps", "3", "--eot", "2", "--restarts", "2", "--detect-limit", "4",
-                 "--defenses", "none,jpeg,vae,vae+consensus", "--n", "3", "--json", str(out), "--markdown", str(md)])
+                 "--defenses", "none,jpeg,vae,vae+consensus", "--n", "3", "--device", "cpu", "--json", str(out), "--markdown", str(md)])
     assert code == 0
     report = json.loads(out.read_text())
     assert {(r["defense"], r["input"]) for r in report["rows"]} == {
@@ -24,4 +24,5 @@ def test_evaluate_writes_the_paper_table(tmp_path):
             assert row["target_drop"] <= row["target_keep"]  # dropping never delivers more
     assert [r["n"] for r in report["rows"] if r["defense"] == "vae+consensus"] == [3, 3, 3, 3]
     assert report["config"]["detect_adaptive"] == {"steps": 3, "eot": 2, "restarts": 2, "images": 4, "step_size": 4 / 255}
+    assert report["config"]["device"] == "cpu" and report["config"]["complete"]
     assert "| vae+consensus | adaptive |" in md.read_text()

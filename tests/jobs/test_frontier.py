@@ -17,10 +17,11 @@ def test_frontier_recalibrates_each_point_and_reports_what_reaches_downstream(tm
     out, md, png = tmp_path / "f.json", tmp_path / "f.md", tmp_path / "f.png"
     code = main(["frontier", "--vae", "0,1.5", "--ae", "", "--dm", "", "--n", "3", "--limit", "8", "--attack-limit", "4",
                  "--calibrate-on", "sample", "--calibration-limit", "20", "--steps", "3", "--detect-steps", "4", "--eot", "2", "--sanity",
-                 "--json", str(out), "--markdown", str(md), "--plot", str(png)])
+                 "--device", "cpu", "--json", str(out), "--markdown", str(md), "--plot", str(png)])
     assert code == 0
     report = json.loads(out.read_text())
     assert [(p["kind"], p["value"], p["n"]) for p in report["points"]] == [("vae", 0.0, 3), ("vae", 1.5, 3)]
+    assert report["config"]["complete"] and report["config"]["device_name"] == "cpu"
     for point in report["points"]:
         assert set(point["metrics"]) == {"clean", "illusion", "detect-adaptive"}
         attacked = point["metrics"]["detect-adaptive"]
