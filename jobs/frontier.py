@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dm-attack-steps", type=int,
                         help="dm points: attack through a surrogate with this many denoising steps (default: the full chain)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=100, help="images per attack batch (memory: a dm batch keeps "
+                        "batch x eot denoising chains for the gradient)")
     parser.add_argument("--device", default="auto", help="where models and attacks run: cpu, cuda, cuda:1, or auto (default)")
     parser.add_argument("--sanity", action="store_true",
                         help="also check the attack at the first point: success as eps, steps and EOT draws grow")
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     for point in points(args):
         result = run_point(point, preset, encoder, bank, calibration_images=calibration, images=images, labels=labels, targets=targets,
                            illusions=illusions, attack=attack, attack_images=min(args.attack_limit, args.limit),
-                           target_fpr=args.target_fpr, seed=args.seed, dm_attack_steps=args.dm_attack_steps, device=device)
+                           target_fpr=args.target_fpr, seed=args.seed, dm_attack_steps=args.dm_attack_steps, batch_size=args.batch_size, device=device)
         results.append(result)
         log.info("%s: %.0f s", point.label, result.seconds)
         print(summary_line(result, undefended_top1), flush=True)
@@ -114,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         sanity = attack_sanity(first.point, preset, encoder, bank, images=images[:count], targets=targets[:count], attack=attack,
                                policy=VerdictPolicy(**first.thresholds), eps_values=[4 / 255, 16 / 255, 64 / 255],
                                step_values=[args.detect_steps // 4, args.detect_steps, 2 * args.detect_steps],
-                               eot_values=[max(1, args.eot // 4), args.eot, 2 * args.eot], seed=args.seed, device=device)
+                               eot_values=[max(1, args.eot // 4), args.eot, 2 * args.eot], seed=args.seed, batch_size=args.batch_size,
+                               device=device)
         for entry in sanity:
             print(f"sanity {entry['knob']}={entry['value']:.4g}: purify {entry['target_purify']:.3f} drop {entry['target_drop']:.3f}", flush=True)
     final = report(results, sanity, complete=True)
