@@ -16,6 +16,8 @@ random restarts, and the best iterate per image kept as judged by the real defen
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .illusion import Objective
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ def detect_adaptive_attack(
     original = images.detach()
     best, best_score = original.clone(), torch.full((len(original),), -torch.inf, device=original.device)
     generator = torch.Generator().manual_seed(config.seed)
+    start = time.perf_counter()
     for restart in range(config.restarts):
         x = original.clone()
         if restart:
@@ -96,4 +101,6 @@ def detect_adaptive_attack(
                 score = judge(x).float().to(best_score.device)
                 better = score > best_score
                 best[better], best_score[better] = x[better], score[better]
+                log.debug("detect-adaptive: start %d, step %d/%d, best judge score %.3f on average, %.1f s",
+                          restart + 1, step + 1, config.steps, float(best_score.mean()), time.perf_counter() - start)
     return best

@@ -60,7 +60,11 @@ class SanitizeConfig:
     models: ModelSettings = field(default_factory=ModelSettings)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
-    policy: str | None = field(default="purify", metadata={"help": "what replaces a flagged sample", "choices": POLICIES, "name": "on_illusion"})
+    # drop by default: an attacker who aims its illusion at the reconstructions (EOT) makes the purified
+    # image itself the attack, and purify then delivers it (EVALUATION.md, "Which policy").
+    policy: str | None = field(default="drop", metadata={
+        "help": "what happens to a flagged sample: drop it to quarantine (default), replace it by its purified image (purify), "
+                "or keep it annotated (keep)", "choices": POLICIES, "name": "on_illusion"})
     # Samples that cannot be examined (undecodable, over the pixel limit, links, repeated names, no
     # image): kept byte-identical with an error verdict, or moved to quarantine.
     on_error: str = field(default="keep", metadata={

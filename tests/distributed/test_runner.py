@@ -83,7 +83,7 @@ def test_sanitize_resume_and_equivalence_with_the_local_path(tmp_path, ray_clust
     # Same verdicts as the single-process path (seeds come from sample keys, not batches or workers).
     local = tmp_path / "local"
     purifier = CONFIG.build_purifier()
-    process_shard(storage, str(tmp_path / "in" / "shard-000001.tar"), str(local), purifier, policy="purify")
+    process_shard(storage, str(tmp_path / "in" / "shard-000001.tar"), str(local), purifier, policy=CONFIG.policy)
     ray_rows = pq.read_table(out / "verdicts" / "shard-000001.parquet").to_pylist()
     local_rows = pq.read_table(local / "verdicts" / "shard-000001.parquet").to_pylist()
     assert [(r["key"], r["verdict"], r["label_consensus"], r["samples_used"]) for r in ray_rows] == [
