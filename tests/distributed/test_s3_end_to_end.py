@@ -31,6 +31,7 @@ def test_s3_run_matches_the_local_run(tmp_path, seaweed, ray_cluster):
         assert remote.select(columns).to_pylist() == local.select(columns).to_pylist()
         manifest = json.loads(client.get_object(Bucket="corpus", Key=f"clean/manifests/{name}.json")["Body"].read())
         assert manifest["samples"] == 6 and manifest["complete"]
+        assert manifest["policy"] == "drop"  # the default: a flagged sample goes to quarantine, not replaced
         keys = [s.key for s in read_samples(client.get_object(Bucket="corpus", Key=f"clean/shards/{name}.tar")["Body"].read())]
         assert keys == [s.key for s in shards[i]]
     run = client.get_object(Bucket="corpus", Key="clean/run.json")["Body"].read().decode()
