@@ -10,7 +10,10 @@ import torch
 from pipeline.data.fashion_mnist import DEBIAN_DIR
 from pipeline.defense.calibration import METHODS
 
-from .options import add_consensus_settings
+from .options import add_consensus_settings, add_setting
+
+# The model flags of `sanitize` that calibrate takes too: thresholds belong to the models that ran.
+MODEL_SETTINGS = ("reconstructor", "resolution", "sample_scale", "latent_noise", "noise_scale", "strength", "denoise_steps")
 
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."
@@ -39,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drift: flag embeddings that move under purification (default); votes: flag any label flip")
     parser.add_argument("--min-agreement", type=float, default=0.5, help="drift method: vote share below which a sample is 'uncertain'")
     add_consensus_settings(parser)  # as the run will use them
+    from pipeline.sanitize.settings import by_name
+
+    models = parser.add_argument_group("models (default: the preset's; written into --json, so that `sanitize --config` runs the same)")
+    for name in MODEL_SETTINGS:
+        add_setting(models, by_name()[name])
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--s3-endpoint")
     parser.add_argument("--json", metavar="FILE", help="write {min_agreement, max_drift, n, ...} here")
@@ -90,16 +98,17 @@ def _format_group(member: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.batching import map_batched
-    from pipeline.defense import ConsensusConfig, ConsensusPurifier
     from pipeline.defense.calibration import Calibration, calibrate_groups, rates, unlabelled_policy
     from pipeline.models.noise import seed_for_key
     from pipeline.presets import get_preset
+    from pipeline.sanitize.config import SanitizeConfig
 
     if args.unlabelled and not args.input:
         raise ValueError("--unlabelled sets thresholds from a corpus: pass it with --input")
     preset = get_preset(args.preset)
-    consensus = ConsensusConfig(n=args.n, early_exit=args.early_exit, alpha=args.alpha, seed=args.seed)
-    purifier = ConsensusPurifier(preset.load_reconstructor(), preset.load_encoder(), preset.label_bank(), consensus)
+    models = {name: getattr(args, name) for name in MODEL_SETTINGS if getattr(args, name) is not None}
+    purifier = SanitizeConfig.resolve(preset=args.preset, **models, n=args.n, early_exit=args.early_exit, alpha=args.alpha,
+                                      seed=args.seed).build_purifier()
     groups = {name: images for name, images in clean_images(args).items() if images[0]}
     if not groups:
         raise ValueError("no decodable clean images found")
@@ -122,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         policy, per_group = calibrate_groups(results, args.target_fpr, args.method, args.min_agreement)
         method = args.method
     config = {
-        "preset": args.preset, "n": args.n, "early_exit": args.early_exit, "alpha": args.alpha,
+        "preset": args.preset, **models, "n": args.n, "early_exit": args.early_exit, "alpha": args.alpha,
         "min_agreement": policy.min_agreement, "max_drift": policy.max_drift, "flip_min_drift": policy.flip_min_drift,
         "calibration": {"method": method, "target_fpr": None if args.unlabelled else args.target_fpr,
                         "groups": {name: {"samples": c.samples, "flagged": c.false_positive_rate, "uncertain": c.uncertain_rate}

@@ -65,3 +65,22 @@ def test_stored_encodings_go_through_the_sanitize_decoder():
     assert torch.allclose(at_working_size(as_stored(image, "png", rng), 32), image, atol=1 / 255)
     jpeg = as_stored(image, "jpeg", rng)
     assert jpeg[:2] == b"\xff\xd8" and at_working_size(jpeg, 32).shape == (3, 32, 32)
+
+
+def test_calibrating_other_models_writes_them_into_the_config(tmp_path):
+    from pipeline.presets import DEMO_DIR
+
+    make_shard(tmp_path / "clean" / "shard-000000.tar", count=12)
+    vae, dm = tmp_path / "vae.json", tmp_path / "dm.json"
+    common = ["calibrate", "--input", str(tmp_path / "clean"), "--n", "3", "--target-fpr", "0.1"]
+    assert main([*common, "--json", str(vae)]) == 0
+    assert main([*common, "--reconstructor", f"dm:{DEMO_DIR}/dm", "--strength", "0.1", "--denoise-steps", "2", "--json", str(dm)]) == 0
+    vae_config, dm_config = json.loads(vae.read_text()), json.loads(dm.read_text())
+    assert "reconstructor" not in vae_config and dm_config["strength"] == 0.1 and dm_config["denoise_steps"] == 2
+    assert dm_config["max_drift"] != vae_config["max_drift"]  # thresholds belong to the models that ran
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = build_config(parser.parse_args(["--input", "x", "--output", "y", "--config", str(dm)]))
+    assert config.models.reconstructor == f"dm:{DEMO_DIR}/dm" and config.models.reconstructor_options == {"strength": 0.1, "denoise_steps": 2}
+    assert config.consensus.verdict.max_drift == dm_config["max_drift"]
