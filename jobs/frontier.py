@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out clean images for the thresholds: Fashion-MNIST test images outside the bundled sample "
                              "(needs the dataset), or the bundled sample's second half")
     parser.add_argument("--calibration-limit", type=int, default=500)
+    parser.add_argument("--encodings", default="png",
+                        help="store each calibration image as these and meet the target on each (png: as is; jpeg: random size 32-256 px, "
+                             "quality 70-95, as `calibrate`); png,jpeg gives the thresholds `calibrate` and `sanitize` use")
     parser.add_argument("--target-fpr", type=float, default=0.03, help="false-positive rate each point is calibrated to")
     parser.add_argument("--eps", default="16/255")
     parser.add_argument("--steps", type=int, default=100, help="steps of the published illusion")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         calibration, _ = sample.tensors(slice(1000 - args.calibration_limit, 1000))
     else:
         calibration, _ = load_split("t10k").tensors(held_out_test_indices()[: args.calibration_limit])
-    images, calibration = images.to(device), calibration.to(device)  # labels and targets stay on the CPU
+    calibration = {encoding: stored(calibration, encoding, preset.work_size, args.seed).to(device) for encoding in args.encodings.split(",")}
+    images = images.to(device)  # labels and targets stay on the CPU
     targets = pick_targets(labels.tolist(), len(bank), seed=args.seed)
     eps = parse_fraction(args.eps)
     illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(eps=eps, steps=args.steps, seed=args.seed))
@@ -125,6 +129,16 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot(final, args.plot)
     return 0
+
+
+def stored(images: torch.Tensor, encoding: str, work_size: int, seed: int) -> torch.Tensor:
+    """The images as a corpus would store them in `encoding`, decoded as `sanitize` decodes them."""
+    import random
+
+    from pipeline.data.encodings import as_stored, at_working_size
+
+    rng = random.Random(seed)
+    return torch.stack([at_working_size(as_stored(image, encoding, rng), work_size) for image in images])
 
 
 def summary_line(result, undefended_top1: float) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from .attacks.adaptive import DetectAdaptiveConfig
 from .defense import ConsensusConfig, ConsensusPurifier
-from .defense.calibration import calibrate
+from .defense.calibration import calibrate_groups
 from .evaluation import POLICIES, detect_adaptive_inputs, evaluate_defense, reconstruction_defense
 from .models.registry import RECONSTRUCTORS
 
@@ -42,7 +42,7 @@ class Point:
 class PointResult:
     point: Point
     thresholds: dict[str, float | None]
-    calibration_fpr: float
+    calibration_fpr: float  # the highest of the calibration groups'
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -63,7 +63,7 @@ def run_point(
     encoder,
     bank,
     *,
-    calibration_images: torch.Tensor,
+    calibration_images: dict[str, torch.Tensor],
     images: torch.Tensor,
     labels: torch.Tensor,
     targets: torch.Tensor,
@@ -79,14 +79,16 @@ def run_point(
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value, "device": device}
     reconstructor = preset.load_reconstructor(point.kind, **options)
-    # Thresholds for this point, from clean images only (all N draws, as the evaluation votes).
+    # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that
+    # meet the target on each group of them (e.g. as PNG and as JPEG of other sizes).
     purifier = ConsensusPurifier(reconstructor, encoder, bank, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17))
-    clean_results = [r for i in range(0, len(calibration_images), batch_size) for r in purifier.purify(calibration_images[i : i + batch_size])]
-    calibration = calibrate(clean_results, target_fpr)
+    clean_results = {group: [r for i in range(0, len(x), batch_size) for r in purifier.purify(x[i : i + batch_size])]
+                     for group, x in calibration_images.items()}
+    verdict, per_group = calibrate_groups(clean_results, target_fpr)
     # The attack differentiates through the whole denoising chain unless given a shorter surrogate.
     surrogate = preset.load_reconstructor("dm", **options, denoise_steps=dm_attack_steps) if point.kind == "dm" and dm_attack_steps else None
     defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
-                                     attack_reconstructor=surrogate, verdict=calibration.policy)
+                                     attack_reconstructor=surrogate, verdict=verdict)
     text = bank.embeddings(encoder)
     adaptive = detect_adaptive_inputs(defense, text, images[:attack_images], targets[:attack_images], attack, batch_size)
     rows = evaluate_defense(defense, text, {"clean": images, "illusion": illusions, "detect-adaptive": adaptive}, labels, targets, batch_size)
@@ -99,9 +101,8 @@ def run_point(
             entry[f"target_{policy}"] = share
             entry[f"target_{policy}_ci"] = wilson(round(share * count), count)
         metrics[row.input] = entry
-    policy = calibration.policy
-    return PointResult(point, {"min_agreement": policy.min_agreement, "max_drift": policy.max_drift, "flip_min_drift": policy.flip_min_drift},
-                       calibration.false_positive_rate, metrics, time.perf_counter() - start)
+    return PointResult(point, {"min_agreement": verdict.min_agreement, "max_drift": verdict.max_drift, "flip_min_drift": verdict.flip_min_drift},
+                       max(c.false_positive_rate for c in per_group.values()), metrics, time.perf_counter() - start)
 
 
 def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.10, max_flagged: float = 0.05, max_top1_loss: float = 0.05) -> bool:

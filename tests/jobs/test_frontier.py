@@ -16,7 +16,7 @@ def test_wilson_interval():
 def test_frontier_recalibrates_each_point_and_reports_what_reaches_downstream(tmp_path):
     out, md, png = tmp_path / "f.json", tmp_path / "f.md", tmp_path / "f.png"
     code = main(["frontier", "--vae", "0,1.5", "--ae", "", "--dm", "", "--n", "3", "--limit", "8", "--attack-limit", "4",
-                 "--calibrate-on", "sample", "--calibration-limit", "20", "--steps", "3", "--detect-steps", "4", "--eot", "2", "--sanity",
+                 "--calibrate-on", "sample", "--calibration-limit", "20", "--encodings", "png,jpeg", "--steps", "3", "--detect-steps", "4", "--eot", "2", "--sanity",
                  "--device", "cpu", "--json", str(out), "--markdown", str(md), "--plot", str(png)])
     assert code == 0
     report = json.loads(out.read_text())
@@ -28,7 +28,7 @@ def test_frontier_recalibrates_each_point_and_reports_what_reaches_downstream(tm
         assert attacked["images"] == 4 and attacked["target_drop"] <= attacked["target_keep"]
         low, high = attacked["target_purify_ci"]
         assert low <= attacked["target_purify"] <= high
-        assert point["calibration_fpr"] <= 0.03 + 1e-9 and point["thresholds"]["max_drift"] is not None
+        assert point["calibration_fpr"] <= 0.03 + 1e-9 and point["thresholds"]["max_drift"] is not None  # on PNG and on JPEG
     assert report["points"][0]["thresholds"] != report["points"][1]["thresholds"]  # recalibrated per point
     assert md.read_text().count("| vae latent_noise=") == 2
     assert Image.open(png).size[0] > 0
