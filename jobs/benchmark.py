@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from .options import add_consensus_settings
+from .options import add_consensus_settings, add_device_argument
 
 NAME = "benchmark"
 HELP = "Measure samples/s and memory: stages, working geometry, the Ray pipeline, early exit, full-size models."
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, help="models section: resize the images to this size (default: the preset's working size)")
     add_consensus_settings(parser, ("n",))
     parser.add_argument("--batch-size", type=int, default=32, help="models and early-exit sections (the pipeline uses its own default, 16)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    add_device_argument(parser)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--geometry-samples", type=int, default=400, help="geometry section: corpus size")
     parser.add_argument("--pipeline-samples", type=int, default=320, help="pipeline section: the 1x corpus (10x is run too)")

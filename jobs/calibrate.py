@@ -76,7 +76,7 @@ def clean_images(args) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
         return groups
     import random
 
-    from pipeline.data.encodings import as_stored, at_working_size
+    from pipeline.data.encodings import stored_at_working_size
     from pipeline.data.fashion_mnist import held_out_test_indices, load_split
 
     if args.preset != "demo":
@@ -87,8 +87,7 @@ def clean_images(args) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
     x, _ = load_split("t10k", args.data).tensors(indices)
     rng = random.Random(args.seed)
     keys = [f"t10k-{i:05d}" for i in indices]
-    return {encoding: ([at_working_size(as_stored(image, encoding, rng), work_size) for image in x], keys)
-            for encoding in args.encodings.split(",")}
+    return {encoding: (stored_at_working_size(x, encoding, work_size, rng), keys) for encoding in args.encodings.split(",")}
 
 
 def _format_group(member: str | None) -> str:

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from .options import add_consensus_settings
+from .options import add_consensus_settings, add_device_argument
 
 NAME = "evaluate"
 HELP = "Evaluate defenses against clean, illusion and adaptive inputs (Top-1/Top-5, ASR, cosines, time)."
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     add_consensus_settings(parser, ("seed",))
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto", help="where models and attacks run: cpu, cuda, cuda:1, or auto (default)")
+    add_device_argument(parser)
 
 
 def parse_fraction(text: str) -> float:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.evaluation import adaptive_inputs, detect_adaptive_inputs, evaluate_defense, rows_as_dicts
     from pipeline.presets import get_preset
 
-    from .options import resolve_device
+    from .options import describe_device, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -131,10 +131,6 @@ def run(args: argparse.Namespace) -> int:
     ablations = _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args, device) if args.ablations else []
     write_report(report(rows, ablations, complete=True), args.json, args.markdown, markdown_report)
     return 0
-
-
-def describe_device(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def write_report(report: dict, json_path: str | None, markdown_path: str | None, markdown) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import time
 
 import torch
+
+from .options import add_device_argument
 
 NAME = "frontier"
 HELP = "Sweep reconstruction randomness: clean cost against a detect-adaptive attacker, thresholds recalibrated per point."
@@ -39,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=100, help="images per attack batch (memory: a dm batch keeps "
                         "batch x eot denoising chains for the gradient)")
-    parser.add_argument("--device", default="auto", help="where models and attacks run: cpu, cuda, cuda:1, or auto (default)")
+    add_device_argument(parser)
     parser.add_argument("--sanity", action="store_true",
                         help="also check the attack at the first point: success as eps, steps and EOT draws grow")
     parser.add_argument("--json", metavar="FILE")
@@ -58,12 +61,13 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
     from pipeline.attacks.adaptive import DetectAdaptiveConfig
     from pipeline.attacks.illusion import cosine_objective
+    from pipeline.data.encodings import stored_at_working_size
     from pipeline.data.fashion_mnist import held_out_test_indices, load_sample, load_split
     from pipeline.frontier import PARAMETERS, meets_target, run_point
     from pipeline.presets import get_preset
 
-    from .evaluate import describe_device, parse_fraction, write_report
-    from .options import resolve_device
+    from .evaluate import parse_fraction, write_report
+    from .options import describe_device, resolve_device
 
     if args.preset != "demo":
         raise ValueError("the frontier runs on the demo preset's bundled sample")
@@ -80,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         calibration, _ = sample.tensors(slice(1000 - args.calibration_limit, 1000))
     else:
         calibration, _ = load_split("t10k").tensors(held_out_test_indices()[: args.calibration_limit])
-    calibration = {encoding: stored(calibration, encoding, preset.work_size, args.seed).to(device) for encoding in args.encodings.split(",")}
+    calibration = {encoding: torch.stack(stored_at_working_size(calibration, encoding, preset.work_size, random.Random(args.seed))).to(device)
+                   for encoding in args.encodings.split(",")}
     images = images.to(device)  # labels and targets stay on the CPU
     targets = pick_targets(labels.tolist(), len(bank), seed=args.seed)
     eps = parse_fraction(args.eps)
@@ -129,16 +134,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot(final, args.plot)
     return 0
-
-
-def stored(images: torch.Tensor, encoding: str, work_size: int, seed: int) -> torch.Tensor:
-    """The images as a corpus would store them in `encoding`, decoded as `sanitize` decodes them."""
-    import random
-
-    from pipeline.data.encodings import as_stored, at_working_size
-
-    rng = random.Random(seed)
-    return torch.stack([at_working_size(as_stored(image, encoding, rng), work_size) for image in images])
 
 
 def summary_line(result, undefended_top1: float) -> str:

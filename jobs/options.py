@@ -58,7 +58,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("models")
     group.add_argument("--reconstructor", required=True, metavar="SPEC", help="e.g. vae:stabilityai/sd-vae-ft-mse or vae:/dir")
     group.add_argument("--encoder", required=True, metavar="SPEC", help="e.g. clip:openai/clip-vit-large-patch14, imagebind:/path/imagebind_huge.pth")
-    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default)")
+    add_device_argument(group)
     table = by_name()
     for setting in settings_table():
         if setting.path[-1:] == ("reconstructor_options",):
@@ -75,10 +75,19 @@ def add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
     add_consensus_settings(group, CONSENSUS_SETTINGS + VERDICT_SETTINGS)
 
 
+def add_device_argument(parser) -> None:
+    parser.add_argument("--device", default="auto", help="where the models run: cpu, cuda, cuda:1, or auto (default)")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    """The GPU's name, or the device type."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def reconstructor_options(args: argparse.Namespace) -> dict:

@@ -39,3 +39,8 @@ def as_stored(image: torch.Tensor, encoding: str, rng: random.Random) -> bytes:
 def at_working_size(data: bytes, work_size: int) -> torch.Tensor:
     """Stored bytes -> 3 x S x S in [0, 1], exactly as `sanitize` examines them."""
     return torch.from_numpy(decode_working(data, work_size).pixels.copy()).permute(2, 0, 1).float().div(255.0)
+
+
+def stored_at_working_size(images, encoding: str, work_size: int, rng: random.Random) -> list[torch.Tensor]:
+    """Each image stored as `encoding` and decoded back as `sanitize` examines it."""
+    return [at_working_size(as_stored(image, encoding, rng), work_size) for image in images]
