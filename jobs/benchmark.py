@@ -8,6 +8,8 @@ the raw numbers):
 - pipeline: the Ray pipeline against a bare in-process loop over the same shards, the driver's CPU
   per 1,000 samples, and the whole run's peak memory on 1x and 10x the corpus;
 - early-exit: each early-exit rule against drawing all N, on a corpus with planted illusions;
+- attack (only when named): seconds per step of the detect-adaptive attack per reconstructor, with
+  32 reconstructions per model call against the whole step's batch x EOT draws in one call;
 - full-size (`--full-size`, alone): the paper's architectures with random weights (SD VAE with
   ImageBind-huge or CLIP ViT-L/14 at 224 px) under several execution settings.
 """
@@ -27,12 +29,14 @@ from .options import add_consensus_settings, add_device_argument
 
 NAME = "benchmark"
 HELP = "Measure samples/s and memory: stages, working geometry, the Ray pipeline, early exit, full-size models."
-SECTIONS = ("models", "geometry", "pipeline", "early-exit")
+SECTIONS = ("models", "geometry", "pipeline", "early-exit", "attack")
+DEFAULT_SECTIONS = SECTIONS[:4]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated, from {', '.join(SECTIONS)} (default: all but attack)")
     parser.add_argument("--quick", action="store_true", help="small sizes everywhere: a smoke run, not a measurement")
     parser.add_argument("--reconstructors", help="models section: comma-separated kinds (default: all of the preset's)")
     parser.add_argument("--samples", type=int, default=256, help="models section: images per stage (from the bundled sample)")
@@ -46,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=200, help="samples per shard in the corpora of the Ray sections")
     parser.add_argument("--early-exit-samples", type=int, default=500, help="early-exit section: corpus size")
     parser.add_argument("--illusion-fraction", type=float, default=0.1, help="early-exit section: share of planted illusions")
+    parser.add_argument("--attack-images", type=int, default=20, help="attack section: images per attack batch")
+    parser.add_argument("--eot", type=int, default=16, help="attack section: reconstruction draws per image and step")
     parser.add_argument("--full-size", action="store_true", help="only the full-size section (real architectures, random weights)")
     parser.add_argument("--encoder", choices=("imagebind", "clip-l14"), default="imagebind", help="full-size section: the encoder")
     parser.add_argument("--full-size-samples", type=int, help="full-size section: images per setting (default 128 on CUDA, 2 on CPU)")
@@ -67,6 +73,8 @@ def rerun_command(args: argparse.Namespace) -> str:
                  "--geometry-samples", str(args.geometry_samples), "--pipeline-samples", str(args.pipeline_samples),
                  "--shard-size", str(args.shard_size), "--early-exit-samples", str(args.early_exit_samples),
                  "--illusion-fraction", str(args.illusion_fraction)]
+        if "attack" in args.sections:
+            words += ["--attack-images", str(args.attack_images), "--eot", str(args.eot)]
         for flag, value in (("--reconstructors", args.reconstructors), ("--image-size", args.image_size)):
             if value:
                 words += [flag, str(value)]
@@ -90,6 +98,7 @@ def _quick(args: argparse.Namespace) -> None:
     if args.quick:
         args.samples, args.geometry_samples, args.pipeline_samples = min(args.samples, 16), min(args.geometry_samples, 24), min(args.pipeline_samples, 8)
         args.early_exit_samples, args.shard_size = min(args.early_exit_samples, 20), min(args.shard_size, 8)
+        args.attack_images, args.eot = min(args.attack_images, 2), min(args.eot, 2)
         args.full_size_samples = args.full_size_samples or 1
 
 
@@ -121,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             report["pipeline"] = pipeline_section(args)
         if "early-exit" in sections and args.early_exit_samples:
             report["early_exit"] = early_exit_section(args, device)
+        if "attack" in sections:
+            report["attack"] = attack_section(args, device)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)
@@ -143,6 +154,30 @@ def models_section(args: argparse.Namespace, device: torch.device) -> list[dict]
     print(f"\n### Stages (in process; images {size}x{size}, batch {args.batch_size})\n")
     print(markdown_table(rows))
     return [r.as_dict() for r in rows]
+
+
+def attack_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    from pipeline.benchmark import time_attack_steps
+    from pipeline.presets import get_preset
+
+    preset = get_preset(args.preset)
+    kinds = args.reconstructors.split(",") if args.reconstructors else list(preset.reconstructors)
+    images = bench_images(args.attack_images, args.image_size or preset.work_size)
+    encoder, bank = preset.load_encoder(device=device), preset.label_bank()
+    chains = len(images) * args.eot
+    print(f"\n### Detect-adaptive attack step ({len(images)} images x {args.eot} EOT draws = {chains} reconstructions, "
+          "loss forward and backward; median of 3 steps)\n")
+    print("| reconstructor | reconstructions per model call | seconds / step | peak GPU MB |")
+    print("|---|---|---|---|")
+    rows = []
+    for kind in kinds:
+        reconstructor = preset.load_reconstructor(kind, device=device)
+        for size in sorted({min(32, chains), chains}):
+            row = time_attack_steps(reconstructor, encoder, bank, images, eot=args.eot, decode_batch_size=size, device=device)
+            gpu = "-" if row.peak_gpu_mb is None else f"{row.peak_gpu_mb:.0f}"
+            print(f"| {kind} | {size} | {row.seconds:.3f} | {gpu} |", flush=True)
+            rows.append(row.as_dict())
+    return rows
 
 
 def _ray():

@@ -122,13 +122,15 @@ def run(args: argparse.Namespace) -> int:
 
         first = results[0]
         count = min(args.attack_limit, args.limit)
-        sanity = attack_sanity(first.point, preset, encoder, bank, images=images[:count], targets=targets[:count], attack=attack,
-                               policy=VerdictPolicy(**first.thresholds), eps_values=[4 / 255, 16 / 255, 64 / 255],
-                               step_values=[args.detect_steps // 4, args.detect_steps, 2 * args.detect_steps],
-                               eot_values=[max(1, args.eot // 4), args.eot, 2 * args.eot], seed=args.seed, batch_size=args.batch_size,
-                               device=device)
-        for entry in sanity:
+        grid = attack_sanity(first.point, preset, encoder, bank, images=images[:count], targets=targets[:count], attack=attack,
+                             policy=VerdictPolicy(**first.thresholds), eps_values=[4 / 255, 16 / 255, 64 / 255],
+                             step_values=[args.detect_steps // 4, args.detect_steps, 2 * args.detect_steps],
+                             eot_values=[max(1, args.eot // 4), args.eot, 2 * args.eot], seed=args.seed, batch_size=args.batch_size,
+                             device=device)
+        for entry in grid:
+            sanity.append(entry)
             print(f"sanity {entry['knob']}={entry['value']:.4g}: purify {entry['target_purify']:.3f} drop {entry['target_drop']:.3f}", flush=True)
+            write_report(report(results, sanity, complete=False), args.json, args.markdown, markdown)
     final = report(results, sanity, complete=True)
     write_report(final, args.json, args.markdown, markdown)
     if args.plot:

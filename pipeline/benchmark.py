@@ -108,6 +108,42 @@ def benchmark_models(
     return rows
 
 
+def time_attack_steps(
+    reconstructor,
+    encoder,
+    labels,
+    images: torch.Tensor,
+    *,
+    eot: int,
+    decode_batch_size: int,
+    steps: int = 3,
+    device: torch.device = torch.device("cpu"),
+) -> Measurement:
+    """Seconds per step of the detect-adaptive attack (its loss forward and backward through `eot`
+    reconstructions of every image) with `decode_batch_size` reconstructions per model call; the
+    median of `steps` timed steps after one warm-up step."""
+    from .attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_objective
+
+    reconstructor.decode_batch_size = decode_batch_size
+    text = labels.embeddings(encoder)
+    images = images.to(device)
+    targets = torch.arange(len(images), device=text.device) % len(text)
+    objective = detect_adaptive_objective(reconstructor.reconstruct, encoder.embed_images, text, targets, DetectAdaptiveConfig(eot=eot))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for step in range(steps + 1):
+        x = images.clone().requires_grad_(True)
+        start = time.perf_counter()
+        torch.autograd.grad(objective(x, step).sum(), x)
+        _synchronise(device)
+        times.append(time.perf_counter() - start)
+    gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    median = sorted(times[1:])[steps // 2]
+    return Measurement("attack step", reconstructor.kind, len(images), median, peak_rss_mb(), gpu,
+                       {"eot": eot, "decode_batch_size": decode_batch_size})
+
+
 def markdown_table(rows: list[Measurement]) -> str:
     lines = ["| stage | reconstructor | samples | seconds | samples / s | ms / sample | peak RSS MB | peak GPU MB |",
              "|---|---|---|---|---|---|---|---|"]

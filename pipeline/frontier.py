@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -117,10 +118,10 @@ def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.1
 def attack_sanity(
     point: Point, preset, encoder, bank, *, images: torch.Tensor, targets: torch.Tensor, attack: DetectAdaptiveConfig,
     policy, eps_values, step_values, eot_values, seed: int = 0, batch_size: int = 100, device: str | torch.device = "cpu",
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     """Checks that the attack, not its budget, sets the frontier: downstream target success (purify)
     of the detect-adaptive attack as the budget epsilon grows (it should approach 100%), and as its
-    steps and EOT draws grow (it should level off)."""
+    steps and EOT draws grow (it should level off). Yields one entry per budget, as each is measured."""
     reconstructor = preset.load_reconstructor(point.kind, **{PARAMETERS[point.kind]: point.value}, device=device)
     defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
                                      verdict=policy)
@@ -129,10 +130,8 @@ def attack_sanity(
     grid = ([("eps", e, replace(attack, eps=e, step_size=max(attack.step_size, e / 20))) for e in eps_values]
             + [("steps", s, replace(attack, steps=s)) for s in step_values]
             + [("eot", k, replace(attack, eot=k)) for k in eot_values])
-    out = []
     for knob, value, config in grid:
         adversarial = detect_adaptive_inputs(defense, text, images, targets, config, batch_size)
         (row,) = evaluate_defense(defense, text, {"detect-adaptive": adversarial}, labels, targets, batch_size)
-        out.append({"knob": knob, "value": value, "target_purify": row.target_purify, "target_drop": row.target_drop,
-                    "flagged": row.verdict_illusion, "images": len(images)})
-    return out
+        yield {"knob": knob, "value": value, "target_purify": row.target_purify, "target_drop": row.target_drop,
+               "flagged": row.verdict_illusion, "images": len(images)}

@@ -21,6 +21,18 @@ def test_benchmark_measures_every_stage_and_prints_a_rerunnable_table(tmp_path, 
     assert report["command"] in printed and "| consensus (certain) | ae | 8 |" in printed
 
 
+def test_attack_section_times_a_step_chunked_and_whole_for_each_reconstructor(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--sections", "attack", "--attack-images", "3", "--eot", "12", "--reconstructors", "vae,ae",
+                 "--device", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = [(r["stage"], r["reconstructor"], r["settings"]["decode_batch_size"], r["samples"]) for r in report["attack"]]
+    assert rows == [("attack step", "vae", 32, 3), ("attack step", "vae", 36, 3), ("attack step", "ae", 32, 3), ("attack step", "ae", 36, 3)]
+    assert all(r["seconds"] > 0 for r in report["attack"])
+    assert "--sections attack" in report["command"] and "--attack-images 3 --eot 12" in report["command"]
+    assert "| ae | 36 |" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_ray_and_early_exit_sections_report_what_the_issue_asks_for(tmp_path, ray_cluster):
     out = tmp_path / "bench.json"
