@@ -9,11 +9,13 @@ import torch
 
 from pipeline.data.fashion_mnist import DEBIAN_DIR
 from pipeline.defense.calibration import METHODS
+from pipeline.sanitize.settings import by_name, settings_table
 
 from .options import add_consensus_settings, add_setting
 
-# The model flags of `sanitize` that calibrate takes too: thresholds belong to the models that ran.
-MODEL_SETTINGS = ("reconstructor", "resolution", "sample_scale", "latent_noise", "noise_scale", "strength", "denoise_steps")
+# The model flags of `sanitize` that calibrate takes too (the reconstructor and its options, as the
+# settings table lists them): thresholds belong to the models that ran.
+MODEL_SETTINGS = ("reconstructor",) + tuple(s.name for s in settings_table() if s.path[-1:] == ("reconstructor_options",))
 
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."
@@ -42,11 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drift: flag embeddings that move under purification (default); votes: flag any label flip")
     parser.add_argument("--min-agreement", type=float, default=0.5, help="drift method: vote share below which a sample is 'uncertain'")
     add_consensus_settings(parser)  # as the run will use them
-    from pipeline.sanitize.settings import by_name
-
-    models = parser.add_argument_group("models (default: the preset's; written into --json, so that `sanitize --config` runs the same)")
+    models, table = parser.add_argument_group("models (default: the preset's; written into --json, so that `sanitize --config` runs the same)"), by_name()
     for name in MODEL_SETTINGS:
-        add_setting(models, by_name()[name])
+        add_setting(models, table[name])
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--s3-endpoint")
     parser.add_argument("--json", metavar="FILE", help="write {min_agreement, max_drift, n, ...} here")
