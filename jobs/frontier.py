@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import time
+from pathlib import Path
 
 import torch
 
@@ -48,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--markdown", metavar="FILE")
     parser.add_argument("--plot", metavar="PNG")
+    parser.add_argument("--from", dest="reports", metavar="FILE", nargs="+",
+                        help="measure nothing: join the points of saved --json reports (runs on other machines, or of other points) "
+                             "into one --json / --markdown / --plot; they must share the attack budget and the calibration")
 
 
 def points(args: argparse.Namespace):
@@ -69,6 +74,14 @@ def run(args: argparse.Namespace) -> int:
     from .evaluate import parse_fraction, write_report
     from .options import describe_device, resolve_device
 
+    if args.reports:
+        joined = join_reports({path: json.loads(Path(path).read_text()) for path in args.reports})
+        write_report(joined, args.json, args.markdown, markdown)
+        if args.plot:
+            plot(joined, args.plot)
+        for line in markdown(joined).splitlines()[2:]:
+            print(line)
+        return 0
     if args.preset != "demo":
         raise ValueError("the frontier runs on the demo preset's bundled sample")
     if args.calibrate_on == "sample" and args.limit + args.calibration_limit > 1000:
@@ -138,6 +151,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# What makes two frontier runs comparable: the same clean images, thresholds calibrated the same way, and the same attacker.
+# The number of attacked images, the batch size and the machine may differ (each point reports its own counts).
+COMPARABLE = {"preset": "demo", "limit": None, "calibrate_on": "fashion-mnist", "calibration_limit": None, "encodings": "png",
+              "target_fpr": None, "eps": None, "steps": None, "detect_steps": None, "eot": None, "restarts": None, "seed": None,
+              "dm_attack_steps": None}
+
+
+def join_reports(reports: dict[str, dict]) -> dict:
+    """One frontier report from several (keyed by file name); refuses runs that differ in what makes their points comparable."""
+    def setting(report, key):
+        value = report["config"].get(key)
+        return COMPARABLE[key] if value is None else value
+
+    (first_path, first), *rest = reports.items()
+    for path, report in rest:
+        differ = [f"{key}: {setting(first, key)!r} in {first_path}, {setting(report, key)!r} in {path}"
+                  for key in COMPARABLE if setting(report, key) != setting(first, key)]
+        if differ:
+            raise ValueError("frontier reports measured under different settings: " + "; ".join(differ))
+    points, seen = [], {}
+    for path, report in reports.items():
+        for point in report["points"]:
+            key = (point["kind"], point["value"], point["n"])
+            if key in seen:
+                raise ValueError(f"point {point['kind']} {point['parameter']}={point['value']:g}, N={point['n']} is in both {seen[key]} and {path}")
+            seen[key] = path
+            points.append({**point, "source": path})
+    sources = [{"file": path, "device_name": report["config"].get("device_name"), "attack_limit": report["config"].get("attack_limit"),
+                "seconds": report["config"].get("seconds"), "complete": report["config"].get("complete", True)} for path, report in reports.items()]
+    config = {key: setting(first, key) for key in COMPARABLE}
+    config.update(undefended_top1=first["config"]["undefended_top1"], sources=sources, complete=all(s["complete"] for s in sources))
+    return {"config": config, "points": points, "sanity": []}
+
+
 def summary_line(result, undefended_top1: float) -> str:
     clean, attacked = result.metrics["clean"], result.metrics["detect-adaptive"]
     return (f"{result.point.label:<32} clean top1 {clean['top1']:.3f} (undefended {undefended_top1:.3f}) flagged {clean['flagged']:.3f} | "
@@ -152,13 +199,13 @@ def markdown(report: dict) -> str:
         low, high = entry[f"target_{policy}_ci"]
         return f"{pct(entry[f'target_{policy}'])} [{pct(low)}, {pct(high)}]"
 
-    lines = ["| point | max drift | clean Top-1 | clean flagged | illusion flagged | detect-adaptive flagged "
-             "| target via purify | via drop | via keep | meets target |", "|" + "---|" * 10]
+    lines = ["| point | max drift | clean Top-1 | clean flagged | illusion flagged | attacked | detect-adaptive flagged "
+             "| target via purify | via drop | via keep | meets target |", "|" + "---|" * 11]
     for p in report["points"]:
         m = p["metrics"]
         attacked = m["detect-adaptive"]
         lines.append(f"| {p['kind']} {p['parameter']}={p['value']:g}, N={p['n']} | {p['thresholds']['max_drift']:.3f} | {pct(m['clean']['top1'])} "
-                     f"| {pct(m['clean']['flagged'])} | {pct(m['illusion']['flagged'])} | {pct(attacked['flagged'])} "
+                     f"| {pct(m['clean']['flagged'])} | {pct(m['illusion']['flagged'])} | {attacked['images']} | {pct(attacked['flagged'])} "
                      f"| {share(attacked, 'purify')} | {share(attacked, 'drop')} | {share(attacked, 'keep')} | {'yes' if p['meets_target'] else 'no'} |")
     if report.get("sanity"):
         lines += ["", "| attack budget (first point) | value | target via purify | via drop | flagged |", "|---|---|---|---|---|"]
