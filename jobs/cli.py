@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("PIL").setLevel(logging.INFO)  # its debug output is one line per PNG chunk read, thousands per job
     _quiet_model_libraries(args.verbose)
     if not getattr(args, "run", None):
         parser.print_help()
