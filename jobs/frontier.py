@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
         write_report(joined, args.json, args.markdown, markdown)
         if args.plot:
             plot(joined, args.plot)
-        for line in markdown(joined).splitlines()[2:]:
-            print(line)
+        print(markdown(joined), end="")
         return 0
     if args.preset != "demo":
         raise ValueError("the frontier runs on the demo preset's bundled sample")
@@ -237,7 +236,9 @@ def plot(report: dict, path: str) -> None:
     axis.axvline(100 * (report["config"]["undefended_top1"] - 0.05), color="grey", linestyle=":", linewidth=1)
     axis.set_xlabel("clean Top-1 with the defense (%)")
     axis.set_ylabel("detect-adaptive illusions reaching downstream as the target (%)")
-    axis.set_title("Robustness frontier (demo preset; thresholds recalibrated per point)")
+    config = report["config"]
+    axis.set_title(f"Robustness frontier (demo preset; thresholds recalibrated per point;\n"
+                   f"detect-adaptive attacker: {config['detect_steps']} steps x {config['eot']} EOT draws)", fontsize=10)
     axis.legend(title="policy")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
