@@ -16,6 +16,7 @@ from .options import add_consensus_settings, add_setting
 # The model flags of `sanitize` that calibrate takes too (the reconstructor and its options, as the
 # settings table lists them): thresholds belong to the models that ran.
 MODEL_SETTINGS = ("reconstructor",) + tuple(s.name for s in settings_table() if s.path[-1:] == ("reconstructor_options",))
+THRESHOLDS = ("min_agreement", "max_drift", "flip_min_drift")
 
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."
@@ -34,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--input shards are grouped by their image format. Thresholds hold for every group.")
     parser.add_argument("--check", action="store_true",
                         help="report the false-positive rate of the preset's thresholds (or --config's) per group; choose none")
-    parser.add_argument("--config", metavar="FILE", help="with --check: thresholds from this JSON (as written by --json)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="with --check: the thresholds, models, N and early exit of this JSON (as written by --json); "
+                             "model flags given here override its models")
     parser.add_argument("--unlabelled", action="store_true",
                         help="with --input: thresholds from the corpus itself, for audits without a clean reference (see --spread)")
     parser.add_argument("--spread", type=float, default=3.0,
@@ -104,10 +107,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.unlabelled and not args.input:
         raise ValueError("--unlabelled sets thresholds from a corpus: pass it with --input")
+    if args.config and not args.check:
+        raise ValueError("--config names thresholds to check: pass it with --check")
     preset = get_preset(args.preset)
-    models = {name: getattr(args, name) for name in MODEL_SETTINGS if getattr(args, name) is not None}
-    purifier = SanitizeConfig.resolve(preset=args.preset, **models, n=args.n, early_exit=args.early_exit, alpha=args.alpha,
-                                      seed=args.seed).build_purifier()
+    # A saved config's thresholds hold only for the models and consensus they were chosen with, so a check runs those.
+    saved = _read_config(args.config) if args.config else {}
+    models = {name: saved[name] for name in MODEL_SETTINGS if name in saved}
+    models.update({name: getattr(args, name) for name in MODEL_SETTINGS if getattr(args, name) is not None})
+    consensus = {name: saved.get(name, getattr(args, name)) for name in ("n", "early_exit", "alpha")}
+    purifier = SanitizeConfig.resolve(preset=args.preset, **models, **consensus, seed=args.seed).build_purifier()
     groups = {name: images for name, images in clean_images(args).items() if images[0]}
     if not groups:
         raise ValueError("no decodable clean images found")
@@ -121,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         for name, (images, keys) in groups.items()
     }
     if args.check:
-        return report_check(args, preset, results)
+        return report_check(args, preset, saved, {**models, **consensus}, results)
     if args.unlabelled:
         policy = unlabelled_policy([r for rs in results.values() for r in rs], args.spread, args.min_agreement)
         per_group = {name: Calibration(policy, *rates(rs, policy), len(rs)) for name, rs in results.items()}
@@ -145,18 +153,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_check(args: argparse.Namespace, preset, results: dict) -> int:
-    """The false-positive rate of existing thresholds on each group of clean images."""
+def _read_config(path: str) -> dict:
+    with open(path) as handle:
+        saved = json.load(handle)
+    missing = [key for key in THRESHOLDS if key not in saved]
+    if missing:
+        raise ValueError(f"{path} holds no verdict thresholds ({', '.join(missing)} missing): pass a file written by `calibrate --json`")
+    return saved
+
+
+def report_check(args: argparse.Namespace, preset, saved: dict, settings: dict, results: dict) -> int:
+    """The false-positive rate of existing thresholds (the preset's, or a saved config's) on each group of clean images."""
     from pipeline.defense import VerdictPolicy
     from pipeline.defense.calibration import rates
 
-    policy = preset.verdict
-    if args.config:
-        with open(args.config) as handle:
-            saved = json.load(handle)
-        policy = VerdictPolicy(**{k: saved[k] for k in ("min_agreement", "max_drift", "flip_min_drift")})
-    report = {"thresholds": {"min_agreement": policy.min_agreement, "max_drift": policy.max_drift, "flip_min_drift": policy.flip_min_drift},
-              "groups": {}}
+    policy = VerdictPolicy(**{k: saved[k] for k in THRESHOLDS}) if saved else preset.verdict
+    report = {"thresholds": {k: getattr(policy, k) for k in THRESHOLDS}, "settings": settings, "groups": {}}
     for name, rs in results.items():
         flagged, uncertain = rates(rs, policy)
         report["groups"][name] = {"samples": len(rs), "flagged": flagged, "uncertain": uncertain}

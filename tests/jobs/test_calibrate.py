@@ -78,6 +78,14 @@ def test_calibrating_other_models_writes_them_into_the_config(tmp_path):
     vae_config, dm_config = json.loads(vae.read_text()), json.loads(dm.read_text())
     assert "reconstructor" not in vae_config and dm_config["strength"] == 0.1 and dm_config["denoise_steps"] == 2
     assert dm_config["max_drift"] != vae_config["max_drift"]  # thresholds belong to the models that ran
+    # A check of the saved config runs the models it was calibrated with, not the preset's: the same images give the same rates.
+    check = tmp_path / "check.json"
+    assert main(["calibrate", "--check", "--config", str(dm), "--input", str(tmp_path / "clean"), "--json", str(check)]) == 0
+    report = json.loads(check.read_text())
+    assert report["settings"]["reconstructor"] == f"dm:{DEMO_DIR}/dm" and report["settings"]["n"] == 3
+    assert report["groups"]["png"]["flagged"] == dm_config["calibration"]["groups"]["png"]["flagged"]
+    assert report["thresholds"]["max_drift"] == dm_config["max_drift"]
+    assert main(["calibrate", "--config", str(dm), "--input", str(tmp_path / "clean")]) == 2  # --config is for --check
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
