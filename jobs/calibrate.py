@@ -11,7 +11,7 @@ from pipeline.data.fashion_mnist import DEBIAN_DIR
 from pipeline.defense.calibration import METHODS
 from pipeline.sanitize.settings import by_name, settings_table
 
-from .options import add_consensus_settings, add_setting
+from .options import CONSENSUS_SETTINGS, add_consensus_settings, add_setting
 
 # The model flags of `sanitize` that calibrate takes too (the reconstructor and its options, as the
 # settings table lists them): thresholds belong to the models that ran.
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     saved = _read_config(args.config) if args.config else {}
     models = {name: saved[name] for name in MODEL_SETTINGS if name in saved}
     models.update({name: getattr(args, name) for name in MODEL_SETTINGS if getattr(args, name) is not None})
-    consensus = {name: saved.get(name, getattr(args, name)) for name in ("n", "early_exit", "alpha")}
-    purifier = SanitizeConfig.resolve(preset=args.preset, **models, **consensus, seed=args.seed).build_purifier()
+    consensus = {name: saved.get(name, getattr(args, name)) for name in CONSENSUS_SETTINGS}
+    purifier = SanitizeConfig.resolve(preset=args.preset, **models, **consensus).build_purifier()
     groups = {name: images for name, images in clean_images(args).items() if images[0]}
     if not groups:
         raise ValueError("no decodable clean images found")

@@ -63,6 +63,8 @@ def points(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.reports:
+        return join(args)
     from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
     from pipeline.attacks.adaptive import DetectAdaptiveConfig
     from pipeline.attacks.illusion import cosine_objective
@@ -74,13 +76,6 @@ def run(args: argparse.Namespace) -> int:
     from .evaluate import parse_fraction, write_report
     from .options import describe_device, resolve_device
 
-    if args.reports:
-        joined = join_reports({path: json.loads(Path(path).read_text()) for path in args.reports})
-        write_report(joined, args.json, args.markdown, markdown)
-        if args.plot:
-            plot(joined, args.plot)
-        print(markdown(joined), end="")
-        return 0
     if args.preset != "demo":
         raise ValueError("the frontier runs on the demo preset's bundled sample")
     if args.calibrate_on == "sample" and args.limit + args.calibration_limit > 1000:
@@ -155,6 +150,18 @@ def run(args: argparse.Namespace) -> int:
 COMPARABLE = {"preset": "demo", "limit": None, "calibrate_on": "fashion-mnist", "calibration_limit": None, "encodings": "png",
               "target_fpr": None, "eps": None, "steps": None, "detect_steps": None, "eot": None, "restarts": None, "seed": None,
               "dm_attack_steps": None}
+
+
+def join(args: argparse.Namespace) -> int:
+    """`--from`: no models load; the saved reports become one table, JSON and plot."""
+    from .evaluate import write_report
+
+    joined = join_reports({path: json.loads(Path(path).read_text()) for path in args.reports})
+    write_report(joined, args.json, args.markdown, markdown)
+    if args.plot:
+        plot(joined, args.plot)
+    print(markdown(joined), end="")
+    return 0
 
 
 def join_reports(reports: dict[str, dict]) -> dict:
