@@ -61,21 +61,20 @@ def clean_images(args) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
 
     work_size = get_preset(args.preset).work_size  # the geometry `sanitize` will examine them at
     if args.input:
-        from pipeline.io.shards import Sample, read_samples
         from pipeline.io.storage import Storage
-        from pipeline.sanitize.records import as_images, to_records
+        from pipeline.sanitize.records import as_images
+        from pipeline.sanitize.shard import decode_shard, read_shard
 
         storage, groups, total = Storage(args.s3_endpoint), {}, 0
         for uri in storage.expand(args.input):
-            for item in read_samples(storage.read_bytes(uri)):
-                if not isinstance(item, Sample):
-                    continue
-                for record in to_records(item, work_size):
-                    if record.pixels is not None and total < args.limit:
-                        images, keys = groups.setdefault(_format_group(record.member), ([], []))
-                        images.append(as_images([record.pixels])[0])
-                        keys.append(record.key)
-                        total += 1
+            if total >= args.limit:
+                break
+            for record in decode_shard(read_shard(storage, uri), work_size):  # the reader sanitize uses, in its sandbox
+                if record.pixels is not None and total < args.limit:
+                    images, keys = groups.setdefault(_format_group(record.member), ([], []))
+                    images.append(as_images([record.pixels])[0])
+                    keys.append(record.key)
+                    total += 1
         return groups
     import random
 

@@ -1,10 +1,10 @@
 """The row format between pipeline stages: one row per input shard, plain strings, integers and
 bytes, so Arrow carries them as they are.
 
-A shard's row keeps the bytes that were read (`data`) all the way to the writer, which rebuilds the
-samples from them: the outputs come from exactly the bytes that were examined, and the input is
-read once. Pixels travel as uint8 blobs at the working geometry; verdicts as JSON plus a float32
-blob of embeddings.
+A shard's row keeps the samples as they were read (an index in JSON and their members' bytes in one
+blob) all the way to the writer: the outputs come from exactly the bytes that were examined, the
+input is read once, and no later stage parses corpus bytes again. Pixels travel as uint8 blobs at
+the working geometry; verdicts as JSON plus a float32 blob of embeddings.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from ..io.shards import Sample
+from ..io.storage import shard_name
 from ..sanitize.records import Record
-from ..sanitize.shard import Purified, ShardInput, parse_shard
+from ..sanitize.shard import Purified, ShardInput
 
 
-# What every stage passes on unchanged: the shard, its bytes as read and its problems, the working size.
-PASSED_ON = ("uri", "data", "problems", "incomplete", "work_size")
+# What every stage passes on unchanged: the shard, its samples as read and its problems, the working size.
+PASSED_ON = ("uri", "samples", "payloads", "problems", "incomplete", "work_size")
 
 
 def uri_field(uri: str) -> bytes:
@@ -32,19 +34,42 @@ def uri_of(row: dict[str, Any]) -> str:
     return bytes(row["uri"]).decode("utf-8", "surrogateescape")
 
 
+def pack_samples(samples: list[Sample]) -> tuple[str, bytes]:
+    """Samples -> (a JSON index, their payloads end to end). JSON escapes names that are not UTF-8
+    (surrogates) and reads them back exactly."""
+    index, payloads = [], []
+    for sample in samples:
+        index.append({"key": sample.key, "members": [[ext, len(data)] for ext, data in sample.members.items()],
+                      "extra": [[ext, len(data)] for ext, data in sample.extra], "errors": sample.errors})
+        payloads += [*sample.members.values(), *(data for _, data in sample.extra)]
+    return json.dumps(index), b"".join(payloads)
+
+
+def unpack_samples(index: str, payloads: bytes) -> list[Sample]:
+    samples, at = [], 0
+    for entry in json.loads(index):
+        sample = Sample(entry["key"], errors=entry["errors"])
+        for ext, size in entry["members"]:
+            sample.members[ext], at = payloads[at : at + size], at + size
+        for ext, size in entry["extra"]:
+            sample.extra.append((ext, payloads[at : at + size]))
+            at += size
+        samples.append(sample)
+    return samples
+
+
 def shard_of(row: dict[str, Any]) -> ShardInput:
-    """The shard behind a row: its samples re-parsed from the bytes that were read (parsing is
-    deterministic, so these are the samples that were decoded), its problems as first recorded."""
-    shard = parse_shard(uri_of(row), bytes(row["data"]))
-    shard.problems, shard.incomplete = json.loads(row["problems"]), bool(row["incomplete"])
-    return shard
+    """The shard behind a row: its samples as they were read and decoded, its problems."""
+    samples = unpack_samples(row["samples"], bytes(row["payloads"]))
+    return ShardInput(uri_of(row), shard_name(uri_of(row)), samples, json.loads(row["problems"]), bool(row["incomplete"]))
 
 
 def decoded_row(shard: ShardInput, records: list[Record], work_size: int) -> dict[str, Any]:
     meta = [{"key": r.key, "member": r.member, "error": r.error, "caption": r.caption, "original_size": r.original_size} for r in records]
     pixels = [r.pixels for r in records if r.pixels is not None]
+    index, payloads = pack_samples(shard.samples)
     return {
-        "uri": uri_field(shard.uri), "data": shard.data, "problems": json.dumps(shard.problems),
+        "uri": uri_field(shard.uri), "samples": index, "payloads": payloads, "problems": json.dumps(shard.problems),
         "incomplete": shard.incomplete, "work_size": work_size,
         "records": json.dumps(meta),
         "pixels": np.stack(pixels).tobytes() if pixels else b"",

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..io.sandbox import Budgets, shared_sandbox
 from ..io.storage import OutputWriteError, Storage, shard_name
 from ..sanitize.shard import decode_shard, finish_shard, read_shard
 from .rows import decoded_row, purified_of, purified_row, row_records, shard_of, uri_of
@@ -57,10 +58,14 @@ class Stage:
             )
 
 
-def read_and_decode(item: dict[str, Any], *, work_size: int, max_shard_bytes: int, s3_endpoint: str | None) -> dict[str, Any]:
-    """A shard URI -> its bytes, and every image decoded to the working geometry (uint8)."""
-    shard = read_shard(Storage(s3_endpoint), uri_of(item), max_shard_bytes)
-    return decoded_row(shard, decode_shard(shard, work_size), work_size)
+def read_and_decode(
+    item: dict[str, Any], *, work_size: int, max_shard_bytes: int, s3_endpoint: str | None, budgets: Budgets = Budgets()
+) -> dict[str, Any]:
+    """A shard URI -> its samples, and every image decoded to the working geometry (uint8), both in
+    this worker's sandbox (budgets of time and memory)."""
+    sandbox = shared_sandbox(budgets)
+    shard = read_shard(Storage(s3_endpoint), uri_of(item), max_shard_bytes, sandbox)
+    return decoded_row(shard, decode_shard(shard, work_size, sandbox=sandbox), work_size)
 
 
 class Purify:
@@ -110,7 +115,8 @@ def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, on_er
 def plan_stages(config: SanitizeConfig, output: str, resources) -> list[Stage]:
     return [
         Stage("read+decode", read_and_decode, num_cpus=resources.task_cpus,
-              kwargs={"work_size": config.working_size(), "max_shard_bytes": config.max_shard_bytes, "s3_endpoint": config.s3_endpoint}),
+              kwargs={"work_size": config.working_size(), "max_shard_bytes": config.max_shard_bytes, "budgets": config.budgets(),
+                      "s3_endpoint": config.s3_endpoint}),
         Stage("purify", Purify, num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
               kwargs={"config": config, "threads": resources.threads_per_actor}),
         Stage("write", write_outputs, num_cpus=resources.task_cpus,

@@ -25,9 +25,20 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: decode and write 
 
 DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: about 8000 x 8000
 # Peak memory of `decode_working` per pixel of the stored image (after JPEG draft scaling), measured
-# over the worst modes by tests/io/test_images.py: a decode worker holds at most this times
-# `max_pixels` (576 MB at the default) beyond its shard and records.
-WORKING_DECODE_BYTES_PER_PIXEL = 9
+# over every decoded format and mode by tests/io/test_images.py (in a fresh process, peak RSS): at
+# most this, plus DECODE_FIXED_BYTES, times `max_pixels` (576 MB at the default; WebP 1.1 GB: Pillow's
+# WebP decoder keeps its own canvas and a copy of the frame besides the image).
+DECODE_BYTES_PER_PIXEL = {"WEBP": 17}
+DECODE_BYTES_PER_PIXEL_DEFAULT = 9
+DECODE_BYTES_PER_PIXEL_MAX = max(DECODE_BYTES_PER_PIXEL_DEFAULT, *DECODE_BYTES_PER_PIXEL.values())
+DECODE_FIXED_BYTES = 16 << 20
+# Structures whose decoding cost grows with a count the pixel limit does not bound: a progressive
+# JPEG may repeat scans (each costs a pass over every coefficient, in a few bytes: 3,000 scans of a
+# 2000 x 2000 image take a minute), a TIFF may store one strip per row (a 1 x 2,000,000 TIFF took
+# 20 s and 666 MiB; Pillow holds about 300 bytes per strip or tile, so 40,000 stay within
+# DECODE_FIXED_BYTES). Ordinary files use a dozen scans and a few thousand strips at most.
+MAX_JPEG_SCANS = 100
+MAX_TIFF_PIECES = 40_000
 
 # The formats decoded from corpus bytes, whatever a member's extension says: common raster formats
 # only. Plugins that run external programs or parse complex containers (EPS runs Ghostscript; PDF,
@@ -62,6 +73,7 @@ class WorkingImage:
 
     pixels: np.ndarray  # size x size x 3, uint8
     original_size: tuple[int, int]  # (width, height) as stored in the file
+    format: str | None = None  # Pillow's name for the stored format (PNG, JPEG, ...)
 
 
 @contextlib.contextmanager
@@ -76,15 +88,36 @@ def _opened(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageDecodeError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels}")
+                _check_cost(image, data)
                 yield image
     except ImageDecodeError:
         raise
+    except MemoryError as error:
+        raise ImageDecodeError("decoding needs more memory than is available to it") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageDecodeError(f"decompression bomb: {error}") from error
     except Image.UnidentifiedImageError as error:
         raise ImageDecodeError(f"not an image in a decoded format ({', '.join(DECODED_FORMATS)})") from error
     except Exception as error:  # PIL raises many types for bad bytes
         raise ImageDecodeError(f"cannot decode image: {type(error).__name__}: {error}") from error
+
+
+def decode_bytes_per_pixel(fmt: str | None) -> int:
+    """The documented peak memory of decoding, per stored pixel, for a Pillow format name."""
+    return DECODE_BYTES_PER_PIXEL.get(fmt or "", DECODE_BYTES_PER_PIXEL_DEFAULT)
+
+
+def _check_cost(image: Image.Image, data: bytes) -> None:
+    """Refuse the structures whose decoding cost is not bounded by the pixel count (see MAX_JPEG_SCANS)."""
+    if image.format in ("JPEG", "MPO"):
+        scans = data.count(b"\xff\xda")  # start-of-scan markers (0xFF never appears unescaped in entropy-coded data)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageDecodeError(f"a JPEG with {scans} scans (more than {MAX_JPEG_SCANS}): decoding it costs a pass per scan")
+    elif image.format == "TIFF":
+        tags = getattr(image, "tag_v2", {})
+        pieces = len(tags.get(273) or ()) + len(tags.get(324) or ())  # StripOffsets, TileOffsets
+        if pieces > MAX_TIFF_PIECES:
+            raise ImageDecodeError(f"a TIFF in {pieces} strips or tiles (more than {MAX_TIFF_PIECES}): decoding it costs a call per piece")
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
@@ -107,13 +140,13 @@ def decode_working(data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXE
     Same modes, orientation and errors as `decode_image`. The image is resampled in its own mode
     and converted afterwards, so at most one full-size copy is made besides the decoded pixels (for
     palette and bilevel images, whose own resampling is nearest-neighbour); memory is bounded in
-    `WORKING_DECODE_BYTES_PER_PIXEL`. JPEGs decode at 1/2, 1/4 or 1/8 scale whenever that still
+    `DECODE_BYTES_PER_PIXEL`. JPEGs decode at 1/2, 1/4 or 1/8 scale whenever that still
     covers the working size.
     """
     if size < 1:
         raise ValueError("the working size must be at least 1 pixel")
     with _opened(data, max_pixels) as image:
-        original = image.size
+        original, fmt = image.size, image.format
         scale = size / min(original)
         # JPEG (and MPO) decode at a reduced DCT scale that still covers the working size; a no-op elsewhere.
         image.draft(None, (math.ceil(original[0] * scale), math.ceil(original[1] * scale)))
@@ -126,7 +159,7 @@ def decode_working(data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXE
         elif image.mode.startswith("I;16"):  # no box reduction in this mode; 32-bit integers have it
             image = image.convert("I")
         pixels = np.asarray(_to_rgb_image(_shorter_side_and_centre_crop(image, size)), dtype=np.uint8)
-    return WorkingImage(pixels, original)
+    return WorkingImage(pixels, original, fmt)
 
 
 def _shorter_side_and_centre_crop(image: Image.Image, size: int) -> Image.Image:

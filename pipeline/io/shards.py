@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .images import IMAGE_EXTENSIONS
@@ -78,11 +78,14 @@ def display(name: str) -> str:
     return key_bytes(name).decode("utf-8", "backslashreplace")
 
 
-def safe_member_name(name: str) -> str:
-    """A name that stays inside any directory it is extracted to: no leading '/', no '.' or empty
-    components, and each '..' component written as '__'."""
-    parts = ["__" if part == ".." else part for part in name.split("/") if part not in ("", ".")]
-    return "/".join(parts) or "_"
+def safe_key(key: str) -> str:
+    """A key whose members stay inside any directory they are extracted to, and stay one sample when
+    read back: no leading '/', no '.' or empty components, each '..' written as '__', NUL (which ends
+    a name in a tar header) as '_', and '_' as the base name where the key's own is empty."""
+    parts = ["__" if part == ".." else part.replace("\0", "_") for part in key.split("/")]
+    base = parts.pop()
+    kept = [part for part in parts if part not in ("", ".")]
+    return "/".join([*kept, base if base not in ("", ".") else "_"])
 
 
 def plain_tar(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> tuple[bytes, ShardProblem | None]:
@@ -90,7 +93,10 @@ def plain_tar(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> tuple[by
     if not data:
         return b"", ShardProblem("empty shard (0 bytes)", incomplete=True)
     if data[:2] == b"\x1f\x8b":
-        return _gunzip(data, max_bytes)
+        tar, problem = _gunzip(data, max_bytes)
+        if not tar and not problem:
+            return b"", ShardProblem("empty shard (a gzip stream of 0 bytes)", incomplete=True)
+        return tar, problem
     for magic, name in _OTHER_COMPRESSIONS.items():
         if data.startswith(magic):
             return b"", ShardProblem(f"{name}-compressed shard: only plain and gzip-compressed tars are read", incomplete=True)
@@ -116,42 +122,91 @@ def _gunzip(data: bytes, max_bytes: int) -> tuple[bytes, ShardProblem | None]:
     return bytes(out), None
 
 
-def read_shard_bytes(tar: bytes) -> tuple[list[Sample], list[ShardProblem]]:
-    """Every sample of an uncompressed tar (see `plain_tar`), in shard order, and what is wrong with it."""
+@dataclass
+class RawMember:
+    """A tar member as the walk over headers found it: a regular file's bytes, or why there are none."""
+
+    name: str
+    payload: bytes | None
+    refused: str | None = None  # why the payload was not read (a link, a device, a sparse member)
+
+
+def walk_tar(tar: bytes) -> Iterator[RawMember | ShardProblem]:
+    """Every member of an uncompressed tar in order, then what is wrong with the tar; never raises.
+
+    Python's tarfile raises many kinds of exception on crafted headers (malformed PAX and GNU sparse
+    records, undecodable header charsets, absurd sizes), and follows a negative member size back to
+    a header it has read, forever; the walk stops there with a problem instead. Memory is bounded by
+    the stored bytes: a sparse member (which may claim any size in a few bytes) is refused unread.
+    Time is not bounded here: a walk over a crafted shard runs in `pipeline.io.sandbox`."""
+    if not tar:
+        return
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r:", **ENCODING) as archive:
+            last = -1  # every header must start after the one before
+            for member in archive:
+                if member.size < 0 or member.offset <= last:
+                    raise tarfile.ReadError(f"the header at byte {member.offset} declares a negative size ({member.size})")
+                last = member.offset
+                if member.isdir():
+                    continue
+                if member.issparse():
+                    yield RawMember(member.name, None, f"a sparse member (claiming {member.size} bytes)")
+                elif member.isfile():
+                    yield RawMember(member.name, archive.extractfile(member).read())
+                else:
+                    yield RawMember(member.name, None, _kind(member))
+            # tarfile stops quietly at a cut-off header; a complete tar ends in two zero blocks.
+            tail = tar[archive.offset :]
+            if len(tail) < 1024 or tail.strip(b"\0"):
+                raise tarfile.ReadError("truncated: no end-of-archive marker after the last complete member")
+    except MemoryError:
+        yield ShardProblem("unreadable tar: reading it needs more memory than its budget", incomplete=True)
+    except Exception as error:  # tarfile raises ValueError, UnicodeDecodeError, OverflowError, IndexError, ... on crafted headers
+        yield ShardProblem(f"unreadable tar: {type(error).__name__}: {_short(error)}", incomplete=True)
+
+
+def group_members(walked: Iterable[RawMember | ShardProblem]) -> tuple[list[Sample], list[ShardProblem]]:
+    """Members grouped into samples by key, in shard order (see the module's docstring)."""
     problems: list[ShardProblem] = []
     samples: dict[str, Sample] = {}
     previous: str | None = None
-    try:
-        with tarfile.open(fileobj=io.BytesIO(tar), mode="r:", **ENCODING) as archive:
-            for member in archive:
-                if member.isdir():
-                    continue
-                key, ext = split_member_name(member.name)
-                if key in samples and key != previous:
-                    _once(samples[key].errors, "the key reappears after other keys (its members are not adjacent)")
-                payload = archive.extractfile(member).read() if member.isfile() else None  # first: a cut-off member adds no sample
-                sample = samples.setdefault(key, Sample(key))
-                previous = key
-                if payload is None:
-                    sample.errors.append(f"member {display(member.name)!r} is a {_kind(member)}; only regular files are read")
-                    continue
-                if ext in sample.members:
-                    sample.extra.append((ext, payload))
-                    _once(sample.errors, f"member {display(member.name)!r} appears more than once (repeats kept aside, unexamined)")
-                else:
-                    sample.members[ext] = payload
-            # tarfile stops quietly at a cut-off header; a complete tar ends in two zero blocks.
-            tail = tar[archive.offset :]
-            if tar and (len(tail) < 1024 or tail.strip(b"\0")):
-                raise tarfile.ReadError("truncated: no end-of-archive marker after the last complete member")
-    except (tarfile.TarError, EOFError, OSError) as error:
-        if tar:
-            problems.append(ShardProblem(f"unreadable tar: {type(error).__name__}: {error}", incomplete=True))
-    unsafe = [display(k) for k in samples if safe_member_name(k) != k]
+    for item in walked:
+        if isinstance(item, ShardProblem):
+            problems.append(item)
+            continue
+        key, ext = split_member_name(item.name)
+        if key in samples and key != previous:
+            _once(samples[key].errors, "the key reappears after other keys (its members are not adjacent)")
+        sample = samples.setdefault(key, Sample(key))
+        previous = key
+        if item.payload is None:
+            sample.errors.append(f"member {display(item.name)!r} is {item.refused}; only regular files are read")
+        elif ext in sample.members:
+            sample.extra.append((ext, item.payload))
+            _once(sample.errors, f"member {display(item.name)!r} appears more than once (repeats kept aside, unexamined)")
+        else:
+            sample.members[ext] = item.payload
+    unsafe = [display(k) for k in samples if safe_key(k) != k]
     if unsafe:
-        problems.append(ShardProblem(f"{len(unsafe)} key(s) unsafe to extract as named (absolute, or with '..', '.' or empty "
-                                     f"parts; e.g. {unsafe[0]!r}): written with '..' as '__', without a leading '/' or '.' parts"))
+        problems.append(ShardProblem(f"{len(unsafe)} key(s) unsafe to extract as named (absolute, with '..', '.' or empty "
+                                     f"parts, or a NUL; e.g. {unsafe[0]!r}): written with '..' as '__', without a leading '/' "
+                                     "or '.' parts, NUL as '_', and '_' as the name of a key that ends in '/'"))
     return list(samples.values()), problems
+
+
+Walk = Callable[[bytes], Iterable[RawMember | ShardProblem]]
+
+
+def read_shard_bytes(tar: bytes, walk: Walk = walk_tar) -> tuple[list[Sample], list[ShardProblem]]:
+    """Every sample of an uncompressed tar (see `plain_tar`), in shard order, and what is wrong with
+    it. `walk`: the walk over the tar's headers (`walk_tar` in this process, or a sandboxed one)."""
+    return group_members(walk(tar))
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    text = str(error)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _once(messages: list[str], message: str) -> None:
@@ -161,20 +216,20 @@ def _once(messages: list[str], message: str) -> None:
 
 def _kind(member: tarfile.TarInfo) -> str:
     if member.issym():
-        return f"symbolic link to {display(member.linkname)!r}"
+        return f"a symbolic link to {display(member.linkname)!r}"
     if member.islnk():
-        return f"hard link to {display(member.linkname)!r}"
+        return f"a hard link to {display(member.linkname)!r}"
     if member.ischr() or member.isblk():
-        return "device"
+        return "a device"
     if member.isfifo():
-        return "fifo"
-    return f"member of tar type {member.type!r}"
+        return "a fifo"
+    return f"a member of tar type {member.type!r}"
 
 
-def parse(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> tuple[bytes, list[Sample], list[ShardProblem]]:
+def parse(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES, walk: Walk = walk_tar) -> tuple[bytes, list[Sample], list[ShardProblem]]:
     """Shard bytes as read -> (the shard as an uncompressed tar, its samples, its problems)."""
     tar, problem = plain_tar(data, max_bytes)
-    samples, problems = read_shard_bytes(tar)
+    samples, problems = read_shard_bytes(tar, walk)
     return tar, samples, ([problem] if problem else []) + problems
 
 
@@ -187,12 +242,14 @@ def read_samples(data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Itera
 
 def write_samples(samples: Iterable[Sample]) -> bytes:
     """A tar (PAX format) with each sample's members adjacent, in the given order, deterministic headers
-    and names made safe to extract (`safe_member_name`)."""
+    and keys made safe to extract (`safe_key`): every member of a sample is written under one key."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, **ENCODING) as archive:
         for sample in samples:
+            key = safe_key(sample.key)
             for ext, payload in [*sample.members.items(), *sample.extra]:
-                info = tarfile.TarInfo(safe_member_name(f"{sample.key}.{ext}" if ext else sample.key))
+                ext = ext.replace("\0", "_")
+                info = tarfile.TarInfo(f"{key}.{ext}" if ext else key)
                 info.size = len(payload)
                 info.mtime = 0
                 info.mode = 0o644

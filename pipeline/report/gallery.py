@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from ..io.images import encode_png
+from ..io.sandbox import shared_sandbox
 from ..io.shards import key_bytes
 from ..io.storage import Storage
 from ..models.noise import seed_for_key
@@ -34,16 +35,17 @@ def gallery_images(config: SanitizeConfig, storage: Storage, entries: list[dict[
 
     purifier = config.build_purifier(device)
     text = purifier.label_embeddings()
+    sandbox = shared_sandbox(config.budgets())  # the input is read again: under the same budgets as the run
     by_input: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for entry in entries:
         by_input[entry["input"]].append(entry)
     shown = []
     for uri, wanted in by_input.items():
-        shard = read_shard(storage, uri, config.max_shard_bytes)
+        shard = read_shard(storage, uri, config.max_shard_bytes, sandbox)
         samples = {key_bytes(s.key): s for s in shard.samples}
         for entry in wanted:
             sample = samples.get(entry["key_bytes"])
-            records = [r for r in to_records(sample, config.working_size()) if r.member == entry["member"]] if sample else []
+            records = [r for r in to_records(sample, config.working_size(), decode=sandbox.decode) if r.member == entry["member"]] if sample else []
             if not records or records[0].pixels is None:
                 continue  # the input changed or went away since the run
             images = as_images([records[0].pixels]).to(device)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
+from ..io.sandbox import DEFAULT_DECODE_SECONDS, DEFAULT_PARSE_SECONDS, Budgets
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from .outputs import ON_ERROR, POLICIES
 
@@ -72,6 +73,17 @@ class SanitizeConfig:
                 "byte-identical with an error verdict (default), or drop them to quarantine", "choices": ON_ERROR})
     max_shard_bytes: int = field(default=DEFAULT_MAX_SHARD_BYTES, metadata={
         "help": "a gzip-compressed shard may decompress to this much at most (default 2 GiB); larger ones are reported", "metavar": "BYTES"})
+    # Budgets of the sandbox that walks tars and decodes images (pipeline/io/sandbox.py): what overruns
+    # one becomes a shard problem or an error row, never a stuck or exhausted worker.
+    parse_budget_seconds: float = field(default=DEFAULT_PARSE_SECONDS, metadata={
+        "help": f"CPU seconds to read one shard's tar headers (default {DEFAULT_PARSE_SECONDS:g}); a shard that takes longer "
+                "keeps the samples read so far and is reported", "metavar": "SECONDS"})
+    decode_budget_seconds: float = field(default=DEFAULT_DECODE_SECONDS, metadata={
+        "help": f"CPU seconds to decode one image (default {DEFAULT_DECODE_SECONDS:g}); an image that takes longer is an error row",
+        "metavar": "SECONDS"})
+    decode_budget_bytes: int | None = field(default=None, metadata={
+        "help": "memory to decode one image (default: what the largest image allowed needs, about 1.1 GB); an image that needs "
+                "more is an error row", "metavar": "BYTES"})
     # Corpus, outputs and s3:// model specs; credentials never enter the config (the AWS variables and files).
     s3_endpoint: str | None = field(default=None, metadata={"help": "S3-compatible endpoint URL (default: the AWS variables and config)", "metavar": "URL"})
 
@@ -83,10 +95,13 @@ class SanitizeConfig:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(str(a) for a in allowed if a)}, not {value!r}")
         sizes = {"batch_size": self.runtime.batch_size, "decode_batch_size": self.runtime.decode_batch_size,
-                 "work_size": self.models.work_size, "max_shard_bytes": self.max_shard_bytes}
+                 "work_size": self.models.work_size, "max_shard_bytes": self.max_shard_bytes,
+                 "decode_budget_bytes": self.decode_budget_bytes}
         for name, value in sizes.items():
             if value is not None and value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+        if min(self.parse_budget_seconds, self.decode_budget_seconds) <= 0:
+            raise ValueError("the parse and decode budgets must be positive")
         if self.models.labels is not None and not self.models.labels:
             raise ValueError("the label list is empty")
         self.label_bank()  # the preset exists, labels are unique, the template has its placeholder
@@ -112,6 +127,9 @@ class SanitizeConfig:
         from .settings import flatten
 
         return flatten(self)
+
+    def budgets(self) -> Budgets:
+        return Budgets(self.parse_budget_seconds, self.decode_budget_seconds, self.decode_budget_bytes)
 
     def working_size(self) -> int:
         from ..presets import get_preset

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io.shards import Sample, write_samples
+from ..io.shards import Sample, display, write_samples
 from ..io.storage import Storage, join
 
 POLICIES = ("purify", "drop", "keep")  # for samples judged `illusion`
@@ -75,12 +75,16 @@ def sanitised_samples(
                 out.members[_purified_name(ext, sample.members)] = replaced[ext]
             else:
                 out.members[ext] = data
-        note = {k: row.get(k) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift", "member")}
+        note = {k: row.get(k) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift")}
+        # Text fields as valid UTF-8 (bytes that are not UTF-8 as \xNN); `key` as the verdict table names
+        # it (the member names may differ: see `safe_key`).
+        note["key"] = display(sample.key)
+        note["member"] = display(row["member"]) if row.get("member") is not None else None
         note["original_size"] = [row["original_width"], row["original_height"]] if row.get("original_width") else None
-        note["images"] = outcomes
+        note["images"] = {display(ext): outcome for ext, outcome in outcomes.items()}
         note["action"] = "purified" if replaced else "kept"
         if replaced:
-            note["purified"] = {ext: _purified_name(ext, sample.members) for ext in replaced}
+            note["purified"] = {display(ext): display(_purified_name(ext, sample.members)) for ext in replaced}
             note["purified_size"] = [work_size, work_size]
         out.members["disillusion.json"] = json.dumps(note).encode()
         kept.append(out)

@@ -9,6 +9,7 @@ from typing import Any
 from ..batching import map_batched
 from ..defense.consensus import ConsensusPurifier
 from ..io.images import DEFAULT_MAX_PIXELS, to_uint8
+from ..io.sandbox import Budgets, Sandbox, shared_sandbox
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from ..io.storage import Storage
 from ..models.noise import seed_for_key
@@ -72,13 +73,16 @@ def process_shard(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     on_error: str = "keep",
+    budgets: Budgets = Budgets(),
+    sandbox: Sandbox | None = None,
 ) -> dict[str, Any]:
     """Read, decode, purify and write one shard in this process (the steps a Ray run spreads over
-    workers). `work_size` defaults to the encoder's input size."""
+    workers; reading and decoding in this process's sandbox). `work_size` defaults to the encoder's input size."""
     start = time.perf_counter()
     work_size = work_size or purifier.encoder.image_size
-    shard = read_shard(storage, uri, max_shard_bytes)
-    records = decode_shard(shard, work_size, max_pixels)
+    sandbox = sandbox or shared_sandbox(budgets)
+    shard = read_shard(storage, uri, max_shard_bytes, sandbox)
+    records = decode_shard(shard, work_size, max_pixels, sandbox)
     purified = purify_records(purifier, records, shard.name, seed=seed, batch_size=batch_size, want_images=policy == "purify")
     return finish_shard(
         storage, output, shard, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,

@@ -4,13 +4,13 @@ there are none."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_working
+from ..io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, WorkingImage, decode_working
 from ..io.shards import Sample
 
 if TYPE_CHECKING:
@@ -53,14 +53,17 @@ def _json_meta(sample: Sample) -> dict:
     """The sample's json member as a mapping; empty when it is missing or not a JSON object."""
     try:
         meta = json.loads(sample.members.get("json", b"{}") or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: crafted nesting ([[[[...)
         return {}
     return meta if isinstance(meta, dict) else {}
 
 
-def to_records(sample: Sample, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Record]:
+def to_records(
+    sample: Sample, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS, decode: Callable[..., WorkingImage] = decode_working
+) -> list[Record]:
     """One record per image member, each decoded straight to `work_size` x `work_size` (see
-    `decode_working`); a sample that cannot be examined as it stands is one error record."""
+    `decode_working`, or a sandbox's `decode`); a sample that cannot be examined as it stands is one
+    error record."""
     caption = caption_of(sample)
     if sample.errors:
         return [Record(sample.key, None, None, "; ".join(sample.errors), caption)]
@@ -70,7 +73,7 @@ def to_records(sample: Sample, work_size: int, max_pixels: int = DEFAULT_MAX_PIX
     records = []
     for ext in images:
         try:
-            image = decode_working(sample.members[ext], work_size, max_pixels=max_pixels)
+            image = decode(sample.members[ext], work_size, max_pixels=max_pixels)
         except ImageDecodeError as error:
             records.append(Record(sample.key, ext, None, f"{ext}: {error}", caption))
         else:

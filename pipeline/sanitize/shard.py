@@ -1,7 +1,8 @@
 """The work on one input shard, in four steps any executor can call: read the shard's bytes, decode
 its images to the working geometry, purify them (`purify.py`), and write the outputs from the same
 bytes that were examined (never a second read). No Ray here, and no torch: reading, decoding and
-writing workers never load a model library.
+writing workers never load a model library. Walking the tar and decoding images run in a sandbox
+(`pipeline.io.sandbox`) with budgets of time and memory: no shard can abort, hang or exhaust a worker.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..io.images import DEFAULT_MAX_PIXELS, encode_png
+from ..io.sandbox import Sandbox, shared_sandbox
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES, Sample, parse
 from ..io.storage import Storage, shard_name
 from .outputs import sanitised_samples, write_shard_outputs
@@ -27,31 +29,31 @@ CANNOT_READ = "cannot read shard"
 class ShardInput:
     uri: str
     name: str
-    data: bytes = b""  # the shard as an uncompressed tar, as read: outputs are built from these bytes
-    samples: list[Sample] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)  # as read: outputs are built from these bytes
     problems: list[str] = field(default_factory=list)
     incomplete: bool = False  # not every byte could be read: the manifest says so and the next run retries
 
 
-def parse_shard(uri: str, data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> ShardInput:
-    """The samples of shard bytes already read; parsing the same bytes always gives the same samples.
-    Compressed bytes are kept decompressed, so whoever parses `data` again does not decompress."""
-    tar, samples, problems = parse(data, max_bytes)
-    return ShardInput(uri, shard_name(uri), tar, samples, [p.message for p in problems], any(p.incomplete for p in problems))
+def parse_shard(uri: str, data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES, sandbox: Sandbox | None = None) -> ShardInput:
+    """The samples of shard bytes already read, the tar walked in `sandbox` (default: this process's)."""
+    _, samples, problems = parse(data, max_bytes, walk=(sandbox or shared_sandbox()).walk)
+    return ShardInput(uri, shard_name(uri), samples, [p.message for p in problems], any(p.incomplete for p in problems))
 
 
-def read_shard(storage: Storage, uri: str, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> ShardInput:
+def read_shard(storage: Storage, uri: str, max_bytes: int = DEFAULT_MAX_SHARD_BYTES, sandbox: Sandbox | None = None) -> ShardInput:
     """All samples of a shard; a missing or unreadable shard becomes a problem, not an exception."""
     try:
         data = storage.read_bytes(uri)
     except Exception as error:  # missing object, permissions, network after retries
         return ShardInput(uri, shard_name(uri), problems=[f"{CANNOT_READ}: {type(error).__name__}: {error}"], incomplete=True)
-    return parse_shard(uri, data, max_bytes)
+    return parse_shard(uri, data, max_bytes, sandbox)
 
 
-def decode_shard(shard: ShardInput, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Record]:
-    """Records of every image member at `work_size` x `work_size` (errors as records, not exceptions)."""
-    return [record for sample in shard.samples for record in to_records(sample, work_size, max_pixels)]
+def decode_shard(shard: ShardInput, work_size: int, max_pixels: int = DEFAULT_MAX_PIXELS, sandbox: Sandbox | None = None) -> list[Record]:
+    """Records of every image member at `work_size` x `work_size` (errors as records, not exceptions),
+    each decoded in `sandbox` (default: this process's)."""
+    decode = (sandbox or shared_sandbox()).decode
+    return [record for sample in shard.samples for record in to_records(sample, work_size, max_pixels, decode)]
 
 
 @dataclass

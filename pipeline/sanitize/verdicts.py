@@ -90,5 +90,6 @@ def sample_row(member_rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def verdict_table(rows: list[dict[str, Any]], dim: int) -> pa.Table:
     """Rows as built above (keys as read, possibly with surrogate escapes) -> the Parquet table."""
-    table_rows = [{**r, "key": display(r["key"]), "key_bytes": key_bytes(r["key"]), "shard": display(r["shard"])} for r in rows]
+    table_rows = [{**r, "key": display(r["key"]), "key_bytes": key_bytes(r["key"]), "shard": display(r["shard"]),
+                   "member": None if r["member"] is None else display(r["member"])} for r in rows]
     return pa.Table.from_pylist(table_rows, schema=verdict_schema(dim))

@@ -3,22 +3,22 @@
 import numpy as np
 
 from pipeline.distributed.rows import decoded_row, purified_of, purified_row, row_records, shard_of
-from pipeline.io.shards import Sample, write_samples
+from pipeline.io.shards import Sample
 from pipeline.sanitize.records import Record
-from pipeline.sanitize.shard import Purified, parse_shard
+from pipeline.sanitize.shard import Purified, ShardInput
 
 
 def test_rows_round_trip():
     samples = [Sample("a", {"png": b"x", "txt": b"hi"}), Sample("b", {"json": b"{}"}), Sample("c", {"jpg": b"y"})]
-    shard = parse_shard("/in/shard-7.tar", write_samples(samples))
-    shard.problems.append("a problem")
+    samples.append(Sample("caf\udce9/\x00", {"j\udcffpg": b"z"}, extra=[("j\udcffpg", b"w")], errors=["repeated"]))
+    shard = ShardInput("/in/shard-7.tar", "shard-7", samples, ["a problem"])
     pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
     records = [Record("a", "png", pixels[0], None, "hi", (640, 480)), Record("b", None, None, "no image member", None),
                Record("c", "jpg", pixels[1], None, None, (5, 9))]
     row = decoded_row(shard, records, 4)
 
     again = shard_of(row)
-    assert [s.key for s in again.samples] == ["a", "b", "c"] and again.problems == ["a problem"] and again.data == shard.data
+    assert again.samples == samples and again.problems == ["a problem"] and again.name == "shard-7"
     assert not again.incomplete
     for before, after in zip(records, row_records(row)):
         fields = ("key", "member", "error", "caption", "original_size")

@@ -3,6 +3,7 @@ import sys
 
 from pipeline.distributed.runner import plan_resources
 from pipeline.distributed.stages import plan_stages
+from pipeline.io.sandbox import Budgets
 from pipeline.sanitize.config import SanitizeConfig
 
 
@@ -17,7 +18,7 @@ def test_each_stage_declares_its_resources():
     read, purify, write = plan_stages(SanitizeConfig.resolve(), "/out", resources)
     assert (read.actors, read.num_gpus, write.actors, write.num_gpus) == (0, 0.0, 0, 0.0)
     assert purify.actors == 2 and purify.num_gpus == 1.0 and purify.num_cpus == 1.0
-    assert read.kwargs == {"work_size": 32, "max_shard_bytes": 2 << 30, "s3_endpoint": None}  # plain settings: no config to unpickle
+    assert read.kwargs == {"work_size": 32, "max_shard_bytes": 2 << 30, "budgets": Budgets(), "s3_endpoint": None}  # plain settings: no torch to import
 
 
 def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):

@@ -13,7 +13,7 @@ from pipeline.io.shards import (
     plain_tar,
     read_samples,
     read_shard_bytes,
-    safe_member_name,
+    safe_key,
     split_member_name,
     write_samples,
 )
@@ -107,7 +107,17 @@ def test_unsafe_names_are_reported_and_written_safely():
     assert len(problems) == 1 and "3 key(s) unsafe to extract" in problems[0].message and not problems[0].incomplete
     with tarfile.open(fileobj=io.BytesIO(write_samples(samples))) as archive:
         assert archive.getnames() == ["__/__/etc/x.png", "abs/y.png", "ok/z.png"]
-    assert safe_member_name("..") == "__" and safe_member_name("/") == "_"
+    assert safe_key("..") == "__" and safe_key("/") == "_" and safe_key("") == "_"
+    assert safe_key("x/") == "x/_" and safe_key("a\0b") == "a_b" and safe_key("./a/./b") == "a/b"
+
+
+@pytest.mark.parametrize("name", ["", "x/", "a\0b", "/", "d/./", "../.."])
+def test_a_sample_stays_one_sample_whatever_its_name(name):
+    """Every member of a sample, its verdict member included, is written under one key, which reads
+    back as one sample."""
+    sample = Sample(name, {"": b"payload", "disillusion.json": b"{}"})
+    [back] = read_shard_bytes(write_samples([sample]))[0]
+    assert back.key == safe_key(name) and list(back.members.values()) == list(sample.members.values())
 
 
 def test_gzip_shards_are_read_up_to_a_cap():

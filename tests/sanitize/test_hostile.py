@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.defense import ConsensusConfig, ConsensusPurifier, VerdictPolicy
-from pipeline.io.shards import is_image_extension, key_bytes, read_samples, safe_member_name
+from pipeline.io.shards import is_image_extension, key_bytes, read_samples, safe_key
 from pipeline.io.storage import Storage, shard_name
 from pipeline.presets import get_preset
 from pipeline.sanitize.purify import process_shard
@@ -36,8 +36,8 @@ def write_corpus(directory) -> list[str]:
 
 
 def written(key: bytes) -> bytes:
-    """A key as the output shard names it (see `safe_member_name`)."""
-    return key_bytes(safe_member_name(key.decode("utf-8", "surrogateescape")))
+    """A key as the output shard names it (see `safe_key`)."""
+    return key_bytes(safe_key(key.decode("utf-8", "surrogateescape")))
 
 
 def files_under(root) -> set[str]:
