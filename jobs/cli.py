@@ -11,12 +11,12 @@ from collections.abc import Sequence
 
 from pipeline import __version__
 
-from . import attack, audit, benchmark, calibrate, check, config, demo, evaluate, export, frontier, sanitize, train_demo
+from . import attack, audit, benchmark, calibrate, check, config, demo, evaluate, export, frontier, fuzz, sanitize, train_demo
 
 # Each job module provides NAME, HELP, add_arguments(parser) and run(args) -> exit code.
 # Exit codes (README): 0 done; 1 done, with problems reported; 2 bad arguments or input, nothing
 # done; 3 outputs cannot be written (the run stopped; rerun to resume); 130 interrupted.
-JOBS = (demo, sanitize, audit, export, check, attack, evaluate, frontier, calibrate, benchmark, train_demo, config)
+JOBS = (demo, sanitize, audit, export, check, attack, evaluate, frontier, calibrate, benchmark, fuzz, train_demo, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -216,3 +216,37 @@ def summarise(outcomes: list[Outcome], **settings) -> dict[str, Any]:
         "by_mutation": {m: dict(c) for m, c in sorted(by_mutation.items())},
         "failures": [asdict(o) for o in outcomes if o.status != "ok"],
     }
+
+
+def run_cli_campaign(shards: int, *, seed: int, workdir: str, timeout: float = 3600.0) -> dict[str, Any]:
+    """`shards` fuzzed shards in one directory through `disillusion audit` (a local Ray cluster), run
+    twice: each run must end (exit 0 or 1, never a traceback), every shard must have a manifest whose
+    sample count its verdict table matches, and the rerun redoes only the incomplete shards."""
+    import subprocess
+    import sys
+
+    storage, source, output = Storage(), os.path.join(workdir, "cli-in"), os.path.join(workdir, "cli-out")
+    for index in range(seed, seed + shards):
+        storage.write_bytes(os.path.join(source, f"fuzz-{index:06d}.tar"), fuzz_shard(index)[0])
+    runs, wrong = [], []
+    for attempt in ("first", "rerun"):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "jobs", "audit", "--input", source, "--output", output, "--n", "2", "--no-report"],
+                              capture_output=True, text=True, timeout=timeout)
+        runs.append({"run": attempt, "exit_code": done.returncode, "seconds": round(time.perf_counter() - start, 1),
+                     "last_line": (done.stdout.strip().splitlines() or [""])[-1][:300]})
+        if done.returncode not in (0, 1) or "Traceback" in done.stderr:
+            wrong.append(f"{attempt} run: exit {done.returncode}: {done.stderr.strip()[-500:]}")
+    manifests = {}
+    for index in range(seed, seed + shards):
+        paths = output_paths(output, f"fuzz-{index:06d}")
+        if not storage.exists(paths["manifest"]):
+            wrong.append(f"fuzz-{index:06d}: no manifest")
+            continue
+        manifests[index] = json.loads(storage.read_bytes(paths["manifest"]))
+        rows = pq.read_metadata(paths["verdicts"]).num_rows
+        if rows != manifests[index]["samples"]:
+            wrong.append(f"fuzz-{index:06d}: {rows} verdict rows for {manifests[index]['samples']} samples")
+    incomplete = sum(not m["complete"] for m in manifests.values())
+    return {"shards": shards, "seed": seed, "runs": runs, "manifests": len(manifests), "incomplete_shards": incomplete,
+            "samples": sum(m["samples"] for m in manifests.values()), "failures": wrong}

@@ -93,7 +93,8 @@ REPRODUCERS: dict[str, Reproducer] = {
     "json nested 100,000 deep": Reproducer(lambda: assemble([_ok(), regular(b"ok.json", b"[" * 100_000)]), [b"ok"]),
     "extension not UTF-8": Reproducer(lambda: assemble([regular(b"photo.caf\xe9.jpg", encode_image(picture(np.random.default_rng(6)), "JPEG"))]),
                                       [b"photo"]),
-    "empty, directory-like and NUL names": Reproducer(_names, [b"", b"x/", b"a\0b"], errors={b"", b"x/"}, problem="unsafe to extract"),
+    # A NUL in a USTAR name field ends the name there: "a\0b.png" and "a\0b.json" read as "a", twice.
+    "empty, directory-like and NUL names": Reproducer(_names, [b"", b"x/", b"a"], errors={b"", b"x/", b"a"}, problem="unsafe to extract"),
     "NUL in a PAX path": Reproducer(_nul_in_pax_path, [b"a\0b", b"a"], errors={b"a"}, problem="unsafe to extract"),
     "TIFF with a strip per row": Reproducer(_strip_per_row, [b"ok", b"strips"], errors={b"strips"}),
     "progressive JPEG with 3,000 scans": Reproducer(_repeated_scans, [b"ok", b"scans"], errors={b"scans"}),
