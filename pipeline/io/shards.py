@@ -74,8 +74,12 @@ def key_bytes(key: str) -> bytes:
 
 
 def display(name: str) -> str:
-    """A name as valid UTF-8 text: bytes that are not UTF-8 shown as \\xNN (for messages and text columns)."""
-    return key_bytes(name).decode("utf-8", "backslashreplace")
+    """A name as valid UTF-8 text: bytes that are not UTF-8 shown as \\xNN (for messages and text
+    columns); any other lone surrogate (from a JSON escape, say) as \\uXXXX."""
+    try:
+        return key_bytes(name).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def safe_key(key: str) -> str:

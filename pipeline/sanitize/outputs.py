@@ -75,11 +75,10 @@ def sanitised_samples(
                 out.members[_purified_name(ext, sample.members)] = replaced[ext]
             else:
                 out.members[ext] = data
-        note = {k: row.get(k) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift")}
-        # Text fields as valid UTF-8 (bytes that are not UTF-8 as \xNN); `key` as the verdict table names
-        # it (the member names may differ: see `safe_key`).
+        # Text as valid UTF-8 (bytes that are not UTF-8 as \xNN); `key` as the verdict table names it
+        # (the member names may differ: see `safe_key`).
+        note = {k: _text(row.get(k)) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift", "member")}
         note["key"] = display(sample.key)
-        note["member"] = display(row["member"]) if row.get("member") is not None else None
         note["original_size"] = [row["original_width"], row["original_height"]] if row.get("original_width") else None
         note["images"] = {display(ext): outcome for ext, outcome in outcomes.items()}
         note["action"] = "purified" if replaced else "kept"
@@ -89,6 +88,10 @@ def sanitised_samples(
         out.members["disillusion.json"] = json.dumps(note).encode()
         kept.append(out)
     return kept, quarantined
+
+
+def _text(value: Any) -> Any:
+    return display(value) if isinstance(value, str) else value
 
 
 def _purified_name(ext: str, members: dict[str, bytes]) -> str:

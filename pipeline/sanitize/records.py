@@ -30,7 +30,8 @@ class Record:
 
 
 def caption_of(sample: Sample) -> str | None:
-    """A caption from a `txt` member or the json `caption` field."""
+    """A caption from a `txt` member or the json `caption` field, as valid Unicode text: a JSON escape
+    can make a lone surrogate, which no tokenizer takes (the sample would go unexamined)."""
     text = sample.members.get("txt")
     if text is not None:
         try:
@@ -39,7 +40,7 @@ def caption_of(sample: Sample) -> str | None:
         except UnicodeDecodeError:
             return None
     caption = _json_meta(sample).get("caption")
-    return caption.strip() or None if isinstance(caption, str) else None
+    return caption.encode("utf-8", "replace").decode("utf-8").strip() or None if isinstance(caption, str) else None
 
 
 def truth_of(sample: Sample) -> bool | None:

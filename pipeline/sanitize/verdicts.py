@@ -89,7 +89,7 @@ def sample_row(member_rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def verdict_table(rows: list[dict[str, Any]], dim: int) -> pa.Table:
-    """Rows as built above (keys as read, possibly with surrogate escapes) -> the Parquet table."""
-    table_rows = [{**r, "key": display(r["key"]), "key_bytes": key_bytes(r["key"]), "shard": display(r["shard"]),
-                   "member": None if r["member"] is None else display(r["member"])} for r in rows]
+    """Rows as built above (keys, members, messages and captions as read, possibly with surrogate
+    escapes) -> the Parquet table: `key_bytes` holds the exact key, every text column valid UTF-8."""
+    table_rows = [{**{k: display(v) if isinstance(v, str) else v for k, v in r.items()}, "key_bytes": key_bytes(r["key"])} for r in rows]
     return pa.Table.from_pylist(table_rows, schema=verdict_schema(dim))

@@ -7,6 +7,7 @@ For every shard the oracle demands:
   read on a budget (then a subset, and the manifest says so) (`accounting`);
 - outputs that read back without problems, holding every sample exactly once (sanitised shard plus
   quarantine), each kept sample with its verdict member naming its verdict key (`accounting`);
+- no sample that decoded yet could not be purified (it would pass unexamined) (`accounting`);
 - every decode within the documented memory bound for its format (`memory`).
 Failing shards are saved under `failures/` with their seed, so each can become a reproducer.
 """
@@ -126,6 +127,8 @@ class ShardCheck:
         keys = table.column("key_bytes").to_pylist()
         if len(keys) != manifest["samples"] or len(set(keys)) != len(keys):
             wrong.append(f"{len(keys)} verdict rows ({len(set(keys))} keys) for {manifest['samples']} samples")
+        # A sample that decoded but could not be purified goes unexamined: an evasion, not an input error.
+        wrong += [f"decoded but not examined: {e}" for e in table.column("error").to_pylist() if e and e.startswith("purification failed")]
         with _alarm(self.timeout):  # the same bytes read in this process, without the sandbox
             tar, problem = plain_tar(data)
             reference, _ = read_shard_bytes(tar)
