@@ -15,7 +15,8 @@ from . import attack, audit, benchmark, calibrate, check, config, demo, evaluate
 
 # Each job module provides NAME, HELP, add_arguments(parser) and run(args) -> exit code.
 # Exit codes (README): 0 done; 1 done, with problems reported; 2 bad arguments or input, nothing
-# done; 3 outputs cannot be written (the run stopped; rerun to resume); 130 interrupted.
+# done; 3 the run cannot go on (outputs cannot be written, the store is unreachable, the cluster lost
+# the capacity it needs): it stopped, rerun to resume; 130 interrupted (rerun to resume).
 JOBS = (demo, sanitize, audit, export, check, attack, evaluate, frontier, calibrate, benchmark, fuzz, train_demo, config)
 
 
@@ -39,19 +40,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)  # its debug output is one line per PNG chunk read, thousands per job
+    for chatty in ("botocore", "boto3", "s3transfer"):  # "Found credentials in environment variables", per client
+        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     _quiet_model_libraries(args.verbose)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
     from pipeline.heap import keep_freed_memory
-    from pipeline.io.storage import OutputWriteError
+    from pipeline.stops import RunStopped
 
     keep_freed_memory()  # jobs that purify or attack in this process reuse their freed batches (pipeline/heap.py)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
+        print(f"disillusion {args.job}: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
         return 130
-    except OutputWriteError as error:
+    except RunStopped as error:  # outputs that cannot be written, an unreachable store, a cluster that cannot progress
         print(f"disillusion {args.job}: error: {error}", file=sys.stderr)
         return 3
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as error:

@@ -13,11 +13,26 @@ def add_corpus_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ..
     parser.add_argument("--input", required=True, metavar="SPEC", help="directory, S3 prefix, glob, brace range or list file of .tar shards")
     parser.add_argument("--output", required=True, metavar="URI", help="output directory or S3 prefix")
     add_config_arguments(parser, skip=skip)
-    parser.add_argument("--actors", type=int, help="purification actors (default: sized from the cluster)")
+    parser.add_argument("--actors", type=actor_count, metavar="N|MIN-MAX",
+                        help="purification actors: N, or MIN-MAX for a pool that grows with the cluster (default: sized from the cluster)")
+    parser.add_argument("--stall-timeout", type=float, default=1800.0, metavar="SECONDS",
+                        help="stop, resumably (exit 3), when no shard finishes for this long: lost capacity that never comes "
+                             "back (default 1800; must exceed the slowest shard, the models' start-up included)")
     parser.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     parser.add_argument("--overwrite", action="store_true", help="redo shards that already have a manifest")
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=report,
                         help=f"write report.html into the output: counts, score histograms, shards, flagged samples (default: {'on' if report else 'off'})")
+
+
+def actor_count(text: str) -> int | tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        counts = (int(low), int(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, not {text!r}") from None
+    if not 1 <= counts[0] <= counts[1]:
+        raise argparse.ArgumentTypeError(f"expected 1 <= MIN <= MAX, not {text!r}")
+    return counts if high else counts[0]
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
@@ -56,7 +71,7 @@ def run_job(args: argparse.Namespace, audit: bool = False) -> int:
 
     config = build_config(args, policy_fixed=audit)
     summary = run_corpus(config, args.input, args.output, overwrite=args.overwrite, ray_address=args.ray_address, actors=args.actors,
-                         report=args.report)
+                         report=args.report, stall_seconds=args.stall_timeout)
     print_summary(summary)
     return 1 if summary["problems"] else 0
 

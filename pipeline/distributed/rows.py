@@ -21,7 +21,7 @@ from ..sanitize.shard import Purified, ShardInput
 
 
 # What every stage passes on unchanged: the shard, its samples as read and its problems, the working size.
-PASSED_ON = ("uri", "samples", "payloads", "problems", "incomplete", "work_size")
+PASSED_ON = ("uri", "samples", "payloads", "problems", "incomplete", "work_size", "stop")
 
 
 def uri_field(uri: str) -> bytes:
@@ -64,13 +64,15 @@ def shard_of(row: dict[str, Any]) -> ShardInput:
     return ShardInput(uri_of(row), shard_name(uri_of(row)), samples, json.loads(row["problems"]), bool(row["incomplete"]))
 
 
-def decoded_row(shard: ShardInput, records: list[Record], work_size: int) -> dict[str, Any]:
+def decoded_row(shard: ShardInput, records: list[Record], work_size: int, stop: str = "") -> dict[str, Any]:
+    """`stop`: why the run must stop (the shard could not be read because the store is unreachable); a
+    string either way, so that every block has the same column types."""
     meta = [{"key": r.key, "member": r.member, "error": r.error, "caption": r.caption, "original_size": r.original_size} for r in records]
     pixels = [r.pixels for r in records if r.pixels is not None]
     index, payloads = pack_samples(shard.samples)
     return {
         "uri": uri_field(shard.uri), "samples": index, "payloads": payloads, "problems": json.dumps(shard.problems),
-        "incomplete": shard.incomplete, "work_size": work_size,
+        "incomplete": shard.incomplete, "work_size": work_size, "stop": stop,
         "records": json.dumps(meta),
         "pixels": np.stack(pixels).tobytes() if pixels else b"",
     }

@@ -18,13 +18,16 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass
+import _thread
+import threading
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..io.shards import display
 from ..io.storage import OutputWriteError, Storage, is_inside, join, shard_name
 from ..sanitize.config import SanitizeConfig
 from ..sanitize.outputs import output_paths
+from ..stops import CannotProgress, RunStopped
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,11 @@ log = logging.getLogger(__name__)
 # tests/distributed/test_runner.py checks it is there. DISILLUSION_SCHEDULING_WAIT_S fixes the wait
 # (0.1: Ray's own).
 RAY_SCHEDULING_WAIT_S, MAX_SCHEDULING_WAIT_S, SHARD_FRACTION = 0.1, 1.0, 4
+# A run that finishes no shard for this long stops resumably (CannotProgress): it must exceed the
+# slowest shard, the models' start-up included (`--stall-timeout`).
+DEFAULT_STALL_SECONDS = 1800.0
+# Plans in a row that finish no shard after the cluster lost capacity before the run gives up.
+MAX_FRUITLESS_PLANS = 3
 
 
 def scheduling_wait(mean_shard_seconds: float | None) -> float:
@@ -62,14 +70,20 @@ class PlanResources:
     gpus_per_actor: float
     task_cpus: float  # each read+decode and each write task
     threads_per_actor: int
+    max_actors: int = 0  # above `actors`: the pool grows up to this many as the cluster scales up
 
 
-def plan_resources(cluster: dict[str, float], actors: int | None = None) -> PlanResources:
-    """Size the purification pool from the cluster: one actor per GPU; on CPUs only, leave a CPU
-    free for the read and write tasks (a pool that takes every CPU deadlocks the read stage).
+def plan_resources(cluster: dict[str, float], actors: int | tuple[int, int] | None = None) -> PlanResources:
+    """Size the purification pool from the cluster as it is now: one actor per GPU; on CPUs only,
+    leave a CPU free for the read and write tasks (a pool that takes every CPU deadlocks the read
+    stage). `actors`: a fixed size, or (min, max) for a pool that grows with the cluster.
 
     A CPU actor's torch threads may exceed its reservation: on a small machine the reserved CPU
     count would halve the purifier's speed, while reading and writing use a fraction of a core."""
+    if isinstance(actors, tuple):
+        plan = plan_resources(cluster, actors[0])
+        plan.max_actors = actors[1]
+        return plan
     gpus = int(cluster.get("GPU", 0))
     cpus = float(cluster.get("CPU", 1))
     if gpus:
@@ -101,16 +115,18 @@ def run_corpus(
     *,
     overwrite: bool = False,
     ray_address: str | None = None,
-    actors: int | None = None,
+    actors: int | tuple[int, int] | None = None,
     report: bool = False,
     echo=print,
+    stall_seconds: float = DEFAULT_STALL_SECONDS,
 ) -> dict[str, Any]:
     """Process every shard of `input_spec` not yet done; returns the run summary. With `report`,
-    report.html describes the whole output (shards of earlier runs included) once the run is done."""
-    import ray
+    report.html describes the whole output (shards of earlier runs included) once the run is done.
 
-    from .rows import uri_field
-    from .stages import plan_stages
+    `actors`: the pool's size, or (min, max) to let it grow with the cluster (default: sized from
+    the cluster). A run that cannot go on raises RunStopped (the run record says why); Ctrl-C
+    leaves the record `interrupted`. Either way the finished shards are kept and a rerun resumes."""
+    import ray
 
     storage = Storage(config.s3_endpoint)
     shards = check_input_and_output(storage, input_spec, output)
@@ -118,29 +134,131 @@ def run_corpus(
     record = RunRecord(storage, output, config)
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "processed": 0, "samples": 0, "errors": 0,
                "verdicts": {"clean": 0, "illusion": 0, "uncertain": 0}, "problems": {},
-               "batches": {"count": 0, "images": 0, "slots": 0}, "purifying_seconds": 0.0}
+               "batches": {"count": 0, "images": 0, "slots": 0}, "purifying_seconds": 0.0, "replans": 0}
     record.write(summary, status="starting")  # also proves the output writable before Ray starts
     echo(f"{len(shards)} shard(s), {len(shards) - len(todo)} already done, {len(todo)} to process")
+    try:
+        if not ray.is_initialized():
+            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        first = _process(Run(config, storage, output, todo, actors, summary, record, echo, started, stall_seconds))
+    except KeyboardInterrupt:
+        record.write(summary, status="interrupted", best_effort=True)
+        raise
+    except RunStopped as error:
+        summary["stopped"] = str(error)
+        record.write(summary, status=f"stopped: {error}", best_effort=True)
+        raise
+    _finish_summary(summary, started, cpu_started, first)
+    record.write(summary, status="finished")
+    _report(config, output, summary, report, echo, record.resources)
+    return summary
 
-    if not ray.is_initialized():
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    record.resources = plan_resources(ray.cluster_resources(), actors)
-    summary["actors"] = record.resources.actors
-    started, cpu_started = time.perf_counter(), time.process_time()
-    if not todo:
-        record.write(summary, status="finished")
-        _report(config, output, summary, report, echo, record.resources)
-        return summary
 
+@dataclass
+class Run:
+    """What the parts of one run share."""
+
+    config: SanitizeConfig
+    storage: Storage
+    output: str
+    todo: list[str]
+    actors: int | tuple[int, int] | None
+    summary: dict[str, Any]
+    record: RunRecord
+    echo: Any
+    started: float
+    stall_seconds: float
+    reported: set[str] = field(default_factory=set)  # shards whose manifest the driver has counted
+    first: FirstShard | None = None
+
+
+def _process(run: Run) -> FirstShard | None:
+    """Run the shards to do on Ray Data; when the cluster loses an actor, a worker or a node, plan
+    again on the capacity that remains for the shards not yet done, until a few plans in a row finish
+    nothing (CannotProgress)."""
+    import ray
+
+    from .rows import uri_field
+    from .stages import plan_stages
+
+    fruitless, total = 0, len(run.todo)
     ray.data.DataContext.get_current().enable_progress_bars = False  # `echo` reports each finished shard
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its advice to turn them back on
-    dataset = ray.data.from_items([{"uri": uri_field(u)} for u in todo], override_num_blocks=len(todo))
-    for stage in plan_stages(config, output, record.resources):
-        dataset = stage.apply(dataset)
-    try:
-        first = _collect(dataset, len(todo), summary, record, echo, started)
-    finally:
-        pace_scheduling_loop(RAY_SCHEDULING_WAIT_S)  # Ray's own again, for whatever else runs in this process
+    while run.todo:
+        run.record.resources = plan_resources(ray.cluster_resources(), run.actors)
+        run.summary["actors"] = run.record.resources.actors
+        dataset = ray.data.from_items([{"uri": uri_field(u)} for u in run.todo], override_num_blocks=len(run.todo))
+        for stage in plan_stages(run.config, run.output, run.record.resources):
+            dataset = stage.apply(dataset)
+        before = run.summary["processed"]
+        try:
+            _collect(dataset, total, run)
+            return run.first
+        except Exception as error:
+            if not lost_capacity(error):
+                raise
+            fruitless = 0 if run.summary["processed"] > before else fruitless + 1
+            run.todo = _not_done(run)
+            if fruitless >= MAX_FRUITLESS_PLANS:
+                raise CannotProgress(f"the cluster lost capacity and {fruitless} plans in a row finished no shard "
+                                     f"({_fault(error)}; {describe_cluster()}); the run stopped, finished shards are kept; "
+                                     "rerun to resume") from error
+            run.summary["replans"] += 1
+            run.echo(f"lost capacity ({_fault(error)}): planning again for {len(run.todo)} shard(s) on {describe_cluster()}")
+        finally:
+            pace_scheduling_loop(RAY_SCHEDULING_WAIT_S)  # Ray's own again, for whatever else runs in this process
+    return run.first
+
+
+def _not_done(run: Run) -> list[str]:
+    """The shards still to do after an execution ended early: a shard whose manifest was written but
+    not yet reported to the driver is counted now."""
+    left = []
+    for uri in run.todo:
+        if shard_name(uri) in run.reported:
+            continue
+        if is_done(run.storage, run.output, uri):
+            _count(json.loads(run.storage.read_bytes(output_paths(run.output, shard_name(uri))["manifest"])), run.summary)
+            run.reported.add(shard_name(uri))
+        else:
+            left.append(uri)
+    return left
+
+
+def lost_capacity(error: BaseException) -> bool:
+    """Whether an execution ended because the cluster lost an actor, a worker or a node (anywhere in
+    the exception's chain), rather than because of the data or the code."""
+    from ray import exceptions
+
+    kinds = (exceptions.ActorDiedError, exceptions.ActorUnavailableError, exceptions.NodeDiedError, exceptions.ObjectLostError,
+             exceptions.WorkerCrashedError, exceptions.LocalRayletDiedError, exceptions.ActorUnschedulableError,
+             exceptions.TaskUnschedulableError, exceptions.RaySystemError)
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kinds):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _fault(error: BaseException) -> str:
+    """The exception's type and the first sentence of its message (Ray's run to many lines)."""
+    text = str(error).split(". ")[0].splitlines()[0][:120] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def describe_cluster() -> str:
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    nodes = sum(node["Alive"] for node in ray.nodes())
+    gpus = f", {free.get('GPU', 0):g} of {total.get('GPU', 0):g} GPUs free" if total.get("GPU") else ""
+    return f"{nodes} node(s), {free.get('CPU', 0):g} of {total.get('CPU', 0):g} CPUs free{gpus}"
+
+
+def _finish_summary(summary: dict[str, Any], started: float, cpu_started: float, first: FirstShard | None) -> None:
     summary["seconds"], cpu = round(time.perf_counter() - started, 2), time.process_time()  # the run's end, in wall and CPU time
     summary["samples_per_second"] = round(summary["samples"] / summary["seconds"], 3) if summary["seconds"] else None
     # The rate once the pipeline is full: from the first finished shard to the last (given a few shards).
@@ -153,9 +271,6 @@ def run_corpus(
     summary["steady_driver_cpu_per_1000_samples"] = round(1000 * (cpu - first.cpu_seconds) / steady[1], 3) if steady[1] else None
     batches = summary["batches"]
     batches["fill"] = round(batches["images"] / batches["slots"], 4) if batches["slots"] else None
-    record.write(summary, status="finished")
-    _report(config, output, summary, report, echo, record.resources)
-    return summary
 
 
 class FirstShard(NamedTuple):
@@ -166,22 +281,58 @@ class FirstShard(NamedTuple):
     cpu_seconds: float  # this process's CPU time (time.process_time)
 
 
-def _collect(dataset, total: int, summary: dict[str, Any], record: RunRecord, echo, started: float) -> FirstShard | None:
-    """Count each shard's manifest as it arrives; returns where the run stood at its first shard."""
-    first = None
+def _collect(dataset, total: int, run: Run) -> None:
+    """Count each shard's manifest as it arrives; `run.first`: where the run stood at its first shard."""
     pace_scheduling_loop(scheduling_wait(None))
-    for row in dataset.iter_rows():
-        if row["write_error"]:
-            summary["write_error"] = row["write_error"]
-            record.write(summary, status="stopped: outputs cannot be written", best_effort=True)
-            raise OutputWriteError(f"{row['write_error']} (the run stopped; shards finished so far are kept, rerun to resume)")
-        manifest = json.loads(row["manifest"])
-        record.models = record.models or manifest["models"]
-        _count(manifest, summary)
-        pace_scheduling_loop(scheduling_wait(summary["purifying_seconds"] / summary["processed"]))
-        first = first or FirstShard(time.perf_counter() - started, summary["samples"], time.process_time())
-        echo(f"{progress(summary['processed'], total, summary['samples'], time.perf_counter() - started)} {shard_line(manifest)}")
-    return first
+    with Watchdog(run.stall_seconds) as watchdog:
+        try:
+            for row in dataset.iter_rows():
+                watchdog.progress()
+                if row["stop"]:
+                    raise RunStopped(row["stop"])
+                manifest = json.loads(row["manifest"])
+                run.record.models = run.record.models or manifest["models"]
+                run.reported.add(manifest["shard"])
+                _count(manifest, run.summary)
+                pace_scheduling_loop(scheduling_wait(run.summary["purifying_seconds"] / run.summary["processed"]))
+                run.first = run.first or FirstShard(time.perf_counter() - run.started, run.summary["samples"], time.process_time())
+                elapsed = time.perf_counter() - run.started
+                run.echo(f"{progress(run.summary['processed'], total, run.summary['samples'], elapsed)} {shard_line(manifest)}")
+        except KeyboardInterrupt:
+            if watchdog.fired:
+                raise CannotProgress(f"no shard finished in {run.stall_seconds:g} s ({describe_cluster()}); the run stopped, "
+                                     "finished shards are kept; rerun to resume (or raise --stall-timeout)") from None
+            raise
+
+
+class Watchdog:
+    """Interrupts the driver's thread (as Ctrl-C would) when no shard has finished for `seconds`:
+    lost capacity that never comes back, a task that can never be scheduled. The run then stops with
+    one line instead of waiting forever; interrupting the thread that iterates lets Ray Data shut
+    the execution down as it does on Ctrl-C."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.fired = seconds, False
+        self._last, self._lock, self._done = time.monotonic(), threading.Lock(), threading.Event()
+
+    def progress(self) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(1.0):
+            with self._lock:
+                if not self._done.is_set() and time.monotonic() - self._last > self.seconds:
+                    self.fired = True
+                    _thread.interrupt_main()
+                    return
+
+    def __enter__(self) -> Watchdog:
+        threading.Thread(target=self._watch, name="disillusion-watchdog", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._done.set()
 
 
 def _report(config: SanitizeConfig, output: str, summary: dict[str, Any], wanted: bool, echo, resources: PlanResources) -> None:

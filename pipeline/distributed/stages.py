@@ -18,15 +18,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..io.sandbox import Budgets, shared_sandbox
-from ..io.storage import OutputWriteError, Storage, shard_name
-from ..sanitize.shard import decode_shard, finish_shard, read_shard
+from ..io.storage import Storage, StoreUnreachable, shard_name
+from ..sanitize.shard import ShardInput, decode_shard, finish_shard, read_shard
+from ..stops import RunStopped
 from .rows import decoded_row, purified_of, purified_row, row_records, shard_of, uri_of
 
 if TYPE_CHECKING:
     from ..sanitize.config import SanitizeConfig
 
-# A crashed actor (OOM kill, lost node) restarts and its shard is retried, a bounded number of times.
-ACTOR_RESTARTS = 3
+# A lost actor (OOM kill, lost node) is not restarted by Ray: a restart would wait for the resources
+# of the capacity that was lost, and take CPUs the read and write tasks need. Its shard's task fails,
+# the execution ends, and the runner plans again on the capacity that remains (runner.py).
+ACTOR_RESTARTS = 0
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Stage:
     num_cpus: float
     num_gpus: float = 0.0
     actors: int = 0  # 0: tasks
+    max_actors: int = 0  # above `actors`: the pool grows with the cluster up to this many
     kwargs: dict[str, Any] = field(default_factory=dict)  # function kwargs, or constructor kwargs of an actor
 
     def apply(self, dataset):
@@ -48,13 +52,14 @@ class Stage:
 
         if not self.actors:
             return dataset.map(self.fn, fn_kwargs=self.kwargs, num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        pool = ray.data.ActorPoolStrategy(min_size=self.actors, max_size=max(self.actors, self.max_actors))
         with warnings.catch_warnings():
             # Ray 2.60 (pinned) has no named parameter for actor restarts yet; the generic one it
-            # deprecates is the only way to bound them.
+            # deprecates is the only way to set them.
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             return dataset.map(
-                self.fn, fn_constructor_kwargs=self.kwargs, compute=ray.data.ActorPoolStrategy(size=self.actors),
-                num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
+                self.fn, fn_constructor_kwargs=self.kwargs, compute=pool, num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+                max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
             )
 
 
@@ -62,9 +67,13 @@ def read_and_decode(
     item: dict[str, Any], *, work_size: int, max_shard_bytes: int, s3_endpoint: str | None, budgets: Budgets = Budgets()
 ) -> dict[str, Any]:
     """A shard URI -> its samples, and every image decoded to the working geometry (uint8), both in
-    this worker's sandbox (budgets of time and memory)."""
+    this worker's sandbox (budgets of time and memory). An unreachable store is passed on as the
+    reason to stop the run (`stop`), as the write stage passes on an output it cannot write."""
     sandbox = shared_sandbox(budgets)
-    shard = read_shard(Storage(s3_endpoint), uri_of(item), max_shard_bytes, sandbox)
+    try:
+        shard = read_shard(Storage(s3_endpoint), uri_of(item), max_shard_bytes, sandbox)
+    except StoreUnreachable as error:
+        return decoded_row(ShardInput(uri_of(item), shard_name(uri_of(item))), [], work_size, stop=str(error))
     return decoded_row(shard, decode_shard(shard, work_size, sandbox=sandbox), work_size)
 
 
@@ -101,15 +110,17 @@ def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, on_er
     """Sanitised shard, verdicts, quarantine and (last) manifest, from the bytes that were examined.
     An output that cannot be written (full disk, read-only) is reported to the driver, which stops
     the run: retrying would fail the same way, and the shards finished so far stay done."""
+    if row["stop"]:
+        return {"manifest": "", "stop": row["stop"]}
     shard = shard_of(row)
     try:
         manifest = finish_shard(
             Storage(s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=policy,
             seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]), on_error=on_error,
         )
-    except OutputWriteError as error:
-        return {"manifest": None, "write_error": str(error)}
-    return {"manifest": json.dumps(manifest), "write_error": None}
+    except RunStopped as error:
+        return {"manifest": "", "stop": str(error)}
+    return {"manifest": json.dumps(manifest), "stop": ""}
 
 
 def plan_stages(config: SanitizeConfig, output: str, resources) -> list[Stage]:
@@ -118,7 +129,7 @@ def plan_stages(config: SanitizeConfig, output: str, resources) -> list[Stage]:
               kwargs={"work_size": config.working_size(), "max_shard_bytes": config.max_shard_bytes, "budgets": config.budgets(),
                       "s3_endpoint": config.s3_endpoint}),
         Stage("purify", Purify, num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
-              kwargs={"config": config, "threads": resources.threads_per_actor}),
+              max_actors=resources.max_actors, kwargs={"config": config, "threads": resources.threads_per_actor}),
         Stage("write", write_outputs, num_cpus=resources.task_cpus,
               kwargs={"output": output, "policy": config.policy, "on_error": config.on_error, "s3_endpoint": config.s3_endpoint}),
     ]

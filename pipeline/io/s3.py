@@ -16,10 +16,16 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError, ResponseStreamingError
 
-# Bounded retries with backoff for throttling, 5xx and connection resets. botocore retries the
-# request; a body that breaks off while streaming is retried by `read_s3_object`.
-RETRY_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+# Bounded retries with backoff for throttling, 5xx and connection resets (AWS_MAX_ATTEMPTS, the
+# standard variable, overrides the count). botocore retries the request; a body that breaks off while
+# streaming is retried by `read_s3_object`.
+DEFAULT_MAX_ATTEMPTS = 8
 BODY_ATTEMPTS = 4
+
+
+def retry_config() -> Config:
+    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS)
+    return Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=10, read_timeout=60)
 
 
 def is_s3_uri(uri: str) -> bool:
@@ -40,7 +46,7 @@ def s3_client(endpoint_url: str | None = None):
     """A boto3 S3 client; without `endpoint_url` boto3 reads AWS_ENDPOINT_URL(_S3) and config files."""
     # A session of its own: boto3's default session caches the first credentials it resolves for the
     # life of the process, and sessions are not thread-safe.
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=RETRY_CONFIG)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=retry_config())
 
 
 def read_s3_object(client, uri: str) -> bytes:

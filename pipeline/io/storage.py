@@ -13,16 +13,32 @@ import os
 import re
 import tempfile
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as S3ConnectionError
 
+from ..stops import OutputWriteError, StoreUnreachable
 from .s3 import is_s3_uri, parse_s3_uri, read_s3_object, s3_client
 from .shards import SHARD_SUFFIXES
 
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+# What botocore raises, after its retries, when the endpoint does not answer (refused, reset, timed out).
+_UNREACHABLE = (S3ConnectionError, HTTPClientError)
+__all__ = ["OutputWriteError", "Storage", "StoreUnreachable", "is_inside", "join", "shard_name"]
 
 
-class OutputWriteError(OSError):
-    """An output could not be written (read-only location, full disk, denied by the object store)."""
+def _reachable(method):
+    """Reads and listings: an unreachable store is one StoreUnreachable naming the endpoint, not a traceback."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _UNREACHABLE as error:
+            where = self.s3_endpoint or "the AWS endpoint"
+            raise StoreUnreachable(f"the object store at {where} cannot be reached ({type(error).__name__}); "
+                                   "the run stopped, finished shards are kept; rerun to resume") from error
+
+    return wrapped
 
 
 class Storage:
@@ -37,12 +53,14 @@ class Storage:
         return self._client
 
     # --- reading ------------------------------------------------------------------------------
+    @_reachable
     def read_bytes(self, uri: str) -> bytes:
         if is_s3_uri(uri):
             return read_s3_object(self.s3, uri)
         with open(uri, "rb") as handle:
             return handle.read()
 
+    @_reachable
     def exists(self, uri: str) -> bool:
         if is_s3_uri(uri):
             bucket, key = parse_s3_uri(uri)
@@ -50,6 +68,7 @@ class Storage:
             return any(item["Key"] == key for item in response.get("Contents", []))
         return os.path.exists(uri)
 
+    @_reachable
     def list_prefix(self, uri: str) -> list[str]:
         """Every object or file below a directory or prefix, sorted."""
         if is_s3_uri(uri):
@@ -67,7 +86,8 @@ class Storage:
         try:
             self._write(uri, data)
         except (OSError, BotoCoreError, ClientError) as error:
-            raise OutputWriteError(f"cannot write {uri}: {_reason(error)}") from error
+            raise OutputWriteError(f"cannot write {uri}: {_reason(error)} (the run stopped; finished shards are kept, "
+                                   "rerun to resume)") from error
 
     def _write(self, uri: str, data: bytes) -> None:
         if is_s3_uri(uri):
@@ -94,6 +114,7 @@ class Storage:
             return False
         return is_s3_uri(spec) or os.path.isdir(spec)
 
+    @_reachable
     def expand(self, spec: str) -> list[str]:
         """Shard URIs named by SPEC: a directory or S3 prefix (every .tar, .tar.gz and .tgz below it), a
         glob, a brace range (shard-{000000..000099}.tar), or a local text file listing one URI per line.

@@ -17,7 +17,7 @@ import numpy as np
 from ..io.images import DEFAULT_MAX_PIXELS, encode_png
 from ..io.sandbox import Sandbox, shared_sandbox
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES, Sample, parse
-from ..io.storage import Storage, shard_name
+from ..io.storage import Storage, StoreUnreachable, shard_name
 from .outputs import sanitised_samples, write_shard_outputs
 from .records import Record, to_records, truth_of
 from .verdicts import verdict_table
@@ -41,10 +41,13 @@ def parse_shard(uri: str, data: bytes, max_bytes: int = DEFAULT_MAX_SHARD_BYTES,
 
 
 def read_shard(storage: Storage, uri: str, max_bytes: int = DEFAULT_MAX_SHARD_BYTES, sandbox: Sandbox | None = None) -> ShardInput:
-    """All samples of a shard; a missing or unreadable shard becomes a problem, not an exception."""
+    """All samples of a shard; a missing or unreadable shard becomes a problem, not an exception. An
+    unreachable store (StoreUnreachable) stops the run instead: every shard would fail the same way."""
     try:
         data = storage.read_bytes(uri)
-    except Exception as error:  # missing object, permissions, network after retries
+    except StoreUnreachable:
+        raise
+    except Exception as error:  # missing object, permissions
         return ShardInput(uri, shard_name(uri), problems=[f"{CANNOT_READ}: {type(error).__name__}: {error}"], incomplete=True)
     return parse_shard(uri, data, max_bytes, sandbox)
 

@@ -190,7 +190,7 @@ def test_an_output_that_fails_mid_run_stops_it_with_exit_code_3(tmp_path, ray_cl
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write" in err[0] and "verdicts" in err[0] and "rerun to resume" in err[0]
     record = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert record["status"].startswith("stopped") and "cannot write" in record["summary"]["write_error"]
+    assert record["status"].startswith("stopped") and "cannot write" in record["summary"]["stopped"]
     (tmp_path / "out" / "verdicts").unlink()
     assert main(argv) == 0
     assert len(os.listdir(tmp_path / "out" / "manifests")) == 2
