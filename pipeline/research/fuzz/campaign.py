@@ -63,7 +63,8 @@ class RecordingSandbox(Sandbox):
 
     def walk(self, tar):
         yield from super().walk(tar)
-        self.walks.append((len(tar), self.last.get("peak_bytes", 0)))
+        if tar:  # an empty tar is not sent to the child: `last` is still the previous operation's
+            self.walks.append((len(tar), self.last.get("peak_bytes", 0)))
 
     def decode(self, data, size, *, max_pixels):
         try:
