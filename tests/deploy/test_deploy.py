@@ -1,11 +1,14 @@
-"""What can be checked of the deploy files without a cloud: they parse, Ray's own schema accepts the
-cluster config, every command line is one the CLI accepts, versions agree with the pinned ones, and
-the GPU worker groups declare their GPUs."""
+"""What can be checked of the deploy files without a cloud: Ray's own schema accepts the cluster
+config; every Kubernetes manifest passes Kubernetes' schemas or KubeRay's CRD with unknown fields
+rejected, and KubeRay's own rules; the nightly job's rights are exactly what its kubectl call needs;
+every command line is one the CLI accepts; versions agree with the pinned ones."""
 
+import copy
 import json
 import os
 import re
 import shlex
+import subprocess
 import tomllib
 
 import pytest
@@ -14,6 +17,7 @@ import yaml
 from jobs.cli import build_parser
 from jobs.sanitize import build_config
 from pipeline import __version__
+from tests.deploy import manifests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 KUBERAY = os.path.join(ROOT, "deploy", "kuberay")
@@ -54,14 +58,21 @@ def test_the_cluster_config_passes_rays_own_validation():
     validate_config(prepare_config(config))
     assert config["provider"]["type"] == "aws"
     types = config["available_node_types"]
-    assert "GPU" not in types[config["head_node_type"]]["resources"]
+    head = types[config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}  # control plane and driver only; tasks run beside the actors
     gpu_types = [t for t in types.values() if t["resources"].get("GPU", 0) >= 1]
     assert gpu_types and all(t["max_workers"] > t.get("min_workers", 0) for t in gpu_types)  # autoscaling
+    # The autoscaler on the head launches workers: the head's profile is not the workers' (S3 only).
+    profiles = {name: t["node_config"]["IamInstanceProfile"]["Arn"] for name, t in types.items()}
+    assert len(set(profiles.values())) == 2
+    for node in types.values():
+        assert node["node_config"]["SubnetIds"] and node["node_config"]["SecurityGroupIds"]
     assert config["docker"]["image"].endswith(f":{__version__}")
-    assert any(f"torch=={pinned('torch')}" in command for command in config["setup_commands"])
+    [setup] = config["setup_commands"]
+    assert f"torch=={pinned('torch')}" in setup and setup.startswith("disillusion --version") and "import pipeline" not in setup
 
 
-def test_the_dockerfile_builds_on_the_pinned_ray_with_the_pinned_torch():
+def test_the_dockerfile_installs_dependencies_before_the_code_on_the_pinned_ray_and_torch():
     with open(os.path.join(ROOT, "deploy", "Dockerfile")) as handle:
         text = handle.read()
     [base] = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
@@ -71,51 +82,142 @@ def test_the_dockerfile_builds_on_the_pinned_ray_with_the_pinned_torch():
     for line in copied:
         for path in line.split():
             assert os.path.exists(os.path.join(ROOT, path)), path
+    # A change of code must not reinstall the dependencies: they come from pyproject.toml alone, before any source.
+    first_source = min(text.index(f"COPY --chown=ray:users {d}") for d in ("pipeline", "jobs", "README.md"))
+    assert text.index("pip install --no-cache-dir -r /tmp/requirements.txt") < first_source
+    assert "pip install --no-cache-dir --no-deps ." in text and "disillusion --version" in text
+    # The context holds what the image copies, nothing else.
+    with open(os.path.join(ROOT, ".dockerignore")) as handle:
+        ignore = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "*" and {"!pyproject.toml", "!README.md", "!pipeline/", "!jobs/"} <= set(ignore)
 
 
-def test_the_rayjob_runs_a_real_sanitize_on_an_ephemeral_gpu_cluster():
-    [job] = load("deploy", "kuberay", "rayjob.yaml")
+@pytest.mark.parametrize("path", ["deploy/kuberay/rayjob.yaml", "deploy/kuberay/cronjob.yaml", "deploy/kuberay/serviceaccount.yaml"])
+def test_every_manifest_passes_its_schema_with_unknown_fields_rejected(path):
+    from tests.deploy.manifests import problems
+
+    for document in manifests.load(os.path.join(ROOT, path)):
+        assert problems(document) == [], (document["kind"], problems(document))
+
+
+def test_the_schemas_catch_what_they_must():
+    """The validation can fail: a misspelt field, a wrong type and an unknown enum value are caught in
+    the RayJob (KubeRay's CRD), in its pod templates and in a core kind."""
+    from tests.deploy.manifests import problems
+
+    [job] = manifests.load(os.path.join(KUBERAY, "rayjob.yaml"))
+    for change in (lambda j: j["spec"].update(shutdownAfterJobFinish=True),
+                   lambda j: j["spec"].update(preRunningDeadlineSeconds="an hour"),
+                   lambda j: j["spec"]["deletionStrategy"]["deletionRules"][0].update(policy="DeleteEverything"),
+                   lambda j: j["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(imagePullPolicy=3),
+                   lambda j: j["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"].update(serviceAccount_Name="x")):
+        broken = copy.deepcopy(job)
+        change(broken)
+        assert problems(broken), broken
+    cron = {d["kind"]: d for d in manifests.load(os.path.join(KUBERAY, "cronjob.yaml"))}["CronJob"]
+    broken = copy.deepcopy(cron)
+    broken["spec"]["concurencyPolicy"] = "Forbid"
+    assert problems(broken)
+
+
+def test_the_rayjob_runs_sanitize_then_export_and_frees_its_gpus_when_done():
+    [job] = manifests.load(os.path.join(KUBERAY, "rayjob.yaml"))
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
     spec = job["spec"]
-    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
     assert spec["rayClusterSpec"]["rayVersion"] == pinned("ray")
-    args = accepted(spec["entrypoint"])
-    assert args.job == "sanitize"
+    assert spec["preRunningDeadlineSeconds"] > 0 and spec["backoffLimit"] == 0
+    # KubeRay splices the entrypoint into its submitter's shell command: one `sh -c` word, a valid script.
+    shell, flag, script = shlex.split(spec["entrypoint"])
+    assert (shell, flag) == ("sh", "-c")
+    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
+    commands = [accepted(c.strip()) for c in re.split(r";|\|\||\bthen\b", script) if c.strip().startswith("disillusion ")]
+    sanitize, export = commands
+    assert (sanitize.job, export.job) == ("sanitize", "export") and export.input == sanitize.output
+    assert sanitize.actors[0] >= 1 and sanitize.actors[1] == spec["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplicas"]
     # The settings file the pods mount is the one in the repository: it must resolve to a config.
     mount = "/etc/disillusion/"
-    assert args.config.startswith(mount)
-    args.config = os.path.join(KUBERAY, args.config[len(mount):])
-    config = build_config(args)
+    assert sanitize.config.startswith(mount)
+    sanitize.config = os.path.join(KUBERAY, sanitize.config[len(mount):])
+    config = build_config(sanitize)
     assert config.models.reconstructor.startswith("vae:s3://") and config.models.encoder.startswith("clip:s3://")
 
-    containers = [spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]]
-    groups = spec["rayClusterSpec"]["workerGroupSpecs"]
-    containers += [g["template"]["spec"]["containers"][0] for g in groups]
+    cluster = spec["rayClusterSpec"]
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0" and head["rayStartParams"]["object-spilling-directory"]
+    templates = [head["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    containers = [t["spec"]["containers"][0] for t in templates]
     assert {c["image"] for c in containers} == {f"ghcr.io/your-org/disillusion:{__version__}"}
-    for group in groups:
-        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-        assert int(limits["nvidia.com/gpu"]) >= 1
-        assert int(group["rayStartParams"]["num-gpus"]) == int(limits["nvidia.com/gpu"])
-        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
-    for container in containers:  # credentials from secrets only
+    [account] = manifests.load(os.path.join(KUBERAY, "serviceaccount.yaml"))
+    assert {t["spec"]["serviceAccountName"] for t in templates} == {account["metadata"]["name"]}  # IRSA / Pod Identity
+    for template, container in zip(templates, containers):
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        assert "/dev/shm" in mounts and volumes["shm"]["emptyDir"]["medium"] == "Memory"  # the object store's room
         env = {e["name"]: e for e in container["env"]}
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"]
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # from a secret only, and optional (IRSA serves instead)
+            assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["optional"] is True
+    for group in cluster["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert int(limits["nvidia.com/gpu"]) >= 1 and int(group["rayStartParams"]["num-gpus"]) == int(limits["nvidia.com/gpu"])
+        assert int(limits["cpu"]) == int(group["rayStartParams"]["num-cpus"]) <= 6  # an 8-vCPU node keeps room for its daemons
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
 
 
-def test_the_cronjob_creates_the_rayjob_nightly_with_the_rights_it_needs():
-    docs = {doc["kind"]: doc for doc in load("deploy", "kuberay", "cronjob.yaml")}
+def test_the_rayjob_deletion_rules_pass_kuberays_own_checks():
+    """What KubeRay 1.7 checks beyond the schema (ray-operator/controllers/ray/utils/validation.go):
+    deletionRules exclude shutdownAfterJobFinishes and a TTL; one rule per (condition, policy); per
+    condition, Workers <= Cluster <= Self in TTL; no DeleteWorkers with autoscaling. And what this
+    deployment needs of them: the cluster goes at once whatever the outcome, the RayJob (and with it
+    the name the CronJob creates) later."""
+    [job] = manifests.load(os.path.join(KUBERAY, "rayjob.yaml"))
+    spec = job["spec"]
+    rules = spec["deletionStrategy"]["deletionRules"]
+    assert not spec.get("shutdownAfterJobFinishes") and not spec.get("ttlSecondsAfterFinished")
+    order = {"DeleteWorkers": 0, "DeleteCluster": 1, "DeleteSelf": 2}
+    by_condition: dict = {}
+    for rule in rules:
+        condition = rule["condition"]
+        assert ("jobStatus" in condition) != ("jobDeploymentStatus" in condition)
+        assert not (rule["policy"] == "DeleteWorkers" and spec["rayClusterSpec"].get("enableInTreeAutoscaling"))
+        key = (condition.get("jobStatus"), condition.get("jobDeploymentStatus"))
+        assert rule["policy"] not in by_condition.setdefault(key, {})
+        by_condition[key][rule["policy"]] = condition.get("ttlSeconds", 0)
+    for policies in by_condition.values():
+        ttls = [ttl for _, ttl in sorted(policies.items(), key=lambda item: order[item[0]])]
+        assert ttls == sorted(ttls)
+    for outcome in [("SUCCEEDED", None), ("FAILED", None), (None, "Failed")]:
+        assert by_condition[outcome]["DeleteCluster"] == 0 and by_condition[outcome]["DeleteSelf"] < 24 * 3600
+
+
+KUBECTL_VERBS = {"create": {"create"}, "apply": {"get", "create", "patch"}, "delete": {"delete"}, "get": {"get", "list"}}
+RESOURCES = {("ray.io/v1", "RayJob"): ("ray.io", "rayjobs")}
+
+
+def test_the_cronjob_creates_the_rayjob_nightly_with_exactly_the_rights_its_kubectl_call_needs():
+    docs = {doc["kind"]: doc for doc in manifests.load(os.path.join(KUBERAY, "cronjob.yaml"))}
     cron = docs["CronJob"]
-    assert cron["apiVersion"] == "batch/v1" and len(cron["spec"]["schedule"].split()) == 5
-    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert len(cron["spec"]["schedule"].split()) == 5 and cron["spec"]["concurrencyPolicy"] == "Forbid"
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
-    script = pod["containers"][0]["command"][-1]
-    mount = pod["containers"][0]["volumeMounts"][0]["mountPath"]
-    assert f"kubectl create -f {mount}/rayjob.yaml" in script
-    [rule] = docs["Role"]["rules"]
-    assert rule["apiGroups"] == ["ray.io"] and "rayjobs" in rule["resources"] and "create" in rule["verbs"]
-    assert docs["RoleBinding"]["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
+    [container] = pod["containers"]
+    assert container["image"].startswith("registry.k8s.io/kubectl:v1.")  # published by the Kubernetes project, per release
+    # No shell, no status to read: the command is one kubectl call on the mounted RayJob.
+    kubectl, verb, flag, path = container["command"]
+    assert (kubectl, verb, flag) == ("kubectl", "create", "-f")
+    [mount] = container["volumeMounts"]
+    [volume] = pod["volumes"]
+    assert os.path.dirname(path) == mount["mountPath"] and volume["name"] == mount["name"]
+    assert volume["configMap"]["name"] == "disillusion-rayjob" and os.path.basename(path) == "rayjob.yaml"
+    created = manifests.load(os.path.join(KUBERAY, "rayjob.yaml"))
+    # A fixed name is what keeps two runs apart: `create` refuses a second RayJob while one exists.
+    assert all("name" in d["metadata"] and "generateName" not in d["metadata"] for d in created)
+    needed = {(*RESOURCES[(d["apiVersion"], d["kind"])], v) for d in created for v in KUBECTL_VERBS[verb]}
+    granted = {(group, resource, v) for rule in docs["Role"]["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for v in rule["verbs"]}
+    assert granted == needed  # no more, no less
+    binding = docs["RoleBinding"]
+    assert binding["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"]}]
 
 
 def test_every_command_line_in_the_deploy_docs_is_accepted():
