@@ -4,21 +4,30 @@
 
 One row per sample that has an embedding (samples that could not be examined have none), with its
 key, shard, verdict, labels, drift and caption. The vector column is `fixed_size_list<float32, D>`,
-the type vector tools expect. Export is incremental: shards already in the table are skipped, so a
-nightly export after a nightly sanitisation adds only the new shards. A shard is exported once its
-manifest says it is complete (the manifest is written last), never half-written.
+the type vector tools expect. A shard is exported once its manifest says it is complete (the
+manifest is written last), never half-written.
+
+Export is incremental, and its cost grows with what is new, not with the table: a ledger beside the
+table (`TABLE.exports.json`) names the shards already in it, so a nightly export after a nightly
+sanitisation reads only the new shards' verdicts. Shards are marked pending in the ledger before
+their rows are added and done after; an export that died between the two deletes the pending
+shards' rows first, so every sample is in the table once. Past 50,000 rows an IVF-PQ index is
+trained once; later exports add the new rows to it (`optimize`), and it is trained again only when
+the table has doubled since (the partitions were fitted to what it held then).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..io.s3 import is_s3_uri
 from ..io.storage import Storage, join
 from ..sanitize.outputs import read_manifests, read_verdicts
 
@@ -87,6 +96,54 @@ def _open(db, name: str):
         return None
 
 
+@dataclass
+class Ledger:
+    """What an export has put in a table: rows per shard, the shards being added, and the size of the
+    table when its index was last trained."""
+
+    shards: dict[str, int] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    indexed_rows: int = 0
+
+    @staticmethod
+    def path(target: Target) -> str:
+        return join(target.database, f"{target.table}.exports.json")
+
+    @classmethod
+    def read(cls, storage: Storage, target: Target, table) -> Ledger:
+        """The ledger beside the table; for a table exported before ledgers existed, built once from
+        its shard column."""
+        path = cls.path(target)
+        if storage.exists(path):
+            return cls(**json.loads(storage.read_bytes(path)))
+        if table is None:
+            return cls()
+        counts = table.search().select(["shard"]).limit(None).to_arrow()["shard"].value_counts().to_pylist()
+        return cls({c["values"]: c["counts"] for c in counts})
+
+    def write(self, storage: Storage, target: Target) -> None:
+        storage.write_bytes(self.path(target), json.dumps(vars(self), sort_keys=True).encode())
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(target: Target, s3_endpoint: str | None):
+    """The LanceDB database; one on S3 reaches the same endpoint as the rest of the job (credentials
+    from the standard AWS variables, which Lance reads itself)."""
+    import os
+
+    import lancedb
+
+    options = {}
+    if is_s3_uri(target.database) and s3_endpoint:
+        options = {"aws_endpoint": s3_endpoint, "allow_http": str(s3_endpoint.startswith("http://")).lower()}
+    if is_s3_uri(target.database):
+        options["aws_region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return lancedb.connect(target.database, storage_options=options or None)
+
+
 def export(
     output: str,
     to: str,
@@ -98,24 +155,24 @@ def export(
     echo: Callable[[str], None] = print,
 ) -> dict:
     """Add every complete shard of `output` not yet in the table (every one with `rebuild`); returns counts."""
-    import lancedb
-
     target, excluded, storage = Target.parse(to), tuple(exclude), Storage(s3_endpoint)
     shards = complete_shards(storage, output)
-    db = lancedb.connect(target.database)
+    db = connect(target, s3_endpoint)
     table = _open(db, target.table)
     if table is not None and rebuild:
         db.drop_table(target.table)
         table = None
-    # The shard column is the record of what was exported: each shard's rows are added in one commit.
-    done = set(table.search().select(["shard"]).limit(None).to_arrow()["shard"].unique().to_pylist()) if table is not None else set()
-    summary = {"shards": len(shards), "skipped": 0, "exported": 0, "rows": 0, "table": target.table, "indexed": False}
-    for name in shards:
-        if name in done:
-            summary["skipped"] += 1
-            continue
+    ledger = Ledger() if rebuild else Ledger.read(storage, target, table)
+    if ledger.pending and table is not None:  # an export that died while adding these: take their rows out first
+        table.delete(f"shard IN ({', '.join(map(_quoted, ledger.pending))})")
+    new = [name for name in shards if name not in ledger.shards]
+    ledger.pending = new
+    ledger.write(storage, target)
+    summary = {"shards": len(shards), "skipped": len(shards) - len(new), "exported": 0, "rows": 0, "table": target.table, "indexed": False}
+    for name in new:
         rows = shard_rows(storage, output, name, excluded)
         summary["exported"] += 1
+        ledger.shards[name] = rows.num_rows if rows is not None else 0
         if rows is None:
             continue
         if table is None:
@@ -126,10 +183,24 @@ def export(
         echo(f"{name}: {rows.num_rows} rows")
     total = table.count_rows() if table is not None else 0
     summary["total_rows"] = total
-    if table is not None and summary["rows"] and total >= index_min_rows:
-        # Cosine: the embeddings are normalised; partitions ~ sqrt(rows), PQ sub-vectors of 8 dimensions.
-        dim = table.schema.field("vector").type.list_size
-        table.create_index(metric="cosine", vector_column_name="vector", num_partitions=max(1, int(math.sqrt(total))),
-                           num_sub_vectors=max(1, dim // 8) if dim % 8 == 0 else 1, replace=True)
-        summary["indexed"] = True
+    if table is not None and summary["rows"]:
+        summary["indexed"] = _index(table, ledger, total, index_min_rows)
+    ledger.pending = []
+    ledger.write(storage, target)
     return summary
+
+
+def _index(table, ledger: Ledger, total: int, index_min_rows: int) -> str | bool:
+    """'trained' (first time past the threshold, or the table doubled since), 'updated' (new rows
+    added to the index), or False (too small for one)."""
+    if total < index_min_rows:
+        return False
+    if ledger.indexed_rows and total < 2 * ledger.indexed_rows:
+        table.optimize()  # compacts the new fragments and adds their rows to the existing index
+        return "updated"
+    # Cosine: the embeddings are normalised; partitions ~ sqrt(rows), PQ sub-vectors of 8 dimensions.
+    dim = table.schema.field("vector").type.list_size
+    table.create_index(metric="cosine", vector_column_name="vector", num_partitions=max(1, int(math.sqrt(total))),
+                       num_sub_vectors=max(1, dim // 8) if dim % 8 == 0 else 1, replace=True)
+    ledger.indexed_rows = total
+    return "trained"

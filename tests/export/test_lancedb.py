@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -97,3 +99,72 @@ def test_export_reads_a_run_written_to_s3(tmp_path, purifier, s3_endpoint):
     process_shard(storage, uri, "s3://corpus/clean", purifier, policy="purify", batch_size=32)
     summary = export("s3://corpus/clean", f"lancedb://{tmp_path / 'db'}", s3_endpoint=s3_endpoint, echo=lambda line: None)
     assert (summary["exported"], summary["total_rows"]) == (1, 20)
+
+
+def test_an_export_that_dies_midway_leaves_every_sample_once_after_the_next(tmp_path, purifier, monkeypatch):
+    """Shards are marked pending before their rows are added: the next export takes the rows of an
+    export that died out again before adding them, and reads only the ledger, never the table."""
+    import pipeline.export.lancedb as module
+
+    for shard in range(3):
+        sanitise(tmp_path, purifier, shard)
+    to = f"lancedb://{tmp_path / 'db'}"
+    real, calls = module.shard_rows, []
+
+    def dies_on_the_third(*args):
+        calls.append(args[2])
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real(*args)
+
+    monkeypatch.setattr(module, "shard_rows", dies_on_the_third)
+    with pytest.raises(RuntimeError):
+        export(str(tmp_path / "out"), to, echo=lambda line: None)
+    monkeypatch.setattr(module, "shard_rows", real)
+    ledger = json.loads((tmp_path / "db" / "embeddings.exports.json").read_text())
+    assert sorted(ledger["pending"]) == ["shard-000000", "shard-000001", "shard-000002"]
+
+    import lancedb
+
+    table = lancedb.connect(str(tmp_path / "db")).open_table("embeddings")
+    monkeypatch.setattr(type(table), "search", lambda *a, **k: pytest.fail("the export read the table to learn what it holds"))
+    summary = export(str(tmp_path / "out"), to, echo=lambda line: None)
+    assert (summary["exported"], summary["total_rows"]) == (3, 3 * PER_SHARD)
+    monkeypatch.undo()
+    keys = lancedb.connect(str(tmp_path / "db")).open_table("embeddings").to_arrow()["key"].to_pylist()
+    assert len(keys) == len(set(keys)) == 3 * PER_SHARD
+    assert json.loads((tmp_path / "db" / "embeddings.exports.json").read_text())["pending"] == []
+
+
+def test_the_index_is_trained_once_then_updated_until_the_table_doubles(tmp_path, purifier):
+    import lancedb
+
+    to, out = f"lancedb://{tmp_path / 'db'}", str(tmp_path / "out")
+    for shard in range(3):
+        sanitise(tmp_path, purifier, shard)
+    assert export(out, to, index_min_rows=256, echo=lambda line: None)["indexed"] == "trained"  # 300 rows
+    sanitise(tmp_path, purifier, 3)
+    assert export(out, to, index_min_rows=256, echo=lambda line: None)["indexed"] == "updated"  # 400 < 2 x 300
+    table = lancedb.connect(str(tmp_path / "db")).open_table("embeddings")
+    [index] = table.list_indices()
+    assert table.index_stats(index.name).num_unindexed_rows == 0  # the new shard's rows are in the index
+    new = [r for r in table.to_arrow().to_pylist() if r["shard"] == "shard-000003"][::17]
+    for row in new:
+        hits = table.search(np.asarray(row["vector"])).metric("cosine").nprobes(32).refine_factor(20).limit(1).to_list()
+        assert hits[0]["key"] == row["key"]
+    for shard in (4, 5):
+        sanitise(tmp_path, purifier, shard)
+    assert export(out, to, index_min_rows=256, echo=lambda line: None)["indexed"] == "trained"  # 600 >= 2 x 300
+
+
+def test_a_database_on_s3_uses_the_given_endpoint(tmp_path, purifier, s3_endpoint):
+    import boto3
+    import lancedb
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="vectors")
+    sanitise(tmp_path, purifier, 0)
+    summary = export(str(tmp_path / "out"), "lancedb://s3://vectors/db?table=corpus", s3_endpoint=s3_endpoint, echo=lambda line: None)
+    assert summary["total_rows"] == PER_SHARD
+    assert Storage(s3_endpoint).exists("s3://vectors/db/corpus.exports.json")
+    db = lancedb.connect("s3://vectors/db", storage_options={"aws_endpoint": s3_endpoint, "allow_http": "true", "aws_region": "us-east-1"})
+    assert db.open_table("corpus").count_rows() == PER_SHARD
