@@ -29,7 +29,7 @@ from .options import add_consensus_settings, add_device_argument
 
 NAME = "benchmark"
 HELP = "Measure samples/s and memory: stages, working geometry, the Ray pipeline, early exit, full-size models."
-SECTIONS = ("models", "geometry", "pipeline", "early-exit", "attack")
+SECTIONS = ("models", "reader", "geometry", "pipeline", "early-exit", "attack")
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "attack")  # the attack section runs when named
 
 
@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown benchmark section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
         if "models" in sections:
             report["rows"] = models_section(args, device)
+        if "reader" in sections and args.geometry_samples:
+            report["reader"] = reader_section(args)
         if "geometry" in sections and args.geometry_samples:
             report["geometry"] = geometry_section(args)
         if "pipeline" in sections and args.pipeline_samples:
@@ -213,6 +215,34 @@ def _steady(summary: dict) -> str:
 def _fill(summary: dict) -> str:
     fill = (summary.get("batches") or {}).get("fill")
     return "n/a" if fill is None else f"{100 * fill:.1f}%"
+
+
+def reader_section(args: argparse.Namespace) -> dict:
+    """What the sandbox that parses corpus bytes costs: read + decode in process and sandboxed, on
+    the demo's 28 px PNGs and on the varied corpus of the geometry section (sides 64-768 px, 70% JPEG)."""
+    from pipeline.benchmark import time_reader, varied_encodings
+    from pipeline.io.images import encode_png
+    from pipeline.io.sandbox import Sandbox
+    from pipeline.io.shards import Sample, write_samples
+
+    images = bench_images(args.geometry_samples, 28)
+    corpora = {"fixed": [("png", encode_png(image)) for image in images], "varied": varied_encodings(images, seed=0)}
+    sandbox, out = Sandbox(), {}
+    for name, encodings in corpora.items():
+        shards = [write_samples([Sample(f"r{i:06d}", {fmt: data}) for i, (fmt, data) in enumerate(encodings[first : first + args.shard_size], first)])
+                  for first in range(0, len(encodings), args.shard_size)]
+        out[name] = {"in_process": time_reader(shards, 32), "sandboxed": time_reader(shards, 32, sandbox)}
+        out[name]["overhead_ms_per_image"] = round(1000 * (out[name]["sandboxed"]["seconds"] - out[name]["in_process"]["seconds"])
+                                                   / out[name]["sandboxed"]["images"], 3)
+    sandbox.close()
+    print(f"\n### Reader: read + decode to 32 px, in process and sandboxed ({args.geometry_samples} images, shards of {args.shard_size})\n")
+    print("| corpus | in process, images / s | sandboxed, images / s | sandbox cost per image |")
+    print("|---|---|---|---|")
+    for name, label in (("fixed", "one size: 28x28 PNG"), ("varied", "varied: sides 64-768 px, 70% JPEG q90, 30% PNG")):
+        r = out[name]
+        print(f"| {label} | {r['in_process']['images_per_second']:.0f} | {r['sandboxed']['images_per_second']:.0f} | "
+              f"{r['overhead_ms_per_image']:.2f} ms |")
+    return out
 
 
 def geometry_section(args: argparse.Namespace) -> dict:

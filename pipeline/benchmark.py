@@ -212,6 +212,27 @@ def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
     return {"samples": samples, "seconds": round(seconds, 2), "samples_per_second": round(samples / seconds, 3)}
 
 
+def time_reader(shards: list[bytes], work_size: int, sandbox=None, repeats: int = 3) -> dict[str, Any]:
+    """Reading and decoding shards (tar bytes) to the working size: in this process (`sandbox` None)
+    or through a sandbox (`pipeline.io.sandbox`); the best of `repeats` passes (the first also pays
+    for starting the sandbox's process)."""
+    from .io.shards import read_shard_bytes
+    from .sanitize.records import to_records
+
+    walk = sandbox.walk if sandbox else None
+    decode = sandbox.decode if sandbox else None
+    best = float("inf")
+    for _ in range(repeats):
+        start, images = time.perf_counter(), 0
+        for tar in shards:
+            samples, _ = read_shard_bytes(tar, walk) if walk else read_shard_bytes(tar)
+            for sample in samples:
+                records = to_records(sample, work_size, decode=decode) if decode else to_records(sample, work_size)
+                images += sum(r.pixels is not None for r in records)
+        best = min(best, time.perf_counter() - start)
+    return {"images": images, "seconds": round(best, 3), "images_per_second": round(images / best, 1)}
+
+
 # --- early exit -------------------------------------------------------------------------------------
 
 def early_exit_comparison(
