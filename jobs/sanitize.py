@@ -18,7 +18,7 @@ def add_corpus_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ..
     parser.add_argument("--stall-timeout", type=float, default=1800.0, metavar="SECONDS",
                         help="stop, resumably (exit 3), when no shard finishes for this long: lost capacity that never comes "
                              "back (default 1800; must exceed the slowest shard, the models' start-up included)")
-    parser.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
+    parser.add_argument("--ray-address", help="an existing Ray cluster, or auto (default: RAY_ADDRESS, as inside a Ray job; else a new local one)")
     parser.add_argument("--overwrite", action="store_true", help="redo shards that already have a manifest")
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=report,
                         help=f"write report.html into the output: counts, score histograms, shards, flagged samples (default: {'on' if report else 'off'})")

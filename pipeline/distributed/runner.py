@@ -139,7 +139,7 @@ def run_corpus(
     echo(f"{len(shards)} shard(s), {len(shards) - len(todo)} already done, {len(todo)} to process")
     try:
         if not ray.is_initialized():
-            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            connect(ray_address)
         started, cpu_started = time.perf_counter(), time.process_time()
         first = _process(Run(config, storage, output, todo, actors, summary, record, echo, started, stall_seconds))
     except KeyboardInterrupt:
@@ -153,6 +153,19 @@ def run_corpus(
     record.write(summary, status="finished")
     _report(config, output, summary, report, echo, record.resources)
     return summary
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at `address`, or at RAY_ADDRESS (a driver inside a Ray job), or start a local
+    one. Never the cluster a file left by an earlier local run points to: that one may be long dead,
+    and joining it would hang, then fail."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except ConnectionError as error:
+        raise CannotProgress(f"the Ray cluster at {address} cannot be reached ({error}); nothing was done") from None
 
 
 @dataclass
