@@ -1,7 +1,7 @@
 """A sanitisation on a three-node local Ray cluster whose worker node dies mid-run (its raylet killed,
 as a lost machine would), then the same command again. Run in a process of its own
 (`python -m tests.distributed.node_loss DIR`): the cluster must not meet the test session's own.
-Prints one JSON line: what the run and the rerun did."""
+Writes DIR/result.json: what the run and the rerun did (Ray prints to stdout as its nodes go)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def main(workdir: str) -> None:
         if attempt == "first":
             killer.join(timeout=600)
     result["lines"] = lines
-    print(json.dumps(result))
+    with open(os.path.join(workdir, "result.json"), "w") as handle:
+        json.dump(result, handle)
     ray.shutdown()
     cluster.shutdown()
 
