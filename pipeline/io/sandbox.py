@@ -41,6 +41,7 @@ DEFAULT_DECODE_SECONDS = 10.0  # CPU seconds to decode one image (a 64 M-pixel P
 HEADROOM_BYTES = 64 << 20  # beyond an operation's own need: Python's allocations, the reply
 WALL_FACTOR, WALL_SLACK_S = 4.0, 10.0  # a child that waits instead of computing is stopped after this much wall time
 POLL_S = 0.2
+START_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,15 @@ class _Child:
         # Its own session: a Ctrl-C meant for the job reaches the parent, which stops the child itself.
         process = subprocess.Popen([sys.executable, "-m", "pipeline.io.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-        return cls(process)
+        child, started = cls(process), time.monotonic()
+
+        def starting() -> None:
+            if time.monotonic() - started > START_TIMEOUT_S:
+                child.kill()
+                raise BudgetExceeded(f"the decoding process did not start within {START_TIMEOUT_S:g} s")
+
+        child.receive(starting, "starting")  # "ready": its imports are done, so they count against no operation's budget
+        return child
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -306,7 +315,10 @@ def _decode(out: BinaryIO, data: bytes, request: dict[str, Any]) -> tuple[dict[s
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """Answer requests until the parent closes the pipe."""
+    """Say ready, then answer requests until the parent closes the pipe."""
+    from . import images, shards  # noqa: F401  (imported before "ready": no operation pays for them)
+
+    _write(out, {"kind": "ready"})
     while True:
         try:
             request, payload = _read(inp)
