@@ -149,8 +149,10 @@ def walk_tar(tar: bytes) -> Iterator[RawMember | ShardProblem]:
         with tarfile.open(fileobj=io.BytesIO(tar), mode="r:", **ENCODING) as archive:
             last = -1  # every header must start after the one before
             for member in archive:
-                if member.size < 0 or member.offset <= last:
+                if member.size < 0:
                     raise tarfile.ReadError(f"the header at byte {member.offset} declares a negative size ({member.size})")
+                if member.offset <= last:
+                    raise tarfile.ReadError(f"a header leads back to byte {member.offset}, already read")
                 last = member.offset
                 if member.isdir():
                     continue

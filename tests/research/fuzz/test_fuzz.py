@@ -58,3 +58,14 @@ def test_the_oracle_catches_a_reader_that_loses_samples(purifier, tmp_path, monk
     monkeypatch.setattr(shard_module, "parse", lossy)
     check = ShardCheck(purifier, RecordingSandbox(Budgets()), str(tmp_path))
     assert check(0, valid_shard(3), []).status == "accounting"
+
+
+def test_fuzzed_shards_through_disillusion_audit_twice(tmp_path):
+    """The product's whole path, Ray included: every run ends (exit 0 or 1, no traceback), every
+    shard has a manifest matching its verdict table, and the rerun redoes only incomplete shards."""
+    from pipeline.research.fuzz.campaign import run_cli_campaign
+
+    summary = run_cli_campaign(12, seed=2000, workdir=str(tmp_path), timeout=600)
+    assert summary["failures"] == [] and summary["manifests"] == 12
+    first, rerun = summary["runs"]
+    assert first["exit_code"] in (0, 1) and rerun["exit_code"] in (0, 1)
