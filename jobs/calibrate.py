@@ -87,7 +87,7 @@ def clean_images(args) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
     # each stored in every encoding asked for (a seeded random size and quality for JPEG).
     indices = held_out_test_indices()[args.offset : args.offset + args.limit]
     x, _ = load_split("t10k", args.data).tensors(indices)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed or 0)
     keys = [f"t10k-{i:05d}" for i in indices]
     return {encoding: (stored_at_working_size(x, encoding, work_size, rng), keys) for encoding in args.encodings.split(",")}
 
@@ -100,7 +100,7 @@ def _format_group(member: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from pipeline.batching import map_batched
     from pipeline.defense.calibration import Calibration, calibrate_groups, rates, unlabelled_policy
-    from pipeline.models.noise import seed_for_key
+    from pipeline.models.noise import NoiseKey
     from pipeline.presets import get_preset
     from pipeline.sanitize.config import SanitizeConfig
 
@@ -116,13 +116,16 @@ def run(args: argparse.Namespace) -> int:
     consensus = {name: saved.get(name, getattr(args, name)) for name in CONSENSUS_SETTINGS}
     purifier = SanitizeConfig.resolve(preset=args.preset, **models, **consensus).build_purifier()
     groups = {name: images for name, images in clean_images(args).items() if images[0]}
+    # Reproducible draws (a public seed, 0 unless given): rates of clean images do not depend on the
+    # key's secrecy, and a check repeats the calibration's figures. The thresholds written carry no seed.
+    noise = NoiseKey.public(args.seed or 0)
     if not groups:
         raise ValueError("no decodable clean images found")
     results = {
         name: map_batched(
             list(range(len(images))), args.batch_size,
             lambda part, images=images, keys=keys: purifier.purify(torch.stack([images[i] for i in part]),
-                                                                   seeds=[seed_for_key(args.seed, keys[i]) for i in part]),
+                                                                   seeds=[noise.sample_seed(keys[i], b"") for i in part]),
             key=lambda i, images=images: tuple(images[i].shape),
         )
         for name, (images, keys) in groups.items()

@@ -13,7 +13,7 @@ from pipeline.batching import map_batched
 from pipeline.defense import ConsensusPurifier
 from pipeline.io.images import ImageDecodeError, decode_image, encode_png
 from pipeline.models import load_encoder, load_reconstructor
-from pipeline.models.noise import seed_for_key
+from pipeline.models.noise import NoiseKey
 
 from .options import (
     add_consensus_arguments,
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     reconstructor = load_reconstructor(args.reconstructor, device=device, s3_endpoint=args.s3_endpoint, **reconstructor_options(args))
     encoder = load_encoder(args.encoder, device=device, s3_endpoint=args.s3_endpoint)
     purifier = ConsensusPurifier(reconstructor, encoder, label_bank(args), consensus_config(args))
+    noise = NoiseKey.fresh() if args.seed is None else NoiseKey.public(args.seed)  # secret unless a public seed is asked for
 
     rows: dict[str, dict] = {}
     items = []
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     def purify(chunk):
         images = torch.stack([image for _, image in chunk])
-        seeds = [seed_for_key(args.seed, os.path.basename(path)) for path, _ in chunk]
+        seeds = [noise.sample_seed(os.path.basename(path), image.numpy().tobytes()) for path, image in chunk]
         results = purifier.purify(images, seeds=seeds, keep_images=bool(args.save_purified))
         for (path, _), result in zip(chunk, results):
             if args.save_purified:

@@ -26,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--illusion-fraction", type=float, default=0.3)
     parser.add_argument("--shard-size", type=int, default=50)
     parser.add_argument("--steps", type=int, default=100, help="attack steps (the paper uses a few hundred)")
-    add_consensus_settings(parser, ("n", "seed"))
+    add_consensus_settings(parser, ("n",))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and the planted illusions (default 0)")
+    parser.add_argument("--public-seed", type=int, metavar="SEED",
+                        help="a public seed for the defense's noise, to repeat a demo run exactly (default: a secret key, as sanitize)")
     parser.add_argument("--ray-address")
 
 
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         storage.write_bytes(os.path.join(corpus_dir, f"shard-{shard_index:06d}.tar"), write_samples(attacked))
     print(f"corpus: {args.samples} samples, {planted} illusions planted ({time.perf_counter() - start:.1f} s) -> {corpus_dir}")
 
-    config = SanitizeConfig.resolve(preset="demo", n=args.n, seed=args.seed, on_illusion="purify")
+    config = SanitizeConfig.resolve(preset="demo", n=args.n, seed=args.public_seed, on_illusion="purify")
     sanitized = os.path.join(args.output, "sanitized")
     summary = run_corpus(config, corpus_dir, sanitized, overwrite=True, ray_address=args.ray_address, report=True)
     print_summary(summary)

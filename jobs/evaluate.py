@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dm: attack through a surrogate with this many denoising steps (default: the full chain, as the defense runs it)")
     parser.add_argument("--ablations", action="store_true", help="also sweep N and the sampling scale for vae+consensus")
     parser.add_argument("--batch-size", type=int, default=100)
-    add_consensus_settings(parser, ("seed",))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the images chosen, the attacks and the defenses' draws (default 0)")
     parser.add_argument("--threads", type=int, default=None)
     add_device_argument(parser)
 

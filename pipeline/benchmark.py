@@ -204,10 +204,12 @@ def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
     except ImportError:  # the code before the working geometry, measured with this file copied in (BENCHMARKS.md)
         from .sanitize.shard import process_shard
     batch_size = config.execution().batch_size if hasattr(config, "execution") else config.batch_size
+    # The noise as the code measured draws it: a run's key now, a seed in the code before keys.
+    noise = {"noise": config.noise_key()} if hasattr(config, "noise_key") else {"seed": config.consensus.seed if hasattr(config, "consensus") else config.seed}
     start, samples = time.perf_counter(), 0
     purifier = config.build_purifier()
     for uri in shards:
-        samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, seed=config.consensus.seed if hasattr(config, "consensus") else config.seed, batch_size=batch_size)["samples"]
+        samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, batch_size=batch_size, **noise)["samples"]
     seconds = time.perf_counter() - start
     return {"samples": samples, "seconds": round(seconds, 2), "samples_per_second": round(samples / seconds, 3)}
 

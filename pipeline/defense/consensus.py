@@ -34,7 +34,9 @@ class ConsensusConfig:
         that the remaining draws would change the winner is at most `alpha` (see `vote.flip_probability`).
     round_size: draws per round after the first; the first round is the smallest count at which a
         unanimous vote can stop (n // 2 + 1 in `certain` mode, fewer in `sequential` mode).
-    seed: base seed; image i of a batch gets seed + i unless seeds are passed explicitly.
+    seed: base seed; image i of a batch gets seed + i unless seeds are passed explicitly (None: 0).
+        A sanitisation run gives each sample a seed from its `NoiseKey` instead, secret unless this
+        public seed is set (pipeline/models/noise.py).
     autocast: run models under torch.autocast with this dtype (e.g. torch.bfloat16), or None.
     """
 
@@ -44,7 +46,9 @@ class ConsensusConfig:
     alpha: float = field(default=DEFAULT_ALPHA, metadata={"help": "error bound of the sequential early exit"})
     round_size: int = 2
     top_k: int = 5
-    seed: int = field(default=0, metadata={"help": "base seed of the latent noise (per sample: this and the sample's key)"})
+    seed: int | None = field(default=None, metadata={
+        "help": "a PUBLIC seed for the reconstruction noise: anyone who knows it, an attacker included, can compute every draw "
+                "and optimise against exactly those (default: a secret key, fresh each run, or --noise-key-file)"})
     autocast: torch.dtype | None = None
     verdict: VerdictPolicy = field(default_factory=VerdictPolicy)
 
@@ -171,7 +175,7 @@ class ConsensusPurifier:
         keep_images: return the representative reconstruction of each image as `image`.
         """
         batch = images.shape[0]
-        seeds = list(seeds) if seeds is not None else [self.config.seed + i for i in range(batch)]
+        seeds = list(seeds) if seeds is not None else [(self.config.seed or 0) + i for i in range(batch)]
         if len(seeds) != batch:
             raise ValueError(f"got {len(seeds)} seeds for {batch} images")
         if captions is not None and len(captions) != batch:

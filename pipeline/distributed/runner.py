@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from ..io.shards import display
 from ..io.storage import OutputWriteError, Storage, is_inside, join, shard_name
+from ..models.noise import NoiseKey
 from ..sanitize.config import SanitizeConfig
 from ..sanitize.outputs import output_paths
 from ..stops import CannotProgress, RunStopped
@@ -131,7 +132,8 @@ def run_corpus(
     storage = Storage(config.s3_endpoint)
     shards = check_input_and_output(storage, input_spec, output)
     todo = shards if overwrite else [u for u in shards if not is_done(storage, output, u)]
-    record = RunRecord(storage, output, config)
+    noise = config.noise_key()  # once: every shard of the run draws under the same key
+    record = RunRecord(storage, output, config, noise)
     summary = {"shards": len(shards), "skipped": len(shards) - len(todo), "processed": 0, "samples": 0, "errors": 0,
                "verdicts": {"clean": 0, "illusion": 0, "uncertain": 0}, "problems": {},
                "batches": {"count": 0, "images": 0, "slots": 0}, "purifying_seconds": 0.0, "replans": 0}
@@ -141,7 +143,7 @@ def run_corpus(
         if not ray.is_initialized():
             connect(ray_address)
         started, cpu_started = time.perf_counter(), time.process_time()
-        first = _process(Run(config, storage, output, todo, actors, summary, record, echo, started, stall_seconds))
+        first = _process(Run(config, noise, storage, output, todo, actors, summary, record, echo, started, stall_seconds))
     except KeyboardInterrupt:
         record.write(summary, status="interrupted", best_effort=True)
         raise
@@ -151,7 +153,7 @@ def run_corpus(
         raise
     _finish_summary(summary, started, cpu_started, first)
     record.write(summary, status="finished")
-    _report(config, output, summary, report, echo, record.resources)
+    _report(config, noise, output, summary, report, echo, record.resources)
     return summary
 
 
@@ -173,6 +175,7 @@ class Run:
     """What the parts of one run share."""
 
     config: SanitizeConfig
+    noise: NoiseKey
     storage: Storage
     output: str
     todo: list[str]
@@ -202,7 +205,7 @@ def _process(run: Run) -> FirstShard | None:
         run.record.resources = plan_resources(ray.cluster_resources(), run.actors)
         run.summary["actors"] = run.record.resources.actors
         dataset = ray.data.from_items([{"uri": uri_field(u)} for u in run.todo], override_num_blocks=len(run.todo))
-        for stage in plan_stages(run.config, run.output, run.record.resources):
+        for stage in plan_stages(run.config, run.output, run.record.resources, run.noise):
             dataset = stage.apply(dataset)
         before = run.summary["processed"]
         try:
@@ -348,7 +351,7 @@ class Watchdog:
             self._done.set()
 
 
-def _report(config: SanitizeConfig, output: str, summary: dict[str, Any], wanted: bool, echo, resources: PlanResources) -> None:
+def _report(config: SanitizeConfig, noise: NoiseKey, output: str, summary: dict[str, Any], wanted: bool, echo, resources: PlanResources) -> None:
     """The report's gallery purifies a dozen samples again: in a task with a purification actor's
     resources (a GPU worker on a GPU cluster), not on the driver's node."""
     if wanted:
@@ -357,7 +360,7 @@ def _report(config: SanitizeConfig, output: str, summary: dict[str, Any], wanted
         from ..report import write_report
 
         task = ray.remote(num_cpus=resources.task_cpus, num_gpus=resources.gpus_per_actor, max_retries=1)(write_report)
-        echo(f"report: {ray.get(task.remote(config, output, summary=summary))}")
+        echo(f"report: {ray.get(task.remote(config, output, summary=summary, noise=noise))}")
 
 
 def progress(done: int, total: int, samples: int, seconds: float) -> str:
@@ -409,8 +412,8 @@ class RunRecord:
     """What a run did: `runs/<start time>-<pid>.json` for this run (kept: every run's problems stay on
     record) and `run.json`, the latest run."""
 
-    def __init__(self, storage: Storage, output: str, config: SanitizeConfig):
-        self.storage, self.output, self.config = storage, output, config
+    def __init__(self, storage: Storage, output: str, config: SanitizeConfig, noise: NoiseKey):
+        self.storage, self.output, self.config, self.noise = storage, output, config, noise
         self.resources: PlanResources | None = None
         self.models: dict[str, str] = {}
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -430,6 +433,7 @@ class RunRecord:
             "resources": self.resources.__dict__ if self.resources else None,
             "versions": {"disillusion": __version__, "torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version()},
             "models": self.models or None,
+            "noise": self.noise.describe(),  # where the key came from and its fingerprint; never the key
             "summary": summary,
             "host": platform.node(),
             "pid": os.getpid(),

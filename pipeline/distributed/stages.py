@@ -24,6 +24,7 @@ from ..stops import RunStopped
 from .rows import decoded_row, purified_of, purified_row, row_records, shard_of, uri_of
 
 if TYPE_CHECKING:
+    from ..models.noise import NoiseKey
     from ..sanitize.config import SanitizeConfig
 
 # A lost actor (OOM kill, lost node) is not restarted by Ray: a restart would wait for the resources
@@ -80,27 +81,27 @@ def read_and_decode(
 class Purify:
     """Consensus purification of every sample of a shard, in full batches."""
 
-    def __init__(self, config: SanitizeConfig, threads: int = 1):
+    def __init__(self, config: SanitizeConfig, noise: NoiseKey, threads: int = 1):
         import torch
 
         # Ray sets OMP_NUM_THREADS=1 in workers; give torch the threads this actor was granted.
         torch.set_num_threads(max(1, int(os.environ.get("DISILLUSION_ACTOR_THREADS", threads))))
         from ..heap import keep_freed_memory
-        from ..sanitize.purify import model_fingerprints
+        from ..sanitize.purify import fingerprints
 
         keep_freed_memory()  # a fresh process otherwise page-faults through every batch (heap.py)
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.config, self.batch_size = config, config.execution(device).batch_size
+        self.config, self.noise, self.batch_size = config, noise, config.execution(device).batch_size
         self.purifier = config.build_purifier(device)
-        self.models = model_fingerprints(self.purifier)
+        self.models = fingerprints(self.purifier, noise)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from ..sanitize.purify import purify_records  # torch: imported by the actor, never by the task workers
 
         start = time.perf_counter()
         purified = purify_records(
-            self.purifier, row_records(row), shard_name(uri_of(row)), seed=self.config.consensus.seed, batch_size=self.batch_size,
+            self.purifier, row_records(row), shard_name(uri_of(row)), noise=self.noise, batch_size=self.batch_size,
             want_images=self.config.policy == "purify",
         )
         return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
@@ -123,13 +124,15 @@ def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, on_er
     return {"manifest": json.dumps(manifest), "stop": ""}
 
 
-def plan_stages(config: SanitizeConfig, output: str, resources) -> list[Stage]:
+def plan_stages(config: SanitizeConfig, output: str, resources, noise: NoiseKey) -> list[Stage]:
+    """The run's stages; the noise key reaches the actors as an argument of their constructor (through
+    Ray's object store), never through the config that run.json records."""
     return [
         Stage("read+decode", read_and_decode, num_cpus=resources.task_cpus,
               kwargs={"work_size": config.working_size(), "max_shard_bytes": config.max_shard_bytes, "budgets": config.budgets(),
                       "s3_endpoint": config.s3_endpoint}),
         Stage("purify", Purify, num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
-              max_actors=resources.max_actors, kwargs={"config": config, "threads": resources.threads_per_actor}),
+              max_actors=resources.max_actors, kwargs={"config": config, "noise": noise, "threads": resources.threads_per_actor}),
         Stage("write", write_outputs, num_cpus=resources.task_cpus,
               kwargs={"output": output, "policy": config.policy, "on_error": config.on_error, "s3_endpoint": config.s3_endpoint}),
     ]

@@ -1,5 +1,5 @@
 """The report's gallery: for a few flagged samples, the image as the defense saw it, some of its
-reconstructions (the same noise the run drew: same key, same seed) and the purified image.
+reconstructions (the same noise the run drew: same sample key and pixels, the run's noise key) and the purified image.
 
 Only the gallery's samples are purified again, in the process that writes the report: a dozen at
 most, from the few shards they come from."""
@@ -14,7 +14,7 @@ from ..io.images import encode_png
 from ..io.sandbox import shared_sandbox
 from ..io.shards import key_bytes
 from ..io.storage import Storage
-from ..models.noise import seed_for_key
+from ..models.noise import NoiseKey
 from ..sanitize.config import SanitizeConfig
 from ..sanitize.records import as_images, to_records
 from ..sanitize.shard import read_shard
@@ -26,7 +26,7 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def gallery_images(config: SanitizeConfig, storage: Storage, entries: list[dict[str, Any]], device: str = "cpu") -> list[dict[str, Any]]:
+def gallery_images(config: SanitizeConfig, storage: Storage, entries: list[dict[str, Any]], device: str, noise: NoiseKey) -> list[dict[str, Any]]:
     """Each entry (a verdict row with its shard's input URI) with `original`, `reconstructions` and
     `purified` as PNG data URIs and the reconstructions' labels; entries whose input is gone are left out."""
     if not entries:
@@ -49,7 +49,7 @@ def gallery_images(config: SanitizeConfig, storage: Storage, entries: list[dict[
             if not records or records[0].pixels is None:
                 continue  # the input changed or went away since the run
             images = as_images([records[0].pixels]).to(device)
-            seeds = [seed_for_key(config.consensus.seed, sample.key)]
+            seeds = [noise.sample_seed(sample.key, records[0].pixels.tobytes())]
             [result] = purifier.purify(images, seeds=seeds, keep_images=True)
             with torch.no_grad():
                 recon = purifier.reconstructor.decode_samples(purifier.reconstructor.encode(images), seeds, range(DRAWS_SHOWN))[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -10,9 +11,11 @@ import torch
 from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
 from ..io.sandbox import DEFAULT_DECODE_SECONDS, DEFAULT_PARSE_SECONDS, Budgets
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
+from ..models.noise import MIN_KEY_BYTES, NoiseKey
 from .outputs import ON_ERROR, POLICIES
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+NOISE_KEY_VARIABLE = "DISILLUSION_NOISE_KEY_FILE"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,11 @@ class SanitizeConfig:
     decode_budget_bytes: int | None = field(default=None, metadata={
         "help": "memory to decode one image (default: what the largest image allowed needs, about 1.1 GB); an image that needs "
                 "more is an error row", "metavar": "BYTES"})
+    # The secret that keys every sample's noise (pipeline/models/noise.py): a path, never the key; the
+    # key itself is never written to the run's record, manifests or logs (its fingerprint is).
+    noise_key_file: str | None = field(default=None, metadata={
+        "help": f"a file holding the secret noise key (at least {MIN_KEY_BYTES} bytes; `head -c 32 /dev/urandom > KEY`), for runs "
+                f"whose verdicts a rerun must reproduce (default: ${NOISE_KEY_VARIABLE}, else a fresh secret each run)", "metavar": "FILE"})
     # Corpus, outputs and s3:// model specs; credentials never enter the config (the AWS variables and files).
     s3_endpoint: str | None = field(default=None, metadata={"help": "S3-compatible endpoint URL (default: the AWS variables and config)", "metavar": "URL"})
 
@@ -100,6 +108,8 @@ class SanitizeConfig:
         for name, value in sizes.items():
             if value is not None and value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+        if self.consensus.seed is not None and self.noise_key_file:
+            raise ValueError("give a noise key file or a public seed, not both")
         if min(self.parse_budget_seconds, self.decode_budget_seconds) <= 0:
             raise ValueError("the parse and decode budgets must be positive")
         if self.models.labels is not None and not self.models.labels:
@@ -127,6 +137,14 @@ class SanitizeConfig:
         from .settings import flatten
 
         return flatten(self)
+
+    def noise_key(self) -> NoiseKey:
+        """The run's noise key: a public seed when one is set, else the key file (this setting or
+        $DISILLUSION_NOISE_KEY_FILE), else a fresh secret. Call it once per run: every shard needs the same."""
+        if self.consensus.seed is not None:
+            return NoiseKey.public(self.consensus.seed)
+        path = self.noise_key_file or os.environ.get(NOISE_KEY_VARIABLE)
+        return NoiseKey.from_file(path) if path else NoiseKey.fresh()
 
     def budgets(self) -> Budgets:
         return Budgets(self.parse_budget_seconds, self.decode_budget_seconds, self.decode_budget_bytes)

@@ -12,21 +12,22 @@ from ..io.images import DEFAULT_MAX_PIXELS, to_uint8
 from ..io.sandbox import Budgets, Sandbox, shared_sandbox
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from ..io.storage import Storage
-from ..models.noise import seed_for_key
+from ..models.noise import NoiseKey
 from .records import Record, as_images
 from .shard import Purified, decode_shard, finish_shard, read_shard
 from .verdicts import error_row, ok_row, outcome, sample_row
 
 
 def purify_records(
-    purifier: ConsensusPurifier, records: Sequence[Record], shard: str, *, seed: int, batch_size: int, want_images: bool
+    purifier: ConsensusPurifier, records: Sequence[Record], shard: str, *, noise: NoiseKey, batch_size: int, want_images: bool
 ) -> Purified:
     """One verdict row per sample (errors included; see `sample_row` for samples with several image
     members) and the purified image of every member judged an illusion.
 
-    Records share one working geometry, so every batch but the last is full. Each sample's seed comes
-    from its key, so verdicts do not depend on batching or on which worker ran them; a batch that
-    fails is retried one image at a time so that only the culprit becomes an error row.
+    Records share one working geometry, so every batch but the last is full. Each image's seed comes
+    from the run's noise key, its sample's key and its pixels, so verdicts do not depend on batching
+    or on which worker ran them, and an attacker cannot compute them; a batch that fails is retried
+    one image at a time so that only the culprit becomes an error row.
     """
     out = Purified({}, {}, batch_size)
     decoded = [r for r in records if r.pixels is not None]
@@ -36,7 +37,7 @@ def purify_records(
         out.batched_images += len(batch)
         results = purifier.purify(
             as_images([r.pixels for r in batch]),
-            seeds=[seed_for_key(seed, r.key) for r in batch],
+            seeds=[noise.sample_seed(r.key, r.pixels.tobytes()) for r in batch],
             captions=[r.caption for r in batch],
             keep_images=want_images,
         )
@@ -68,7 +69,7 @@ def process_shard(
     *,
     policy: str | None,
     work_size: int | None = None,
-    seed: int = 0,
+    noise: NoiseKey | None = None,
     batch_size: int = 16,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
@@ -77,18 +78,21 @@ def process_shard(
     sandbox: Sandbox | None = None,
 ) -> dict[str, Any]:
     """Read, decode, purify and write one shard in this process (the steps a Ray run spreads over
-    workers; reading and decoding in this process's sandbox). `work_size` defaults to the encoder's input size."""
+    workers; reading and decoding in this process's sandbox). `work_size` defaults to the encoder's
+    input size; `noise` to a fresh secret (pass the run's key to every shard of one run)."""
     start = time.perf_counter()
+    noise = noise or NoiseKey.fresh()
     work_size = work_size or purifier.encoder.image_size
     sandbox = sandbox or shared_sandbox(budgets)
     shard = read_shard(storage, uri, max_shard_bytes, sandbox)
     records = decode_shard(shard, work_size, max_pixels, sandbox)
-    purified = purify_records(purifier, records, shard.name, seed=seed, batch_size=batch_size, want_images=policy == "purify")
+    purified = purify_records(purifier, records, shard.name, noise=noise, batch_size=batch_size, want_images=policy == "purify")
     return finish_shard(
         storage, output, shard, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
-        fingerprints=model_fingerprints(purifier), work_size=work_size, on_error=on_error,
+        fingerprints=fingerprints(purifier, noise), work_size=work_size, on_error=on_error,
     )
 
 
-def model_fingerprints(purifier: ConsensusPurifier) -> dict[str, str]:
-    return {"reconstructor": purifier.reconstructor.fingerprint, "encoder": purifier.encoder.fingerprint}
+def fingerprints(purifier: ConsensusPurifier, noise: NoiseKey) -> dict[str, str]:
+    """What judged a shard: the models' weights and the noise key, each by a fingerprint (never the key)."""
+    return {"reconstructor": purifier.reconstructor.fingerprint, "encoder": purifier.encoder.fingerprint, "noise": noise.fingerprint}

@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 import signal
 import subprocess
 import sys
@@ -57,6 +58,8 @@ def verdict_rows(out_dir):
 
 def test_sanitize_resume_and_equivalence_with_the_local_path(tmp_path, ray_cluster):
     storage = Storage()
+    (tmp_path / "noise.key").write_bytes(os.urandom(32))  # a key file: the local run below must draw what the Ray run drew
+    config = replace(CONFIG, noise_key_file=str(tmp_path / "noise.key"))
     shards = write_corpus(lambda name, data: storage.write_bytes(str(tmp_path / "in" / name), data), shards=3, per_shard=8)
     # A shard with a corrupt image and a missing image: error rows, not a crash.
     bad = shards[0][:2]
@@ -65,7 +68,7 @@ def test_sanitize_resume_and_equivalence_with_the_local_path(tmp_path, ray_clust
     storage.write_bytes(str(tmp_path / "in" / "shard-000003.tar"), write_samples(bad))
 
     out = tmp_path / "out"
-    summary = run_corpus(CONFIG, str(tmp_path / "in"), str(out), echo=lambda line: None)
+    summary = run_corpus(config, str(tmp_path / "in"), str(out), echo=lambda line: None)
     assert summary["processed"] == 4 and summary["samples"] == 26 and summary["errors"] == 2 and not summary["problems"]
     # The driver's own cost, over the run and once the first shard is out (what bounds a cluster's speed).
     assert summary["driver_cpu_seconds"] > 0 and summary["steady_driver_cpu_per_1000_samples"] > 0
@@ -77,13 +80,18 @@ def test_sanitize_resume_and_equivalence_with_the_local_path(tmp_path, ray_clust
         assert manifest["complete"] and manifest["models"]["encoder"].startswith("clip-")
     run = json.loads((out / "run.json").read_text())
     assert run["summary"]["samples"] == 26 and run["config"]["n"] == 4
-    assert SanitizeConfig.resolve(run["config"]) == CONFIG  # every setting in effect, thresholds included: repeatable
+    assert SanitizeConfig.resolve(run["config"]) == config  # every setting in effect, thresholds included: repeatable
+    key = config.noise_key()
+    assert run["noise"]["fingerprint"] == key.fingerprint == manifest["models"]["noise"]  # the key's name, never the key
+    for written in [out / "run.json", *(out / "manifests").iterdir()]:
+        assert key.secret.hex() not in written.read_text() and key.secret not in written.read_bytes()
     assert run["config"]["max-drift"] == get_preset("demo").verdict.max_drift
 
-    # Same verdicts as the single-process path (seeds come from sample keys, not batches or workers).
+    # Same verdicts as the single-process path under the same key (seeds come from the key and the
+    # samples, not from batches or workers).
     local = tmp_path / "local"
-    purifier = CONFIG.build_purifier()
-    process_shard(storage, str(tmp_path / "in" / "shard-000001.tar"), str(local), purifier, policy=CONFIG.policy)
+    purifier = config.build_purifier()
+    process_shard(storage, str(tmp_path / "in" / "shard-000001.tar"), str(local), purifier, policy=config.policy, noise=key)
     ray_rows = pq.read_table(out / "verdicts" / "shard-000001.parquet").to_pylist()
     local_rows = pq.read_table(local / "verdicts" / "shard-000001.parquet").to_pylist()
     assert [(r["key"], r["verdict"], r["label_consensus"], r["samples_used"]) for r in ray_rows] == [
@@ -96,10 +104,10 @@ def test_sanitize_resume_and_equivalence_with_the_local_path(tmp_path, ray_clust
         assert a.members == b.members
 
     # Re-running skips finished shards; a new shard is processed incrementally.
-    again = run_corpus(CONFIG, str(tmp_path / "in"), str(out), echo=lambda line: None)
+    again = run_corpus(config, str(tmp_path / "in"), str(out), echo=lambda line: None)
     assert again["skipped"] == 4 and again["processed"] == 0
     write_corpus(lambda name, data: storage.write_bytes(str(tmp_path / "in" / name.replace("000000", "000009")), data), shards=1, per_shard=3)
-    incremental = run_corpus(CONFIG, str(tmp_path / "in"), str(out), echo=lambda line: None)
+    incremental = run_corpus(config, str(tmp_path / "in"), str(out), echo=lambda line: None)
     assert incremental["skipped"] == 4 and incremental["processed"] == 1
 
 

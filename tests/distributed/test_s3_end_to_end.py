@@ -18,7 +18,8 @@ def test_s3_run_matches_the_local_run(tmp_path, seaweed, ray_cluster):
         (tmp_path / "local-in").mkdir(exist_ok=True)
         (tmp_path / "local-in" / f"shard-{i:06d}.tar").write_bytes(client.get_object(Bucket="corpus", Key=f"raw/shard-{i:06d}.tar")["Body"].read())
 
-    common = ["--n", "4", "--batch-size", "4"]
+    (tmp_path / "noise.key").write_bytes(bytes(range(32)))  # one key for both runs: the same draws
+    common = ["--n", "4", "--batch-size", "4", "--noise-key-file", str(tmp_path / "noise.key")]
     assert main(["sanitize", "--input", "s3://corpus/raw/shard-{000000..000001}.tar", "--output", "s3://corpus/clean",
                  "--s3-endpoint", seaweed.endpoint, *common]) == 0
     assert main(["sanitize", "--input", str(tmp_path / "local-in"), "--output", str(tmp_path / "local-out"), *common]) == 0

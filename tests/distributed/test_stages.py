@@ -4,6 +4,7 @@ import sys
 from pipeline.distributed.runner import plan_resources
 from pipeline.distributed.stages import plan_stages
 from pipeline.io.sandbox import Budgets
+from pipeline.models.noise import NoiseKey
 from pipeline.sanitize.config import SanitizeConfig
 
 
@@ -15,7 +16,9 @@ def test_read_and_write_workers_never_import_a_model_library():
 
 def test_each_stage_declares_its_resources():
     resources = plan_resources({"CPU": 16.0, "GPU": 2.0})
-    read, purify, write = plan_stages(SanitizeConfig.resolve(), "/out", resources)
+    noise = NoiseKey.fresh()
+    read, purify, write = plan_stages(SanitizeConfig.resolve(), "/out", resources, noise)
+    assert purify.kwargs["noise"] is noise  # to the actors' constructors, never through the config
     assert (read.actors, read.num_gpus, write.actors, write.num_gpus) == (0, 0.0, 0, 0.0)
     assert purify.actors == 2 and purify.num_gpus == 1.0 and purify.num_cpus == 1.0
     assert read.kwargs == {"work_size": 32, "max_shard_bytes": 2 << 30, "budgets": Budgets(), "s3_endpoint": None}  # plain settings: no torch to import
@@ -37,7 +40,7 @@ def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):
     shard.write_bytes(write_samples(examined))
     decoded = read_and_decode({"uri": uri_field(str(shard))}, work_size=32, max_shard_bytes=1 << 30, s3_endpoint=None)
     shard.write_bytes(write_samples(replacement))
-    purified = Purify(config)(decoded)
+    purified = Purify(config, NoiseKey.fresh())(decoded)
     done = write_outputs(purified, output=str(tmp_path / "out"), policy="keep", on_error="keep", s3_endpoint=None)
     assert done["stop"] == "" and json.loads(done["manifest"])["samples"] == 3
     written = list(read_samples((tmp_path / "out" / "shards" / "shard-000000.tar").read_bytes()))

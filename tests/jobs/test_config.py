@@ -42,7 +42,7 @@ def test_config_show_round_trips_through_yaml_and_flags_override_the_file(tmp_pa
 
 def test_a_run_is_repeated_from_its_own_record(tmp_path, capsys):
     config = SanitizeConfig.resolve(n=3, seed=5, early_exit="certain", on_illusion="drop")
-    RunRecord(Storage(), str(tmp_path), config).write({"samples": 0}, status="finished")
+    RunRecord(Storage(), str(tmp_path), config, config.noise_key()).write({"samples": 0}, status="finished")
     record = json.loads((tmp_path / "run.json").read_text())
     assert SanitizeConfig.resolve(record["config"]) == config
     shown = yaml.safe_load(show(capsys, "--config", str(tmp_path / "run.json")))

@@ -17,6 +17,7 @@ from pipeline.defense import ConsensusConfig, ConsensusPurifier, VerdictPolicy
 from pipeline.io.images import encode_png
 from pipeline.io.shards import Sample, read_samples, write_samples
 from pipeline.io.storage import Storage
+from pipeline.models.noise import NoiseKey
 from pipeline.presets import get_preset
 from pipeline.sanitize.purify import process_shard
 
@@ -126,16 +127,21 @@ def test_audit_writes_verdicts_but_no_shard(tmp_path, purifier, corpus):
     storage = Storage()
     uri = str(tmp_path / "a.tar")
     storage.write_bytes(uri, write_samples(corpus[:3]))
-    manifest = process_shard(storage, uri, str(tmp_path / "out"), purifier, policy=None)
-    assert manifest["policy"] == "audit"
+    noise = NoiseKey.fresh()
+    manifest = process_shard(storage, uri, str(tmp_path / "out"), purifier, policy=None, noise=noise)
+    assert manifest["policy"] == "audit" and manifest["models"]["noise"] == noise.fingerprint
     assert (tmp_path / "out" / "verdicts" / "a.parquet").exists() and not (tmp_path / "out" / "shards").exists()
-    # The seed of a sample comes from its key: the same verdict rows whatever the batch size.
-    again = process_shard(storage, uri, str(tmp_path / "out2"), purifier, policy=None, batch_size=1)
+    # The seed of a sample comes from the run's key, its key and its pixels: the same verdict rows whatever the batch size.
+    again = process_shard(storage, uri, str(tmp_path / "out2"), purifier, policy=None, batch_size=1, noise=noise)
     first = pq.read_table(tmp_path / "out" / "verdicts" / "a.parquet").drop(["embedding"])
     second = pq.read_table(tmp_path / "out2" / "verdicts" / "a.parquet").drop(["embedding"])
     assert first.column("label_consensus").equals(second.column("label_consensus"))
     assert again["verdicts"] == manifest["verdicts"]
     torch.testing.assert_close(torch.tensor(first.column("drift").to_pylist()), torch.tensor(second.column("drift").to_pylist()), atol=1e-4, rtol=0)
+    # Another run, another secret: other draws, which nobody outside the run could have computed.
+    process_shard(storage, uri, str(tmp_path / "out3"), purifier, policy=None)
+    third = pq.read_table(tmp_path / "out3" / "verdicts" / "a.parquet")
+    assert third.column("drift").to_pylist() != first.column("drift").to_pylist()
 
 
 def test_a_scraped_corpus_of_mixed_sizes_fills_every_batch_and_writes_at_the_working_size(tmp_path, purifier):
