@@ -100,7 +100,7 @@ def _format_group(member: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from pipeline.batching import map_batched
     from pipeline.defense.calibration import Calibration, calibrate_groups, rates, unlabelled_policy
-    from pipeline.models.noise import NoiseKey
+    from pipeline.models.noise import seed_for_key
     from pipeline.presets import get_preset
     from pipeline.sanitize.config import SanitizeConfig
 
@@ -118,14 +118,14 @@ def run(args: argparse.Namespace) -> int:
     groups = {name: images for name, images in clean_images(args).items() if images[0]}
     # Reproducible draws (a public seed, 0 unless given): rates of clean images do not depend on the
     # key's secrecy, and a check repeats the calibration's figures. The thresholds written carry no seed.
-    noise = NoiseKey.public(args.seed or 0)
+    seed = args.seed or 0
     if not groups:
         raise ValueError("no decodable clean images found")
     results = {
         name: map_batched(
             list(range(len(images))), args.batch_size,
             lambda part, images=images, keys=keys: purifier.purify(torch.stack([images[i] for i in part]),
-                                                                   seeds=[noise.sample_seed(keys[i], b"") for i in part]),
+                                                                   seeds=[seed_for_key(seed, keys[i]) for i in part]),
             key=lambda i, images=images: tuple(images[i].shape),
         )
         for name, (images, keys) in groups.items()

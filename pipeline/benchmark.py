@@ -218,18 +218,18 @@ def time_reader(shards: list[bytes], work_size: int, sandbox=None, repeats: int 
     """Reading and decoding shards (tar bytes) to the working size: in this process (`sandbox` None)
     or through a sandbox (`pipeline.io.sandbox`); the best of `repeats` passes (the first also pays
     for starting the sandbox's process)."""
-    from .io.shards import read_shard_bytes
+    from .io.images import decode_working
+    from .io.shards import read_shard_bytes, walk_tar
     from .sanitize.records import to_records
 
-    walk = sandbox.walk if sandbox else None
-    decode = sandbox.decode if sandbox else None
+    walk, decode = (sandbox.walk, sandbox.decode) if sandbox else (walk_tar, decode_working)
     best = float("inf")
     for _ in range(repeats):
         start, images = time.perf_counter(), 0
         for tar in shards:
-            samples, _ = read_shard_bytes(tar, walk) if walk else read_shard_bytes(tar)
+            samples, _ = read_shard_bytes(tar, walk)
             for sample in samples:
-                records = to_records(sample, work_size, decode=decode) if decode else to_records(sample, work_size)
+                records = to_records(sample, work_size, decode=decode)
                 images += sum(r.pixels is not None for r in records)
         best = min(best, time.perf_counter() - start)
     return {"images": images, "seconds": round(best, 3), "images_per_second": round(images / best, 1)}

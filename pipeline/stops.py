@@ -5,6 +5,8 @@ shards finished so far are kept, and that rerunning the same command resumes."""
 
 from __future__ import annotations
 
+RESUMABLY = "the run stopped, finished shards are kept; rerun to resume"
+
 
 class RunStopped(Exception):
     """The run cannot go on; finished shards are kept and a rerun resumes."""

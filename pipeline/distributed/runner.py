@@ -28,7 +28,7 @@ from ..io.storage import OutputWriteError, Storage, is_inside, join, shard_name
 from ..models.noise import NoiseKey
 from ..sanitize.config import SanitizeConfig
 from ..sanitize.outputs import output_paths
-from ..stops import CannotProgress, RunStopped
+from ..stops import RESUMABLY, CannotProgress, RunStopped
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def run_corpus(
         if not ray.is_initialized():
             connect(ray_address)
         started, cpu_started = time.perf_counter(), time.process_time()
-        first = _process(Run(config, noise, storage, output, todo, actors, summary, record, echo, started, stall_seconds))
+        first = _process(Run(config, storage, output, todo, actors, summary, record, echo, started, stall_seconds))
     except KeyboardInterrupt:
         record.write(summary, status="interrupted", best_effort=True)
         raise
@@ -175,7 +175,6 @@ class Run:
     """What the parts of one run share."""
 
     config: SanitizeConfig
-    noise: NoiseKey
     storage: Storage
     output: str
     todo: list[str]
@@ -205,7 +204,7 @@ def _process(run: Run) -> FirstShard | None:
         run.record.resources = plan_resources(ray.cluster_resources(), run.actors)
         run.summary["actors"] = run.record.resources.actors
         dataset = ray.data.from_items([{"uri": uri_field(u)} for u in run.todo], override_num_blocks=len(run.todo))
-        for stage in plan_stages(run.config, run.output, run.record.resources, run.noise):
+        for stage in plan_stages(run.config, run.output, run.record.resources, run.record.noise):
             dataset = stage.apply(dataset)
         before = run.summary["processed"]
         try:
@@ -218,8 +217,7 @@ def _process(run: Run) -> FirstShard | None:
             run.todo = _not_done(run)
             if fruitless >= MAX_FRUITLESS_PLANS:
                 raise CannotProgress(f"the cluster lost capacity and {fruitless} plans in a row finished no shard "
-                                     f"({_fault(error)}; {describe_cluster()}); the run stopped, finished shards are kept; "
-                                     "rerun to resume") from error
+                                     f"({_fault(error)}; {describe_cluster()}); {RESUMABLY}") from error
             run.summary["replans"] += 1
             run.echo(f"lost capacity ({_fault(error)}): planning again for {len(run.todo)} shard(s) on {describe_cluster()}")
         finally:
@@ -316,8 +314,8 @@ def _collect(dataset, total: int, run: Run) -> None:
                 run.echo(f"{progress(run.summary['processed'], total, run.summary['samples'], elapsed)} {shard_line(manifest)}")
         except KeyboardInterrupt:
             if watchdog.fired:
-                raise CannotProgress(f"no shard finished in {run.stall_seconds:g} s ({describe_cluster()}); the run stopped, "
-                                     "finished shards are kept; rerun to resume (or raise --stall-timeout)") from None
+                raise CannotProgress(f"no shard finished in {run.stall_seconds:g} s ({describe_cluster()}); {RESUMABLY} "
+                                     "(or raise --stall-timeout)") from None
             raise
 
 

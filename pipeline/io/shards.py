@@ -82,6 +82,11 @@ def display(name: str) -> str:
         return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def as_text(value):
+    """Any string as valid UTF-8 text (`display`); anything else as it is."""
+    return display(value) if isinstance(value, str) else value
+
+
 def safe_key(key: str) -> str:
     """A key whose members stay inside any directory they are extracted to, and stay one sample when
     read back: no leading '/', no '.' or empty components, each '..' written as '__', NUL (which ends

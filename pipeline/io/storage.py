@@ -16,7 +16,7 @@ import tempfile
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as S3ConnectionError
 
-from ..stops import OutputWriteError, StoreUnreachable
+from ..stops import RESUMABLY, OutputWriteError, StoreUnreachable
 from .s3 import is_s3_uri, parse_s3_uri, read_s3_object, s3_client
 from .shards import SHARD_SUFFIXES
 
@@ -35,8 +35,7 @@ def _reachable(method):
             return method(self, *args, **kwargs)
         except _UNREACHABLE as error:
             where = self.s3_endpoint or "the AWS endpoint"
-            raise StoreUnreachable(f"the object store at {where} cannot be reached ({type(error).__name__}); "
-                                   "the run stopped, finished shards are kept; rerun to resume") from error
+            raise StoreUnreachable(f"the object store at {where} cannot be reached ({type(error).__name__}); {RESUMABLY}") from error
 
     return wrapped
 
@@ -86,8 +85,7 @@ class Storage:
         try:
             self._write(uri, data)
         except (OSError, BotoCoreError, ClientError) as error:
-            raise OutputWriteError(f"cannot write {uri}: {_reason(error)} (the run stopped; finished shards are kept, "
-                                   "rerun to resume)") from error
+            raise OutputWriteError(f"cannot write {uri}: {_reason(error)} ({RESUMABLY})") from error
 
     def _write(self, uri: str, data: bytes) -> None:
         if is_s3_uri(uri):

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io.shards import Sample, display, write_samples
+from ..io.shards import Sample, as_text, display, write_samples
 from ..io.storage import Storage, join
 
 POLICIES = ("purify", "drop", "keep")  # for samples judged `illusion`
@@ -77,7 +77,7 @@ def sanitised_samples(
                 out.members[ext] = data
         # Text as valid UTF-8 (bytes that are not UTF-8 as \xNN); `key` as the verdict table names it
         # (the member names may differ: see `safe_key`).
-        note = {k: _text(row.get(k)) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift", "member")}
+        note = {k: as_text(row.get(k)) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift", "member")}
         note["key"] = display(sample.key)
         note["original_size"] = [row["original_width"], row["original_height"]] if row.get("original_width") else None
         note["images"] = {display(ext): outcome for ext, outcome in outcomes.items()}
@@ -88,10 +88,6 @@ def sanitised_samples(
         out.members["disillusion.json"] = json.dumps(note).encode()
         kept.append(out)
     return kept, quarantined
-
-
-def _text(value: Any) -> Any:
-    return display(value) if isinstance(value, str) else value
 
 
 def _purified_name(ext: str, members: dict[str, bytes]) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..io.shards import display, key_bytes
+from ..io.shards import as_text, key_bytes
 
 if TYPE_CHECKING:
     from ..defense.consensus import SampleResult
@@ -91,5 +91,5 @@ def sample_row(member_rows: list[dict[str, Any]]) -> dict[str, Any]:
 def verdict_table(rows: list[dict[str, Any]], dim: int) -> pa.Table:
     """Rows as built above (keys, members, messages and captions as read, possibly with surrogate
     escapes) -> the Parquet table: `key_bytes` holds the exact key, every text column valid UTF-8."""
-    table_rows = [{**{k: display(v) if isinstance(v, str) else v for k, v in r.items()}, "key_bytes": key_bytes(r["key"])} for r in rows]
+    table_rows = [{**{k: as_text(v) for k, v in r.items()}, "key_bytes": key_bytes(r["key"])} for r in rows]
     return pa.Table.from_pylist(table_rows, schema=verdict_schema(dim))
