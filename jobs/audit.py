@@ -11,7 +11,7 @@ HELP = "Audit WebDataset shards: a verdict per sample and a summary, without wri
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_corpus_arguments(parser, skip=("on_illusion", "on_error"), report=True)
+    add_corpus_arguments(parser, skip=("on_illusion", "on_error", "on_uncertain"), report=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,8 +15,9 @@ from .options import CONSENSUS_SETTINGS, add_consensus_settings, add_setting
 
 # The model flags of `sanitize` that calibrate takes too (the reconstructor and its options, as the
 # settings table lists them): thresholds belong to the models that ran.
-MODEL_SETTINGS = ("reconstructor",) + tuple(s.name for s in settings_table() if s.path[-1:] == ("reconstructor_options",))
-THRESHOLDS = ("min_agreement", "max_drift", "flip_min_drift")
+MODEL_SETTINGS = ("reconstructor", "witness") + tuple(s.name for s in settings_table() if s.path[-1:] == ("reconstructor_options",))
+THRESHOLDS = ("min_agreement", "max_drift", "flip_min_drift")  # every saved config has these
+OPTIONAL_THRESHOLDS = ("max_witness_gap",)  # present when a witness ran
 
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."
@@ -46,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default="drift",
                         help="drift: flag embeddings that move under purification (default); votes: flag any label flip")
     parser.add_argument("--min-agreement", type=float, default=0.5, help="drift method: vote share below which a sample is 'uncertain'")
+    parser.add_argument("--witness-share", type=float, default=0.5,
+                        help="drift method with a witness: the share of the false-positive budget the witness test may spend")
     add_consensus_settings(parser)  # as the run will use them
     models, table = parser.add_argument_group("models (default: the preset's; written into --json, so that `sanitize --config` runs the same)"), by_name()
     for name in MODEL_SETTINGS:
@@ -137,11 +140,11 @@ def run(args: argparse.Namespace) -> int:
         per_group = {name: Calibration(policy, *rates(rs, policy), len(rs)) for name, rs in results.items()}
         method = f"unlabelled: median + {args.spread} robust sd of log-drift (assumes under half the corpus is attacked)"
     else:
-        policy, per_group = calibrate_groups(results, args.target_fpr, args.method, args.min_agreement)
+        policy, per_group = calibrate_groups(results, args.target_fpr, args.method, args.min_agreement, args.witness_share)
         method = args.method
     config = {
         "preset": args.preset, **models, "n": args.n, "early_exit": args.early_exit, "alpha": args.alpha,
-        "min_agreement": policy.min_agreement, "max_drift": policy.max_drift, "flip_min_drift": policy.flip_min_drift,
+        **{name: getattr(policy, name) for name in THRESHOLDS + OPTIONAL_THRESHOLDS},
         "calibration": {"method": method, "target_fpr": None if args.unlabelled else args.target_fpr,
                         "groups": {name: {"samples": c.samples, "flagged": c.false_positive_rate, "uncertain": c.uncertain_rate}
                                    for name, c in per_group.items()},
@@ -169,8 +172,8 @@ def report_check(args: argparse.Namespace, preset, saved: dict, settings: dict, 
     from pipeline.defense import VerdictPolicy
     from pipeline.defense.calibration import rates
 
-    policy = VerdictPolicy(**{k: saved[k] for k in THRESHOLDS}) if saved else preset.verdict
-    report = {"thresholds": {k: getattr(policy, k) for k in THRESHOLDS}, "settings": settings, "groups": {}}
+    policy = VerdictPolicy(**{k: saved[k] for k in THRESHOLDS + OPTIONAL_THRESHOLDS if k in saved}) if saved else preset.verdict
+    report = {"thresholds": {k: getattr(policy, k) for k in THRESHOLDS + OPTIONAL_THRESHOLDS}, "settings": settings, "groups": {}}
     for name, rs in results.items():
         flagged, uncertain = rates(rs, policy)
         report["groups"][name] = {"samples": len(rs), "flagged": flagged, "uncertain": uncertain}

@@ -24,7 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ae", default="0.5,1.5", help="AE noise_scale values")
     parser.add_argument("--dm", default="0.15,0.3", help="DM strength values")
     parser.add_argument("--n", default="10", help="reconstructions per vote, one or more values")
-    parser.add_argument("--limit", type=int, default=200, help="clean evaluation images (the first K of the bundled sample)")
+    parser.add_argument("--limit", type=int, default=200, help="clean evaluation images (K of the bundled sample, from --offset)")
+    parser.add_argument("--offset", type=int, default=0,
+                        help="skip the bundled sample's first K images: report on images no earlier choice of settings looked at")
+    parser.add_argument("--witness", action="store_true",
+                        help="put the preset's robust witness in the verdict (gap threshold calibrated per point); the attacker aims under it too")
+    parser.add_argument("--on-uncertain", choices=("keep", "drop"), default="keep", help="what downstream gets of uncertain samples")
+    suite = parser.add_argument_group("the relaxed suite against the witness test (with --witness)")
+    suite.add_argument("--suite-steps", type=int, default=500, help="APGD steps")
+    suite.add_argument("--suite-restarts", type=int, default=3, help="APGD starts (the first at the clean image)")
+    suite.add_argument("--suite-queries", type=int, default=2000, help="Square attack queries (0 skips it)")
+    suite.add_argument("--select-offset", type=int, default=0, help="the loss weights are chosen on the bundled sample's images from here")
+    suite.add_argument("--select-limit", type=int, default=50, help="... this many (keep them apart from --offset/--limit)")
+    suite.add_argument("--suite-sanity", action="store_true",
+                       help="at the first point, the relaxed suite's sanity curves: eps 4-64/255, steps 100-1000, restarts 1 and 5")
     parser.add_argument("--attack-limit", type=int, default=40, help="images attacked by the detect-adaptive attacker at each point")
     parser.add_argument("--calibrate-on", choices=("fashion-mnist", "sample"), default="fashion-mnist",
                         help="held-out clean images for the thresholds: Fashion-MNIST test images outside the bundled sample "
@@ -78,15 +91,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.preset != "demo":
         raise ValueError("the frontier runs on the demo preset's bundled sample")
-    if args.calibrate_on == "sample" and args.limit + args.calibration_limit > 1000:
-        raise ValueError("--limit + --calibration-limit must not exceed the bundled sample's 1000 images")
+    if args.calibrate_on == "sample" and args.offset + args.limit + args.calibration_limit > 1000:
+        raise ValueError("--offset + --limit + --calibration-limit must not exceed the bundled sample's 1000 images")
     start = time.perf_counter()
     preset = get_preset(args.preset)
     device = resolve_device(args.device)
     encoder, bank = preset.load_encoder(device=device), preset.label_bank()
+    witness = preset.load_witness(device=device) if args.witness else None
+    relaxed = relaxed_suite_inputs(args, len(bank), device) if witness is not None else None
     text = bank.embeddings(encoder)
     sample = load_sample()
-    images, labels = sample.tensors(slice(0, args.limit))
+    images, labels = sample.tensors(slice(args.offset, args.offset + args.limit))
     if args.calibrate_on == "sample":
         calibration, _ = sample.tensors(slice(1000 - args.calibration_limit, 1000))
     else:
@@ -117,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     for point in points(args):
         result = run_point(point, preset, encoder, bank, calibration_images=calibration, images=images, labels=labels, targets=targets,
                            illusions=illusions, attack=attack, attack_images=min(args.attack_limit, args.limit),
-                           target_fpr=args.target_fpr, seed=args.seed, dm_attack_steps=args.dm_attack_steps, batch_size=args.batch_size, device=device)
+                           target_fpr=args.target_fpr, seed=args.seed, dm_attack_steps=args.dm_attack_steps, batch_size=args.batch_size, device=device,
+                           witness=witness, on_uncertain=args.on_uncertain, relaxed=relaxed)
         results.append(result)
         log.info("%s: %.0f s", point.label, result.seconds)
         print(summary_line(result, undefended_top1), flush=True)
@@ -133,11 +149,15 @@ def run(args: argparse.Namespace) -> int:
                              policy=VerdictPolicy(**first.thresholds), eps_values=[4 / 255, 16 / 255, 64 / 255],
                              step_values=[args.detect_steps // 4, args.detect_steps, 2 * args.detect_steps],
                              eot_values=[max(1, args.eot // 4), args.eot, 2 * args.eot], seed=args.seed, batch_size=args.batch_size,
-                             device=device)
+                             device=device, witness=witness, on_uncertain=args.on_uncertain)
         for entry in grid:
             sanity.append(entry)
             print(f"sanity {entry['knob']}={entry['value']:.4g}: purify {entry['target_purify']:.3f} drop {entry['target_drop']:.3f}", flush=True)
             write_report(report(results, sanity, complete=False), args.json, args.markdown, markdown)
+    if args.suite_sanity and relaxed is not None:
+        sanity += relaxed_sanity(results[0], encoder, witness, text, relaxed, images[: min(args.attack_limit, args.limit)],
+                                 targets[: min(args.attack_limit, args.limit)], args.batch_size,
+                                 lambda: write_report(report(results, sanity, complete=False), args.json, args.markdown, markdown))
     final = report(results, sanity, complete=True)
     write_report(final, args.json, args.markdown, markdown)
     if args.plot:
@@ -149,7 +169,38 @@ def run(args: argparse.Namespace) -> int:
 # The number of attacked images, the batch size and the machine may differ (each point reports its own counts).
 COMPARABLE = {"preset": "demo", "limit": None, "calibrate_on": "fashion-mnist", "calibration_limit": None, "encodings": "png",
               "target_fpr": None, "eps": None, "steps": None, "detect_steps": None, "eot": None, "restarts": None, "seed": None,
-              "dm_attack_steps": None}
+              "dm_attack_steps": None, "offset": 0, "witness": False, "on_uncertain": "keep", "suite_steps": None, "suite_restarts": None,
+              "suite_queries": None, "select_offset": None, "select_limit": None}
+
+
+def relaxed_sanity(first, encoder, witness, text, relaxed: tuple, images, targets, batch_size: int, save) -> list[dict]:
+    """The relaxed suite's sanity curves at the first point, with the loss chosen there."""
+    from pipeline.research.witness_attack import RelaxedPass, sanity_curves
+
+    config, chosen = relaxed[0], first.metrics["witness-relaxed"]["chosen"]
+    condition = RelaxedPass(encoder, witness, text, targets, first.thresholds["max_witness_gap"])
+    entries = []
+    for entry in sanity_curves(condition, images, config, chosen["weight"], chosen["limit"], batch_size):
+        entries.append({**entry, "knob": f"relaxed {entry['knob']}"})
+        print(f"sanity {entries[-1]['knob']}={entry['value']:.4g}: passed {entry['passed']}/{entry['images']}", flush=True)
+        save()
+    return entries
+
+
+def relaxed_suite_inputs(args: argparse.Namespace, labels: int, device) -> tuple:
+    """(SuiteConfig, selection images, their targets) for the relaxed suite against the witness test."""
+    from pipeline.attacks import pick_targets
+    from pipeline.data.fashion_mnist import load_sample
+    from pipeline.research.witness_attack import SuiteConfig
+
+    from .evaluate import parse_fraction
+
+    if args.select_offset < args.offset + args.limit and args.offset < args.select_offset + args.select_limit:
+        raise ValueError("the selection images (--select-offset/--select-limit) overlap the reported ones (--offset/--limit)")
+    images, labels_ = load_sample().tensors(slice(args.select_offset, args.select_offset + args.select_limit))
+    config = SuiteConfig(eps=parse_fraction(args.eps), steps=args.suite_steps, restarts=args.suite_restarts, queries=args.suite_queries,
+                         seed=args.seed)
+    return config, images.to(device), pick_targets(labels_.tolist(), labels, seed=args.seed + 1)
 
 
 def join(args: argparse.Namespace) -> int:
@@ -205,17 +256,40 @@ def markdown(report: dict) -> str:
         low, high = entry[f"target_{policy}_ci"]
         return f"{pct(entry[f'target_{policy}'])} [{pct(low)}, {pct(high)}]"
 
-    lines = ["| point | max drift | clean Top-1 | clean flagged | illusion flagged | attacked | detect-adaptive flagged "
-             "| target via purify | via drop | via keep | meets target |", "|" + "---|" * 11]
+    def threshold(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = ["| point | max drift | max witness gap | clean Top-1 | downstream (drop) | clean flagged | clean uncertain | illusion flagged "
+             "| attacked | detect-adaptive flagged | target via purify | via drop | via keep | meets target |", "|" + "---|" * 14]
     for p in report["points"]:
-        m = p["metrics"]
-        attacked = m["detect-adaptive"]
-        lines.append(f"| {p['kind']} {p['parameter']}={p['value']:g}, N={p['n']} | {p['thresholds']['max_drift']:.3f} | {pct(m['clean']['top1'])} "
-                     f"| {pct(m['clean']['flagged'])} | {pct(m['illusion']['flagged'])} | {attacked['images']} | {pct(attacked['flagged'])} "
+        m, limits = p["metrics"], p["thresholds"]
+        attacked, clean = m["detect-adaptive"], m["clean"]
+        downstream = clean.get("top1_downstream_drop")  # absent from reports before 2026-11-27
+        lines.append(f"| {p['kind']} {p['parameter']}={p['value']:g}, N={p['n']} | {threshold(limits['max_drift'])} "
+                     f"| {threshold(limits.get('max_witness_gap'))} | {pct(clean['top1'])} | {'-' if downstream is None else pct(downstream)} "
+                     f"| {pct(clean['flagged'])} | {pct(clean['uncertain'])} | {pct(m['illusion']['flagged'])} | {attacked['images']} "
+                     f"| {pct(attacked['flagged'])} "
                      f"| {share(attacked, 'purify')} | {share(attacked, 'drop')} | {share(attacked, 'keep')} | {'yes' if p['meets_target'] else 'no'} |")
-    if report.get("sanity"):
+    relaxed = [p for p in report["points"] if "witness-relaxed" in p["metrics"]]
+    if relaxed:
+        lines += ["", "| point | relaxed suite vs the witness test: images | passed (any attack) | APGD | Square | loss chosen on |",
+                  "|---|---|---|---|---|---|"]
+        for p in relaxed:
+            r = p["metrics"]["witness-relaxed"]
+            low, high = r["passed_ci"]
+            lines.append(f"| {p['kind']} {p['parameter']}={p['value']:g}, N={p['n']} | {r['images']} | {pct(r['passed'])} [{pct(low)}, {pct(high)}] "
+                         f"| {pct(r['per_attack']['apgd'])} | {pct(r['per_attack']['square'])} "
+                         f"| {r['chosen']['images']} other images: w={r['chosen']['weight']:g}, aim {r['chosen']['limit']:g} x threshold |")
+    curves = [e for e in report.get("sanity", []) if e["knob"].startswith("relaxed")]
+    if curves:
+        lines += ["", "| relaxed suite budget (first point) | value | passed |", "|---|---|---|"]
+        for entry in curves:
+            value = f"{255 * entry['value']:.0f}/255" if entry["knob"] == "relaxed eps" else f"{entry['value']:g}"
+            lines.append(f"| {entry['knob']} | {value} | {entry['passed']}/{entry['images']} |")
+    pipeline_sanity = [e for e in report.get("sanity", []) if not e["knob"].startswith("relaxed")]
+    if pipeline_sanity:
         lines += ["", "| attack budget (first point) | value | target via purify | via drop | flagged |", "|---|---|---|---|---|"]
-        for entry in report["sanity"]:
+        for entry in pipeline_sanity:
             value = f"{255 * entry['value']:.0f}/255" if entry["knob"] == "eps" else f"{entry['value']:g}"
             lines.append(f"| {entry['knob']} | {value} | {pct(entry['target_purify'])} | {pct(entry['target_drop'])} | {pct(entry['flagged'])} |")
     return "\n".join(lines) + "\n"

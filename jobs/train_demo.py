@@ -20,12 +20,15 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="directory with the Fashion-MNIST IDX .gz files")
     parser.add_argument("--out", required=True, help="output directory (clip/, vae/, ae/, dm/, sample, metrics, card)")
-    parser.add_argument("--models", default="clip,vae,ae,dm", help="comma-separated subset to train")
+    parser.add_argument("--models", default="clip,vae,ae,dm,witness",
+                        help="comma-separated subset to train (witness: a robust copy of the CLIP in --out, trained after it)")
     parser.add_argument("--train-size", type=int, default=60000, help="use the first K training images")
     parser.add_argument("--clip-epochs", type=int, default=20)
     parser.add_argument("--vae-epochs", type=int, default=2)
     parser.add_argument("--ae-epochs", type=int, default=2)
     parser.add_argument("--dm-epochs", type=int, default=2)
+    parser.add_argument("--witness-epochs", type=int, default=3)
+    parser.add_argument("--witness-eps", default="16/255", help="the L-inf radius the witness is trained to withstand")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
 
@@ -76,6 +79,17 @@ def run(args: argparse.Namespace) -> int:
         recon = DiffusionReconstructor(unet, scheduler, strength=0.1, denoise_steps=10)
         recon.save_pretrained(os.path.join(args.out, "dm"))
         metrics["dm"].update(epochs=args.dm_epochs, psnr_strength_0p1_test=round(dm.reconstruction_psnr(lambda x: recon.reconstruct(x, 1)[:, 0], test, count=200), 2))
+    if "witness" in wanted:
+        from pipeline.models.registry import load_encoder
+        from pipeline.research.witness import train_witness, witness_metrics
+
+        clip = load_encoder(f"clip:{os.path.join(args.out, 'clip')}")
+        from .evaluate import parse_fraction
+
+        eps = parse_fraction(args.witness_eps)
+        witness = timed("witness", lambda: train_witness(clip, train, epochs=args.witness_epochs, eps=eps, seed=args.seed))
+        witness.save_pretrained(os.path.join(args.out, "witness"))
+        metrics["witness"].update(epochs=args.witness_epochs, eps=args.witness_eps, **witness_metrics(clip, witness, test, eps=eps))
     for name in ("vae", "ae", "dm"):
         if os.path.isdir(os.path.join(args.out, name)):
             with open(os.path.join(args.out, name, "disillusion.json"), "w") as handle:
@@ -117,6 +131,10 @@ def model_card(metrics: dict) -> str:
         "|---|---|---|",
         line("clip", "transformers `CLIPModel` (ViT 32 px, patch 4) + CLIP BPE tokenizer, multi-positive contrastive loss "
              f"over captions from {len(TRAIN_TEMPLATES)} templates; zero-shot with '{EVAL_TEMPLATE}'"),
+        line("witness", "a copy of `clip/` whose image tower is adversarially fine-tuned (FARE: PGD in the L-inf ball of radius eps, "
+             "7 steps, loss = squared distance of its embedding of the perturbed image from clip's of the clean one); "
+             "gap = 1 - cos(clip(x), witness(x)) on clean images; pgd20_moves = median 1 - cos from clip's clean embedding "
+             "after a 20-step PGD against the witness, or against clip itself"),
         line("vae", "diffusers `AutoencoderKL`, 8 x 8 x 4 latent, MSE + KL; PSNR of the posterior mode"),
         line("ae", "diffusers `AutoencoderTiny`, 8 x 8 x 4 latent, trained with latent noise 0.1"),
         line("dm", "diffusers `UNet2DModel` + `DDPMScheduler` (1000 steps), epsilon prediction on t < 400; PSNR of DDIM "

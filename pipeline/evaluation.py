@@ -46,6 +46,7 @@ class Defense:
     # Consensus defenses: (target label indices, config) -> the detect-adaptive objective against them.
     detect_objective: Callable[[torch.Tensor, DetectAdaptiveConfig], Objective] | None = None
     drift_threshold: float | None = None  # the verdict's drift threshold the detect-adaptive attacker stays under
+    witness_threshold: float | None = None  # and its witness-gap threshold
 
     def __post_init__(self):
         self.attack_key = self.attack_key or self.name
@@ -70,6 +71,10 @@ class Row:
     target_purify: float | None = None
     target_drop: float | None = None
     target_keep: float | None = None
+    # ... and whose downstream label is the true one (a removed sample counts as lost): Top-1 as seen downstream.
+    true_purify: float | None = None
+    true_drop: float | None = None
+    true_keep: float | None = None
 
 
 def _ranking_from_embedding(embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -88,18 +93,19 @@ def transform_defense(name: str, encoder, text: torch.Tensor, transform, differe
 
 def reconstruction_defense(
     name: str, reconstructor, encoder, labels: LabelBank, *, n: int, eot_samples: int, seed: int, attack_reconstructor=None,
-    verdict: VerdictPolicy | None = None,
+    verdict: VerdictPolicy | None = None, witness=None, on_uncertain: str = "keep",
 ) -> Defense:
     """n == 1: a single stochastic reconstruction; n > 1: the consensus vote over n reconstructions,
-    with the sanitisation verdict under `verdict` (default: uncalibrated) and what each policy hands
-    downstream (`downstream_labels`).
+    with the sanitisation verdict under `verdict` (default: uncalibrated; with `witness`, a robust
+    copy of the encoder whose gap the verdict may threshold) and what each policy hands downstream
+    when `uncertain` samples are kept or dropped (`on_uncertain`, `downstream_labels`).
 
     The adaptive attack is EOT through `attack_reconstructor` (default: the defense's own), the same
     for the single and the consensus variant, since both draw from the same reconstruction distribution.
     """
     text = labels.embeddings(encoder)
     config = ConsensusConfig(n=n, early_exit="off", top_k=len(labels), seed=seed, verdict=verdict or VerdictPolicy())
-    purifier = ConsensusPurifier(reconstructor, encoder, labels, config)
+    purifier = ConsensusPurifier(reconstructor, encoder, labels, config, witness=witness)
     counter = {"calls": 0}
 
     def apply(images: torch.Tensor) -> DefenseOutput:
@@ -113,7 +119,7 @@ def reconstruction_defense(
         results = purifier.purify(images, seeds=seeds, keep_images=True)
         ranking = torch.tensor([r.topk_consensus for r in results])
         return DefenseOutput(ranking, torch.stack([r.embedding for r in results]), [r.verdict for r in results],
-                             downstream_labels(results))
+                             downstream_labels(results, on_uncertain))
 
     through = attack_reconstructor or reconstructor
     return Defense(
@@ -122,18 +128,25 @@ def reconstruction_defense(
         lambda targets: eot_objective(through.reconstruct, encoder.embed_images, targets, eot_samples, seed=seed + 1),
         n=n,
         attack_key=name.partition("+")[0],
-        detect_objective=(lambda targets, cfg: detect_adaptive_objective(through.reconstruct, encoder.embed_images, text, targets, cfg))
+        detect_objective=(lambda targets, cfg: detect_adaptive_objective(
+            through.reconstruct, encoder.embed_images, text, targets, cfg, witness=witness.embed_images if witness else None))
         if n > 1 else None,
         drift_threshold=config.verdict.max_drift,
+        witness_threshold=config.verdict.max_witness_gap,
     )
 
 
-def downstream_labels(results) -> dict[str, torch.Tensor]:
+def downstream_labels(results, on_uncertain: str = "keep") -> dict[str, torch.Tensor]:
     """The label of what each policy hands downstream, per sample: unflagged samples pass as they are
     (their original label); a flagged one is replaced by its purified image when that passed its
-    check (`purify`), removed otherwise and under `drop`, passed unchanged under `keep`."""
+    check (`purify`), removed otherwise and under `drop`, passed unchanged under `keep`. An
+    `uncertain` sample is removed under every policy when `on_uncertain` is drop."""
     out = {policy: [] for policy in POLICIES}
     for r in results:
+        if r.verdict == "uncertain" and on_uncertain == "drop":
+            for labels in out.values():
+                labels.append(REMOVED)
+            continue
         flagged = r.verdict == "illusion"
         out["keep"].append(r.label_original)
         out["drop"].append(REMOVED if flagged else r.label_original)
@@ -161,6 +174,7 @@ def score(defense: Defense, output: DefenseOutput, labels: torch.Tensor, targets
     if output.verdicts is not None:
         sanitised = {f"verdict_{v}": sum(x == v for x in output.verdicts) / len(output.verdicts) for v in ("clean", "illusion", "uncertain")}
         sanitised |= {f"target_{p}": float((labels_ == targets).float().mean()) for p, labels_ in output.downstream.items()}
+        sanitised |= {f"true_{p}": float((labels_ == labels).float().mean()) for p, labels_ in output.downstream.items()}
     return Row(
         defense=defense.name,
         input=input_name,
@@ -192,7 +206,8 @@ def detect_adaptive_inputs(
     by the purified embedding's closeness to the target)."""
     if defense.detect_objective is None:
         raise ValueError(f"{defense.name} gives no verdict: the detect-adaptive attack needs a consensus defense")
-    config = replace(config, drift_limit=0.5 * (defense.drift_threshold or 0.1))
+    config = replace(config, drift_limit=0.5 * (defense.drift_threshold or 0.1),
+                     witness_limit=0.5 * (defense.witness_threshold or 0.1))
 
     def judge_for(batch_targets: torch.Tensor):
         def judge(x: torch.Tensor) -> torch.Tensor:

@@ -76,20 +76,28 @@ def run_point(
     batch_size: int = 100,
     dm_attack_steps: int | None = None,
     device: str | torch.device = "cpu",
+    witness=None,
+    on_uncertain: str = "keep",
+    relaxed: tuple | None = None,
 ) -> PointResult:
+    """`witness`: a robust copy of the encoder in the verdict (its gap threshold calibrated with the
+    drift's), which the attacker knows and aims under too; `on_uncertain`: what downstream gets of
+    `uncertain` samples; `relaxed`: (SuiteConfig, selection images, their targets) to also run the
+    relaxed suite against the witness test (`research/witness_attack.py`): loss weights chosen on the
+    selection images, reported on the attacked ones."""
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value, "device": device}
     reconstructor = preset.load_reconstructor(point.kind, **options)
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that
     # meet the target on each group of them (e.g. as PNG and as JPEG of other sizes).
-    purifier = ConsensusPurifier(reconstructor, encoder, bank, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17))
+    purifier = ConsensusPurifier(reconstructor, encoder, bank, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17), witness=witness)
     clean_results = {group: [r for i in range(0, len(x), batch_size) for r in purifier.purify(x[i : i + batch_size])]
                      for group, x in calibration_images.items()}
     verdict, per_group = calibrate_groups(clean_results, target_fpr)
     # The attack differentiates through the whole denoising chain unless given a shorter surrogate.
     surrogate = preset.load_reconstructor("dm", **options, denoise_steps=dm_attack_steps) if point.kind == "dm" and dm_attack_steps else None
     defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
-                                     attack_reconstructor=surrogate, verdict=verdict)
+                                     attack_reconstructor=surrogate, verdict=verdict, witness=witness, on_uncertain=on_uncertain)
     text = bank.embeddings(encoder)
     adaptive = detect_adaptive_inputs(defense, text, images[:attack_images], targets[:attack_images], attack, batch_size)
     rows = evaluate_defense(defense, text, {"clean": images, "illusion": illusions, "detect-adaptive": adaptive}, labels, targets, batch_size)
@@ -98,33 +106,52 @@ def run_point(
         count = len(images) if row.input != "detect-adaptive" else len(adaptive)
         entry = {"images": count, "top1": row.top1, "flagged": row.verdict_illusion, "uncertain": row.verdict_uncertain}
         for policy in POLICIES:
+            entry[f"top1_downstream_{policy}"] = getattr(row, f"true_{policy}")
             share = getattr(row, f"target_{policy}")
             entry[f"target_{policy}"] = share
             entry[f"target_{policy}_ci"] = wilson(round(share * count), count)
         metrics[row.input] = entry
-    return PointResult(point, {"min_agreement": verdict.min_agreement, "max_drift": verdict.max_drift, "flip_min_drift": verdict.flip_min_drift},
+    if relaxed is not None and witness is not None:
+        metrics["witness-relaxed"] = relaxed_suite(encoder, witness, text, verdict.max_witness_gap, relaxed,
+                                                   images[:attack_images], targets[:attack_images], batch_size)
+    thresholds = {name: getattr(verdict, name) for name in ("min_agreement", "max_drift", "flip_min_drift", "max_witness_gap")}
+    return PointResult(point, thresholds,
                        max(c.false_positive_rate for c in per_group.values()), metrics, time.perf_counter() - start)
 
 
+def relaxed_suite(encoder, witness, text, max_witness_gap: float, relaxed: tuple, images, targets, batch_size: int) -> dict[str, Any]:
+    from .research.witness_attack import RelaxedPass, choose_loss, strongest
+
+    config, select_images, select_targets = relaxed
+    chosen = choose_loss(RelaxedPass(encoder, witness, text, select_targets, max_witness_gap), select_images, config, batch_size)
+    result = strongest(RelaxedPass(encoder, witness, text, targets, max_witness_gap), images, config, chosen["weight"], chosen["limit"], batch_size)
+    share = result["passed"] / result["images"]
+    return {"images": result["images"], "passed": share, "passed_ci": wilson(result["passed"], result["images"]),
+            "per_attack": {name: count / result["images"] for name, count in result["per_attack"].items()}, "chosen": chosen}
+
+
 def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.10, max_flagged: float = 0.05, max_top1_loss: float = 0.05) -> bool:
-    """The issue's bar at demo scale: under the strongest attack at most 10% downstream target
-    success (under the policy that does best), at most 5% of clean samples flagged, at most 5
-    points of clean Top-1 lost against the undefended model."""
+    """The issue's bar at demo scale, under the policy (purify or drop) that lets the attacker through
+    least: at most 10% of attacked samples reach downstream as the target, at most 5% of clean samples
+    are flagged, and clean Top-1 as seen downstream (a removed sample counts as lost) is at most 5
+    points below the undefended model's."""
     clean, attacked = result.metrics["clean"], result.metrics["detect-adaptive"]
-    best = min(attacked[f"target_{p}"] for p in ("purify", "drop"))
-    return best <= max_target and clean["flagged"] <= max_flagged and clean_top1 - clean["top1"] <= max_top1_loss
+    policy = min(("purify", "drop"), key=lambda p: attacked[f"target_{p}"])
+    return (attacked[f"target_{policy}"] <= max_target and clean["flagged"] <= max_flagged
+            and clean_top1 - clean[f"top1_downstream_{policy}"] <= max_top1_loss)
 
 
 def attack_sanity(
     point: Point, preset, encoder, bank, *, images: torch.Tensor, targets: torch.Tensor, attack: DetectAdaptiveConfig,
     policy, eps_values, step_values, eot_values, seed: int = 0, batch_size: int = 100, device: str | torch.device = "cpu",
+    witness=None, on_uncertain: str = "keep",
 ) -> Iterator[dict[str, Any]]:
     """Checks that the attack, not its budget, sets the frontier: downstream target success (purify)
     of the detect-adaptive attack as the budget epsilon grows (it should approach 100%), and as its
     steps and EOT draws grow (it should level off). Yields one entry per budget, as each is measured."""
     reconstructor = preset.load_reconstructor(point.kind, **{PARAMETERS[point.kind]: point.value}, device=device)
     defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
-                                     verdict=policy)
+                                     verdict=policy, witness=witness, on_uncertain=on_uncertain)
     text = bank.embeddings(encoder)
     labels = torch.zeros_like(targets)  # unused by the downstream shares
     grid = ([("eps", e, replace(attack, eps=e, step_size=max(attack.step_size, e / 20))) for e in eps_values]

@@ -44,6 +44,9 @@ class Preset:
     # The working geometry: the encoder's square input. Corpora are decoded straight to it (shorter
     # side to work_size, central crop), so every batch that reaches a model is full.
     work_size: int = 224
+    # An adversarially robust copy of the encoder (`disillusion train-demo --models witness`), whose
+    # distance from the encoder on each input the verdict thresholds (`max_witness_gap`).
+    witness: str | None = None
     # Verdict thresholds for the default reconstructor and encoder at N=10, from `disillusion calibrate`.
     verdict: VerdictPolicy = VerdictPolicy()
 
@@ -54,6 +57,13 @@ class Preset:
         from .models import load_encoder
 
         return load_encoder(self.encoder, **kwargs)
+
+    def load_witness(self, **kwargs):
+        from .models import load_encoder
+
+        if self.witness is None:
+            raise ValueError(f"preset {self.name!r} has no witness: train one (`disillusion train-demo --models witness`) and pass --witness SPEC")
+        return load_encoder(self.witness, **kwargs)
 
     def load_reconstructor(self, kind: str | None = None, **overrides):
         from .models import load_reconstructor

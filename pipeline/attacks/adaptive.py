@@ -8,6 +8,8 @@ sanitiser as `clean` while still embedding as the target, and so minimises, per 
   + mean over EOT draws of 1 - cos(embed(R(x)), t)   so do its reconstructions (no label flip)
   + w_drift * max(0, drift - drift_limit)            the purified embedding stays near the original
   + w_margin * mean over draws of max(0, best other label - target label + margin)   (the vote)
+  + w_witness * max(0, gap - witness_limit)         against a verdict with a robust witness:
+                                                    gap = 1 - cos(embed(x), witness(x)) stays small
 
 with fresh reconstruction draws every step (EOT), signed-gradient steps under an L-inf budget,
 random restarts, and the best iterate per image kept as judged by the real defense on fresh draws
@@ -40,6 +42,8 @@ class DetectAdaptiveConfig:
     drift_weight: float = 10.0
     margin: float = 0.05  # cosine margin of the target over every other label, in each draw
     margin_weight: float = 1.0
+    witness_limit: float = 0.05  # aim below the verdict's witness-gap threshold (set from it by the caller)
+    witness_weight: float = 10.0
     check_every: int = 25  # steps between judgements of the iterate on fresh draws
     seed: int = 0
 
@@ -50,8 +54,10 @@ def detect_adaptive_objective(
     text: torch.Tensor,
     targets: torch.Tensor,
     config: DetectAdaptiveConfig,
+    witness: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Objective:
-    """The loss above for images whose target labels are `targets` (indices into `text`, L x D)."""
+    """The loss above for images whose target labels are `targets` (indices into `text`, L x D);
+    `witness` embeds images as the verdict's robust witness does (None: no witness term)."""
     target_text = text[targets]
     others = F.one_hot(targets, text.shape[0]).bool().to(text.device)
 
@@ -65,12 +71,16 @@ def detect_adaptive_objective(
         sims = recon @ text.T  # B x k x L
         target_sim = (recon * target_text[:, None]).sum(-1)
         best_other = sims.masked_fill(others[:, None], -2.0).max(-1).values
-        return (
+        loss = (
             (1.0 - (original * target_text).sum(-1))
             + (1.0 - target_sim).mean(1)
             + config.drift_weight * F.relu(drift - config.drift_limit)
             + config.margin_weight * F.relu(best_other - target_sim + config.margin).mean(1)
         )
+        if witness is not None:
+            gap = 1.0 - (original * witness(x)).sum(-1)
+            loss = loss + config.witness_weight * F.relu(gap - config.witness_limit)
+        return loss
 
     return objective
 

@@ -9,6 +9,10 @@ samples and a target false-positive rate, two methods:
 - `votes`: any label flip is an illusion; pick the smallest `min_agreement` (the fewest `uncertain`
   verdicts) that meets the target.
 
+With a witness (results carry `witness_gap`), `witness_share` of the false-positive budget goes to
+the witness test (the smallest gap threshold that flags at most that share) and the drift
+threshold takes what is left, so that the two tests together meet the target.
+
 No illusion is looked at, so the thresholds are not tuned to any attack or corpus. They hold for
 the reconstructor, N and early-exit setting they were measured with.
 """
@@ -35,18 +39,28 @@ class Calibration:
 def rates(results: Sequence[SampleResult], policy: VerdictPolicy) -> tuple[float, float]:
     """(flagged share, uncertain share) of `results` under `policy`: on clean data, the first is the
     false-positive rate."""
-    verdicts = [policy.decide(r.label_original, r.label_consensus, r.agreement, r.drift) for r in results]
+    verdicts = [policy.judge(r) for r in results]
     return verdicts.count(ILLUSION) / len(verdicts), verdicts.count(UNCERTAIN) / len(verdicts)
 
 
-def _drift_policy(results: Sequence[SampleResult], target_fpr: float, min_agreement: float) -> VerdictPolicy:
-    # Only samples that reach the drift test can become false positives; allow floor(target * n) of
-    # them above the threshold, so the threshold is the next-largest drift (ties stay below it).
-    drifts = sorted((r.drift for r in results if r.agreement >= min_agreement), reverse=True)
+def _threshold(values: Sequence[float], allowed: int) -> float:
+    """The smallest threshold with at most `allowed` values above it: the next-largest value (ties stay below it)."""
+    ordered = sorted(values, reverse=True)
+    return min(2.0, max(0.0, ordered[allowed] if allowed < len(ordered) else 0.0))
+
+
+def _drift_policy(results: Sequence[SampleResult], target_fpr: float, min_agreement: float, witness_share: float) -> VerdictPolicy:
+    # The drift and witness tests come before the votes, so every sample can become a false positive:
+    # floor(target * n) of them may lie above the thresholds.
     allowed = int(target_fpr * len(results))
-    threshold = drifts[allowed] if allowed < len(drifts) else 0.0
-    threshold = min(2.0, max(0.0, threshold))
-    return VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold)
+    gaps = [getattr(r, "witness_gap", None) for r in results]
+    witness = None
+    if all(g is not None for g in gaps):
+        witness = _threshold(gaps, int(witness_share * allowed))
+        results = [r for r, gap in zip(results, gaps) if gap <= witness]
+        allowed -= len(gaps) - len(results)
+    drift = _threshold([r.drift for r in results], allowed)
+    return VerdictPolicy(min_agreement=min_agreement, max_drift=drift, flip_min_drift=drift, max_witness_gap=witness)
 
 
 def _votes_policy(results: Sequence[SampleResult], target_fpr: float) -> VerdictPolicy:
@@ -59,7 +73,8 @@ def _votes_policy(results: Sequence[SampleResult], target_fpr: float) -> Verdict
 
 
 def calibrate(
-    results: Sequence[SampleResult], target_fpr: float = 0.05, method: str = "drift", min_agreement: float = 0.5
+    results: Sequence[SampleResult], target_fpr: float = 0.05, method: str = "drift", min_agreement: float = 0.5,
+    witness_share: float = 0.5,
 ) -> Calibration:
     if not results:
         raise ValueError("calibration needs at least one clean sample")
@@ -67,21 +82,26 @@ def calibrate(
         raise ValueError("target_fpr must lie in [0, 1)")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
-    policy = _drift_policy(results, target_fpr, min_agreement) if method == "drift" else _votes_policy(results, target_fpr)
+    if not 0.0 <= witness_share <= 1.0:
+        raise ValueError("witness_share must lie in [0, 1]")
+    policy = _drift_policy(results, target_fpr, min_agreement, witness_share) if method == "drift" else _votes_policy(results, target_fpr)
     fpr, uncertain = rates(results, policy)
     return Calibration(policy, fpr, uncertain, len(results))
 
 
 def calibrate_groups(
-    groups: dict[str, Sequence[SampleResult]], target_fpr: float = 0.05, method: str = "drift", min_agreement: float = 0.5
+    groups: dict[str, Sequence[SampleResult]], target_fpr: float = 0.05, method: str = "drift", min_agreement: float = 0.5,
+    witness_share: float = 0.5,
 ) -> tuple[VerdictPolicy, dict[str, Calibration]]:
     """One policy whose false-positive rate meets the target on every group (e.g. clean PNGs and
     clean JPEGs of other sizes): each group's own thresholds, then the most permissive of them.
     Returns the policy and each group's rates under it."""
-    policies = [calibrate(results, target_fpr, method, min_agreement).policy for results in groups.values()]
+    policies = [calibrate(results, target_fpr, method, min_agreement, witness_share).policy for results in groups.values()]
     if method == "drift":
         threshold = max(p.max_drift for p in policies)
-        policy = VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold)
+        gaps = [p.max_witness_gap for p in policies]
+        policy = VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold,
+                               max_witness_gap=None if None in gaps else max(gaps))
     else:
         policy = VerdictPolicy(min_agreement=max(p.min_agreement for p in policies))
     return policy, {name: Calibration(policy, *rates(results, policy), len(results)) for name, results in groups.items()}

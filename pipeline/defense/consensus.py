@@ -79,6 +79,7 @@ class SampleResult:
     embedding_original: torch.Tensor  # D, normalised
     embedding: torch.Tensor  # D, normalised mean of the majority's reconstruction embeddings
     drift: float
+    witness_gap: float | None  # 1 - cos(original, the witness's embedding of the input), when a witness runs
     similarity_original: torch.Tensor  # L: cosine of the original embedding to each label prompt
     similarity_purified: torch.Tensor  # L: cosine of the purified embedding to each label prompt
     representative_index: int  # draw index of the reconstruction closest to `embedding`
@@ -106,11 +107,17 @@ class ConsensusPurifier:
         encoder: Encoder,
         labels: LabelBank | Sequence[str],
         config: ConsensusConfig | None = None,
+        witness: Encoder | None = None,
     ):
+        """`witness`: an adversarially robust copy of `encoder` (same embedding space) whose distance
+        from the encoder's embedding of each input the verdict can threshold (`max_witness_gap`)."""
         self.reconstructor = reconstructor
         self.encoder = encoder
+        self.witness = witness
         self.labels = labels if isinstance(labels, LabelBank) else LabelBank(labels)
         self.config = config or ConsensusConfig()
+        if self.config.verdict.max_witness_gap is not None and witness is None:
+            raise ValueError("the verdict thresholds a witness gap (max_witness_gap) but no witness was given")
 
     # --- helpers ------------------------------------------------------------------------------
     def _autocast(self):
@@ -189,6 +196,8 @@ class ConsensusPurifier:
         num_labels = text.shape[0]
         original = self.encoder.embed_images(images).float()
         original_sims = original @ text.T
+        gaps = [None] * len(images) if self.witness is None else \
+            (1.0 - (original * self.witness.embed_images(images).float().to(original.device)).sum(-1)).tolist()
         encoded = self.reconstructor.encode(images)
 
         batch = images.shape[0]
@@ -239,10 +248,11 @@ class ConsensusPurifier:
                 embedding_original=original[i].cpu(),
                 embedding=purified.cpu(),
                 drift=drift,
+                witness_gap=gaps[i],
                 similarity_original=original_sims[i].cpu(),
                 similarity_purified=(purified @ text.T).cpu(),
                 representative_index=representative,
-                verdict=cfg.verdict.decide(label_original, consensus, agreement, drift),
+                verdict=cfg.verdict.decide(label_original, consensus, agreement, drift, gaps[i]),
             )
             if caption_emb is not None and caption_emb[i] is not None:
                 result.caption_cos_original = float(original[i] @ caption_emb[i])

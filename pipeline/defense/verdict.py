@@ -11,23 +11,30 @@ CLEAN, ILLUSION, UNCERTAIN = "clean", "illusion", "uncertain"
 class VerdictPolicy:
     """Thresholds behind the verdict, applied in this order:
 
-    1. `uncertain` when the consensus label holds less than `min_agreement` of the votes: the
+    1. `illusion` when `max_drift` is set and drift = 1 - cos(original, purified) exceeds it: the
+       embedding did not survive reconstruction, whatever the votes say (this also catches targets
+       outside the label bank). No vote can excuse it: an attacker who splits the votes still has
+       to keep the drift down.
+    2. `illusion` when `max_witness_gap` is set and the image's embedding and its robust witness's
+       (an adversarially fine-tuned copy of the encoder, `pipeline/defense/witness.py`) lie further
+       apart than it: a perturbation moved the encoder where the witness would not follow.
+    3. `uncertain` when the consensus label holds less than `min_agreement` of the votes: the
        reconstructions disagree, so neither the original label nor the consensus can be trusted.
-    2. `illusion` when `max_drift` is set and drift = 1 - cos(original, purified) exceeds it: the
-       embedding did not survive reconstruction, whatever the labels say (this also catches targets
-       outside the label bank).
-    3. When the consensus label differs from the original image's label: `illusion` if the drift
+    4. When the consensus label differs from the original image's label: `illusion` if the drift
        exceeds `flip_min_drift`, else `uncertain`. A clean image near a class boundary can change
        label under reconstruction while its embedding barely moves; an illusion moves it far.
-    4. `clean` otherwise.
+    5. `clean` otherwise.
 
-    The defaults (majority agreement, any label flip is an illusion, no drift test) need no
-    calibration; `disillusion calibrate` sets the drift thresholds from clean data.
+    What happens to `uncertain` samples downstream is the run's choice (`--on-uncertain`). The
+    defaults (majority agreement, any label flip is an illusion, no drift or witness test) need no
+    calibration; `disillusion calibrate` sets the thresholds from clean data.
     """
 
     min_agreement: float = field(default=0.5, metadata={"help": "below this vote share the verdict is 'uncertain'"})
     max_drift: float | None = field(default=None, metadata={"help": "'illusion' when 1 - cos(original, purified) exceeds this"})
     flip_min_drift: float = field(default=0.0, metadata={"help": "a label flip with less drift is 'uncertain', not 'illusion'"})
+    max_witness_gap: float | None = field(default=None, metadata={
+        "help": "'illusion' when 1 - cos(encoder, witness) of the image exceeds this (needs a witness)"})
 
     def __post_init__(self):
         if not 0.0 <= self.min_agreement <= 1.0:
@@ -36,6 +43,8 @@ class VerdictPolicy:
             raise ValueError("max_drift must lie in [0, 2]")
         if not 0.0 <= self.flip_min_drift <= 2.0:
             raise ValueError("flip_min_drift must lie in [0, 2]")
+        if self.max_witness_gap is not None and not 0.0 <= self.max_witness_gap <= 2.0:
+            raise ValueError("max_witness_gap must lie in [0, 2]")
 
     def replacement_accepted(self, label_original: int, label_consensus: int, image_label: int, image_cos: float) -> bool:
         """Whether a purified image may replace a flagged input: the purification must have changed
@@ -46,11 +55,22 @@ class VerdictPolicy:
         max_distance = self.max_drift if self.max_drift is not None else 0.1
         return label_consensus != label_original and image_label == label_consensus and 1.0 - image_cos <= max_distance
 
-    def decide(self, label_original: int, label_consensus: int, agreement: float, drift: float) -> str:
-        if agreement < self.min_agreement:
-            return UNCERTAIN
+    def decide(self, label_original: int, label_consensus: int, agreement: float, drift: float,
+               witness_gap: float | None = None) -> str:
         if self.max_drift is not None and drift > self.max_drift:
             return ILLUSION
+        if self.max_witness_gap is not None:
+            if witness_gap is None:
+                raise ValueError("max_witness_gap is set but the sample has no witness gap: run with a witness")
+            if witness_gap > self.max_witness_gap:
+                return ILLUSION
+        if agreement < self.min_agreement:
+            return UNCERTAIN
         if label_consensus != label_original:
             return ILLUSION if drift > self.flip_min_drift else UNCERTAIN
         return CLEAN
+
+    def judge(self, result) -> str:
+        """The verdict of a `SampleResult` (or anything with its vote fields) under this policy."""
+        return self.decide(result.label_original, result.label_consensus, result.agreement, result.drift,
+                           getattr(result, "witness_gap", None))

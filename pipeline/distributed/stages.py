@@ -107,7 +107,8 @@ class Purify:
         return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
 
 
-def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, on_error: str, s3_endpoint: str | None) -> dict[str, Any]:
+def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, on_error: str, on_uncertain: str,
+                  s3_endpoint: str | None) -> dict[str, Any]:
     """Sanitised shard, verdicts, quarantine and (last) manifest, from the bytes that were examined.
     An output that cannot be written (full disk, read-only) is reported to the driver, which stops
     the run: retrying would fail the same way, and the shards finished so far stay done."""
@@ -118,6 +119,7 @@ def write_outputs(row: dict[str, Any], *, output: str, policy: str | None, on_er
         manifest = finish_shard(
             Storage(s3_endpoint), output, shard, purified_of(row), dim=int(row["dim"]), policy=policy,
             seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]), work_size=int(row["work_size"]), on_error=on_error,
+            on_uncertain=on_uncertain,
         )
     except RunStopped as error:
         return {"manifest": "", "stop": str(error)}
@@ -134,5 +136,6 @@ def plan_stages(config: SanitizeConfig, output: str, resources, noise: NoiseKey)
         Stage("purify", Purify, num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
               max_actors=resources.max_actors, kwargs={"config": config, "noise": noise, "threads": resources.threads_per_actor}),
         Stage("write", write_outputs, num_cpus=resources.task_cpus,
-              kwargs={"output": output, "policy": config.policy, "on_error": config.on_error, "s3_endpoint": config.s3_endpoint}),
+              kwargs={"output": output, "policy": config.policy, "on_error": config.on_error,
+                      "on_uncertain": config.on_uncertain, "s3_endpoint": config.s3_endpoint}),
     ]

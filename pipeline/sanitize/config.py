@@ -12,7 +12,7 @@ from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPoli
 from ..io.sandbox import DEFAULT_DECODE_SECONDS, DEFAULT_PARSE_SECONDS, Budgets
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from ..models.noise import MIN_KEY_BYTES, NoiseKey
-from .outputs import ON_ERROR, POLICIES
+from .outputs import ON_ERROR, ON_UNCERTAIN, POLICIES
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 NOISE_KEY_VARIABLE = "DISILLUSION_NOISE_KEY_FILE"
@@ -35,6 +35,9 @@ class ModelSettings:
     preset: str = field(default="demo", metadata={"help": "named bundle of models, labels and thresholds (demo, imagebind, clip-l14)"})
     reconstructor: str | None = field(default=None, metadata={"help": "override the preset's reconstructor (a model spec, e.g. vae:/dir)", "metavar": "SPEC"})
     encoder: str | None = field(default=None, metadata={"help": "override the preset's encoder (a model spec)", "metavar": "SPEC"})
+    witness: str | None = field(default=None, metadata={
+        "help": "a robust witness: an adversarially fine-tuned copy of the encoder (a model spec; `none` for no witness). Default: "
+                "the preset's, when its own encoder runs", "metavar": "SPEC"})
     # Per-kind options (the registry's table: sample_scale, latent_noise, noise_scale, strength, ...).
     reconstructor_options: dict[str, Any] = field(default_factory=dict)
     labels: tuple[str, ...] | None = field(default=None, metadata={"help": "label file, one per line (in a config file: a list or a file)", "metavar": "FILE"})
@@ -69,6 +72,9 @@ class SanitizeConfig:
     policy: str | None = field(default="drop", metadata={
         "help": "what happens to a flagged sample: drop it to quarantine (default), replace it by its purified image (purify), "
                 "or keep it annotated (keep)", "choices": POLICIES, "name": "on_illusion"})
+    on_uncertain: str = field(default="keep", metadata={
+        "help": "what happens to a sample judged uncertain (votes split, or a label flip with little drift): keep it annotated "
+                "(default), or drop it to quarantine", "choices": ON_UNCERTAIN})
     # Samples that cannot be examined (undecodable, over the pixel limit, links, repeated names, no
     # image): kept byte-identical with an error verdict, or moved to quarantine.
     on_error: str = field(default="keep", metadata={
@@ -98,7 +104,7 @@ class SanitizeConfig:
     def __post_init__(self):
         """Every setting checked where it is made, so that a bad one stops the run before any work."""
         choices = {"precision": (self.runtime.precision, PRECISIONS), "policy": (self.policy, (*POLICIES, None)),
-                   "on_error": (self.on_error, ON_ERROR)}
+                   "on_error": (self.on_error, ON_ERROR), "on_uncertain": (self.on_uncertain, ON_UNCERTAIN)}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(str(a) for a in allowed if a)}, not {value!r}")
@@ -114,6 +120,8 @@ class SanitizeConfig:
             raise ValueError("the parse and decode budgets must be positive")
         if self.models.labels is not None and not self.models.labels:
             raise ValueError("the label list is empty")
+        if self.consensus.verdict.max_witness_gap is not None and self.witness_spec() is None:
+            raise ValueError("max-witness-gap thresholds a witness: give one with --witness SPEC")
         self.label_bank()  # the preset exists, labels are unique, the template has its placeholder
 
     @classmethod
@@ -128,6 +136,8 @@ class SanitizeConfig:
         models = ModelSettings(**nested.pop("models", {}))
         own_models = not (models.reconstructor or models.encoder or models.reconstructor_options)
         base = get_preset(models.preset).verdict if own_models else VerdictPolicy()
+        if models.witness is not None:  # a witness of one's own: the preset's gap threshold belongs to the preset's witness
+            base = replace(base, max_witness_gap=None)
         consensus = nested.pop("consensus", {})
         consensus["verdict"] = replace(base, **consensus.get("verdict", {}))
         return cls(models=models, consensus=ConsensusConfig(**consensus), runtime=RuntimeSettings(**nested.pop("runtime", {})), **nested)
@@ -187,9 +197,21 @@ class SanitizeConfig:
             encoder = load_encoder(models.encoder, **place, s3_endpoint=self.s3_endpoint)
         else:
             encoder = preset.load_encoder(**place)
+        witness = self.witness_spec()
+        witness = load_encoder(witness, **place, s3_endpoint=self.s3_endpoint) if witness else None
         reconstructor.decode_batch_size = run.decode_batch_size
         if run.compile:
-            _ = reconstructor.fingerprint, encoder.fingerprint  # of the weights as loaded, before compilation wraps them
+            # of the weights as loaded, before compilation wraps them
+            _ = reconstructor.fingerprint, encoder.fingerprint, witness and witness.fingerprint
             reconstructor.compile()
             encoder.compile()
-        return ConsensusPurifier(reconstructor, encoder, self.label_bank(), self.consensus)
+        return ConsensusPurifier(reconstructor, encoder, self.label_bank(), self.consensus, witness=witness)
+
+    def witness_spec(self) -> str | None:
+        """The witness that runs: the one given (`none`: no witness), else the preset's when its own encoder runs."""
+        from ..presets import get_preset
+
+        given = self.models.witness
+        if given is not None:
+            return None if given.lower() == "none" else given
+        return None if self.models.encoder else get_preset(self.models.preset).witness

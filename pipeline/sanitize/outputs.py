@@ -24,6 +24,7 @@ from ..io.storage import Storage, join
 
 POLICIES = ("purify", "drop", "keep")  # for samples judged `illusion`
 ON_ERROR = ("keep", "drop")  # for samples that could not be examined
+ON_UNCERTAIN = ("keep", "drop")  # for samples judged `uncertain`
 
 
 def output_paths(output: str, name: str) -> dict[str, str]:
@@ -43,6 +44,7 @@ def sanitised_samples(
     *,
     policy: str,
     on_error: str = "keep",
+    on_uncertain: str = "keep",
     work_size: int,
 ) -> tuple[list[Sample], list[Sample]]:
     """(kept samples, quarantined samples).
@@ -52,20 +54,23 @@ def sanitised_samples(
     member judged `illusion` (an error sample with one included): purify replaces each such member
     by its purified PNG at the working size `work_size` (extension png, or `<ext>.png` when the
     sample has a png member already), keep leaves it, drop moves the sample to quarantine with its
-    original bytes. Under purify, a sample with an illusion whose purified image failed its check
+    original bytes. `on_uncertain` drop moves a sample with a member judged `uncertain` (and none
+    judged `illusion`, which its policy decides) to quarantine; keep writes it on. Under purify, a sample with an illusion whose purified image failed its check
     (`VerdictPolicy.replacement_accepted`: absent from `purified_png`) is quarantined instead. Every
     kept sample gets a `disillusion.json` member with its verdict; every other member, repeated
     members included, stays byte-identical.
     """
-    if policy not in POLICIES or on_error not in ON_ERROR:
-        raise ValueError(f"unknown policy {policy!r} or on_error {on_error!r}; choose from {POLICIES} and {ON_ERROR}")
+    if policy not in POLICIES or on_error not in ON_ERROR or on_uncertain not in ON_UNCERTAIN:
+        raise ValueError(f"unknown policy {policy!r}, on_error {on_error!r} or on_uncertain {on_uncertain!r}; "
+                         f"choose from {POLICIES}, {ON_ERROR} and {ON_UNCERTAIN}")
     kept, quarantined = [], []
     for sample in samples:
         row, outcomes = rows[sample.key], members.get(sample.key, {})
         error = row["status"] == "error" or "error" in outcomes.values()
         illusions = [ext for ext, outcome in outcomes.items() if outcome == "illusion"]
         unpurified = policy == "purify" and any((sample.key, ext) not in purified_png for ext in illusions)
-        if (error and on_error == "drop") or (illusions and policy == "drop") or unpurified:
+        doubted = not illusions and "uncertain" in outcomes.values() and on_uncertain == "drop"
+        if (error and on_error == "drop") or (illusions and policy == "drop") or unpurified or doubted:
             quarantined.append(sample)
             continue
         replaced = {ext: purified_png[(sample.key, ext)] for ext in outcomes if (sample.key, ext) in purified_png} if policy == "purify" else {}
@@ -77,7 +82,8 @@ def sanitised_samples(
                 out.members[ext] = data
         # Text as valid UTF-8 (bytes that are not UTF-8 as \xNN); `key` as the verdict table names it
         # (the member names may differ: see `safe_key`).
-        note = {k: as_text(row.get(k)) for k in ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift", "member")}
+        note = {k: as_text(row.get(k)) for k in
+                ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift", "witness_gap", "member")}
         note["key"] = display(sample.key)
         note["original_size"] = [row["original_width"], row["original_height"]] if row.get("original_width") else None
         note["images"] = {display(ext): outcome for ext, outcome in outcomes.items()}

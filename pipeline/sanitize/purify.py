@@ -74,6 +74,7 @@ def process_shard(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     on_error: str = "keep",
+    on_uncertain: str = "keep",
     budgets: Budgets = Budgets(),
     sandbox: Sandbox | None = None,
 ) -> dict[str, Any]:
@@ -89,10 +90,13 @@ def process_shard(
     purified = purify_records(purifier, records, shard.name, noise=noise, batch_size=batch_size, want_images=policy == "purify")
     return finish_shard(
         storage, output, shard, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
-        fingerprints=fingerprints(purifier, noise), work_size=work_size, on_error=on_error,
+        fingerprints=fingerprints(purifier, noise), work_size=work_size, on_error=on_error, on_uncertain=on_uncertain,
     )
 
 
 def fingerprints(purifier: ConsensusPurifier, noise: NoiseKey) -> dict[str, str]:
     """What judged a shard: the models' weights and the noise key, each by a fingerprint (never the key)."""
-    return {"reconstructor": purifier.reconstructor.fingerprint, "encoder": purifier.encoder.fingerprint, "noise": noise.fingerprint}
+    models = {"reconstructor": purifier.reconstructor.fingerprint, "encoder": purifier.encoder.fingerprint, "noise": noise.fingerprint}
+    if purifier.witness is not None:
+        models["witness"] = purifier.witness.fingerprint
+    return models

@@ -83,6 +83,7 @@ def finish_shard(
     fingerprints: dict[str, str],
     work_size: int,
     on_error: str = "keep",
+    on_uncertain: str = "keep",
 ) -> dict[str, Any]:
     """Write the shard's outputs (policy None: audit, no sanitised shard) and return its manifest.
 
@@ -93,7 +94,7 @@ def finish_shard(
     ordered = [{**rows[s.key], "truth": truth_of(s)} for s in shard.samples]
     pngs = {member: encode_png(image) for member, image in purified.images.items()} if policy == "purify" else {}
     kept, quarantined = (None, []) if policy is None else sanitised_samples(
-        shard.samples, rows, purified.members, pngs, policy=policy, on_error=on_error, work_size=work_size)
+        shard.samples, rows, purified.members, pngs, policy=policy, on_error=on_error, on_uncertain=on_uncertain, work_size=work_size)
     verdicts = Counter(r["verdict"] for r in ordered if r["status"] == "ok")
     manifest = {
         "shard": shard.name,
@@ -112,6 +113,7 @@ def finish_shard(
         "problems": shard.problems,
         "policy": policy or "audit",
         "on_error": on_error if policy else None,
+        "on_uncertain": on_uncertain if policy else None,
         "work_size": work_size,
         "batches": {"count": purified.batches, "images": purified.batched_images, "size": purified.batch_size},
         "seconds": round(seconds, 3),

@@ -30,11 +30,25 @@ def test_drift_method_allows_exactly_the_target_share_above_the_threshold():
     assert strict.false_positive_rate == 0.0 and strict.policy.max_drift == pytest.approx(0.19)
 
 
-def test_drift_method_ignores_samples_already_uncertain():
-    # Low-agreement samples never reach the drift test, so they do not push the threshold up.
+def test_drift_method_counts_low_agreement_samples_too():
+    # The drift test comes before the votes: split votes excuse no drift, so clean samples with split
+    # votes and a large drift push the threshold up rather than pass as uncertain.
     results = clean_results() + [SimpleNamespace(label_original=0, label_consensus=1, agreement=0.3, drift=1.5)] * 20
     result = calibrate(results, target_fpr=0.05, min_agreement=0.5)
-    assert result.policy.max_drift < 0.2 and result.false_positive_rate <= 0.05
+    assert result.policy.max_drift == pytest.approx(1.5) and result.false_positive_rate <= 0.05
+    assert result.uncertain_rate == pytest.approx(30 / 120)  # the 20 split votes and the 10 flips
+
+
+def test_a_witness_takes_its_share_of_the_budget_and_the_two_tests_meet_the_target_together():
+    # The largest witness gaps belong to samples that barely drift, so the two tests flag different samples.
+    results = [SimpleNamespace(**vars(r), witness_gap=0.001 * (99 - i)) for i, r in enumerate(clean_results())]
+    result = calibrate(results, target_fpr=0.06, witness_share=0.5)
+    assert result.policy.max_witness_gap == pytest.approx(0.096)  # 3 of the 6 allowed above it (gaps 0.097-0.099)
+    assert result.policy.max_drift == pytest.approx(0.16)  # and 3 by drift (0.17-0.19)
+    assert result.false_positive_rate == pytest.approx(0.06)
+    drift_only = calibrate(results, target_fpr=0.06, witness_share=0.0)
+    assert drift_only.policy.max_witness_gap == pytest.approx(0.099) and drift_only.policy.max_drift == pytest.approx(0.13)
+    assert calibrate(clean_results(), target_fpr=0.06).policy.max_witness_gap is None
 
 
 def test_bad_arguments():

@@ -117,9 +117,23 @@ def test_verdict_policy_order():
     assert gated.decide(1, 2, 0.9, 0.1) == "uncertain"
     assert gated.decide(1, 2, 0.9, 0.25) == "illusion"
     assert gated.decide(1, 1, 0.9, 0.25) == "clean"
-    assert gated.decide(1, 1, 0.4, 0.9) == "uncertain"
+    assert gated.decide(1, 1, 0.4, 0.2) == "uncertain"
+    # No free pass: past the drift threshold a sample is an illusion however the votes split, and a
+    # label flip with drift above flip_min_drift is one too.
+    assert gated.decide(1, 1, 0.4, 0.9) == "illusion"
+    assert gated.decide(1, 2, 0.1, 0.31) == "illusion"
+    # The witness test, also before the votes; a policy that thresholds it needs the gap.
+    witnessed = VerdictPolicy(max_drift=0.3, max_witness_gap=0.1)
+    assert witnessed.decide(1, 1, 0.9, 0.1, witness_gap=0.05) == "clean"
+    assert witnessed.decide(1, 1, 0.9, 0.1, witness_gap=0.2) == "illusion"
+    assert witnessed.decide(1, 1, 0.2, 0.1, witness_gap=0.2) == "illusion"
+    assert witnessed.decide(1, 1, 0.2, 0.1, witness_gap=0.05) == "uncertain"
+    with pytest.raises(ValueError, match="witness"):
+        witnessed.decide(1, 1, 0.9, 0.1)
     with pytest.raises(ValueError):
         VerdictPolicy(flip_min_drift=-0.1)
+    with pytest.raises(ValueError):
+        VerdictPolicy(max_witness_gap=3.0)
 
 
 def test_a_purified_image_replaces_an_input_only_when_it_delivers_a_changed_consensus():
@@ -139,3 +153,26 @@ def test_label_bank(tmp_path):
         LabelBank(["cat", "cat"])
     with pytest.raises(ValueError, match="placeholder"):
         LabelBank(["cat"], template="a photo")
+
+
+def test_a_witness_adds_its_gap_and_the_verdict_thresholds_it(parts, bpe_path):
+    reconstructor, encoder = parts
+    images, seeds = batch(), list(range(6))
+    # A witness identical to the encoder never disagrees with it; another model does.
+    same = ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(n=4), witness=encoder).purify(images, seeds=seeds)
+    assert all(abs(r.witness_gap) < 1e-5 for r in same)
+    other = tiny_clip_encoder(bpe_path)
+    torch.manual_seed(1)
+    for parameter in other.model.visual_projection.parameters():
+        parameter.add_(0.5 * torch.randn_like(parameter))
+    with torch.no_grad():
+        expected = 1 - (encoder.embed_images(images) * other.embed_images(images)).sum(-1)
+    plain = ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(n=4)).purify(images, seeds=seeds)
+    gated = ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(n=4, verdict=VerdictPolicy(max_witness_gap=0.0)),
+                              witness=other).purify(images, seeds=seeds)
+    for i, (before, after) in enumerate(zip(plain, gated)):
+        assert after.witness_gap == pytest.approx(float(expected[i]), abs=1e-5) and before.witness_gap is None
+        assert after.votes == before.votes  # the witness changes the verdict, never the draws
+        assert after.verdict == ("illusion" if after.witness_gap > 0 else before.verdict)
+    with pytest.raises(ValueError, match="witness"):
+        ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(verdict=VerdictPolicy(max_witness_gap=0.1)))

@@ -113,3 +113,21 @@ def test_purify_replaces_each_accepted_illusion_member_and_quarantines_the_rest(
     assert (two.members["png"], two.members["jpg.png"], two.members["txt"]) == (b"P1", b"P2", b"t")  # names kept apart
     assert json.loads(two.members["disillusion.json"])["purified"] == {"png": "png", "jpg": "jpg.png"}
     assert quarantined[0].members == {"jpg": b"c"} and kept[1].members["png"] == b"d"
+
+
+def test_uncertain_samples_are_kept_or_quarantined_as_on_uncertain_says():
+    from pipeline.io.shards import Sample
+    from pipeline.sanitize.outputs import sanitised_samples
+
+    outcomes = {"doubt": {"png": "uncertain"}, "mixed": {"png": "uncertain", "jpg": "illusion"}, "fine": {"png": "clean"}}
+    samples = [Sample(key, {ext: key.encode() for ext in members}) for key, members in outcomes.items()]
+    rows = {key: {"status": "ok", "verdict": max(m.values(), key=["clean", "uncertain", "illusion"].index)} for key, m in outcomes.items()}
+    for on_uncertain, kept_keys in (("keep", ["doubt", "fine"]), ("drop", ["fine"])):
+        kept, quarantined = sanitised_samples(samples, rows, outcomes, {}, policy="drop", on_uncertain=on_uncertain, work_size=32)
+        assert [s.key for s in kept] == kept_keys
+        assert sorted(s.key for s in quarantined) == sorted({"doubt", "mixed", "fine"} - set(kept_keys))
+    # Under keep, a sample with an illusion member is kept whatever on_uncertain says: its policy decides.
+    kept, _ = sanitised_samples(samples, rows, outcomes, {}, policy="keep", on_uncertain="drop", work_size=32)
+    assert [s.key for s in kept] == ["mixed", "fine"]
+    with pytest.raises(ValueError, match="on_uncertain"):
+        sanitised_samples(samples, rows, outcomes, {}, policy="keep", on_uncertain="maybe", work_size=32)
