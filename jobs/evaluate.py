@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import asdict, replace
 
 import torch
 
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detect-limit", type=int, default=None, help="run the detect-adaptive attack on the first K images only (default: --adaptive-limit)")
     parser.add_argument("--dm-attack-steps", type=int,
                         help="dm: attack through a surrogate with this many denoising steps (default: the full chain, as the defense runs it)")
+    parser.add_argument("--witness", action=argparse.BooleanOptionalAction, default=True,
+                        help="consensus defenses: the preset's robust witness in the verdict, as `sanitize` runs it (the attacks aim under it)")
     parser.add_argument("--ablations", action="store_true", help="also sweep N and the sampling scale for vae+consensus")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="seed of the images chosen, the attacks and the defenses' draws (default 0)")
@@ -71,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     encoder = preset.load_encoder(device=device)
+    witness = preset.load_witness(device=device) if args.witness and preset.witness else None
+    verdict = preset.verdict if witness else replace(preset.verdict, max_witness_gap=None)
     bank = preset.label_bank()
     text = bank.embeddings(encoder)
     sample = load_sample()
@@ -99,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
         "dm_attack_steps": args.dm_attack_steps, "reconstructor_options": preset.reconstructor_options,
         "detect_adaptive": {"steps": args.detect_steps, "eot": args.eot, "restarts": args.restarts, "images": detect_count if detect else 0,
                             "step_size": attack.step_size},
-        "verdict_policy": {"min_agreement": preset.verdict.min_agreement, "max_drift": preset.verdict.max_drift,
-                           "flip_min_drift": preset.verdict.flip_min_drift},
+        "verdict_policy": asdict(verdict), "witness": preset.witness if witness else None,
         "seed": args.seed, "threads": torch.get_num_threads(), "device": describe_device(device),
     }
 
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows, adaptive_cache = [], {}
     for name in wanted:
-        defense = _defense(name, preset, encoder, bank, text, args, device)
+        defense = _defense(name, preset, encoder, bank, text, args, device, verdict, witness)
         inputs = {"clean": images, "illusion": illusions}
         if adaptive is not None:
             if defense.attack_key not in adaptive_cache:
@@ -171,7 +175,7 @@ def markdown_report(report: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _defense(name, preset, encoder, bank, text, args, device):
+def _defense(name, preset, encoder, bank, text, args, device, verdict, witness):
     from pipeline.evaluation import blur_defense, jpeg_defense, none_defense, reconstruction_defense
 
     if name == "none":
@@ -189,7 +193,7 @@ def _defense(name, preset, encoder, bank, text, args, device):
         surrogate = preset.load_reconstructor(kind, denoise_steps=args.dm_attack_steps, device=device)
     return reconstruction_defense(
         name, reconstructor, encoder, bank, n=args.n if consensus else 1, eot_samples=args.eot_samples, seed=args.seed,
-        attack_reconstructor=surrogate, verdict=preset.verdict,
+        attack_reconstructor=surrogate, verdict=verdict, witness=witness,
     )
 
 

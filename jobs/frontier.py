@@ -155,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"sanity {entry['knob']}={entry['value']:.4g}: purify {entry['target_purify']:.3f} drop {entry['target_drop']:.3f}", flush=True)
             write_report(report(results, sanity, complete=False), args.json, args.markdown, markdown)
     if args.suite_sanity and relaxed is not None:
-        sanity += relaxed_sanity(results[0], encoder, witness, text, relaxed, images[: min(args.attack_limit, args.limit)],
-                                 targets[: min(args.attack_limit, args.limit)], args.batch_size,
+        count = min(args.attack_limit, args.limit, SANITY_IMAGES)
+        sanity += relaxed_sanity(results[0], encoder, witness, text, relaxed, images[:count], targets[:count], args.batch_size,
                                  lambda: write_report(report(results, sanity, complete=False), args.json, args.markdown, markdown))
     final = report(results, sanity, complete=True)
     write_report(final, args.json, args.markdown, markdown)
@@ -171,6 +171,9 @@ COMPARABLE = {"preset": "demo", "limit": None, "calibrate_on": "fashion-mnist", 
               "target_fpr": None, "eps": None, "steps": None, "detect_steps": None, "eot": None, "restarts": None, "seed": None,
               "dm_attack_steps": None, "offset": 0, "witness": False, "on_uncertain": "keep", "suite_steps": None, "suite_restarts": None,
               "suite_queries": None, "select_offset": None, "select_limit": None}
+
+
+SANITY_IMAGES = 100  # the relaxed suite's sanity curves run on the first 100 attacked images
 
 
 def relaxed_sanity(first, encoder, witness, text, relaxed: tuple, images, targets, batch_size: int, save) -> list[dict]:

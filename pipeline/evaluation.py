@@ -75,6 +75,10 @@ class Row:
     true_purify: float | None = None
     true_drop: float | None = None
     true_keep: float | None = None
+    # The share judged `uncertain` whose original label is the target / the true label: what keeping
+    # uncertain samples adds to the attacker's figures and to clean Top-1 downstream (on_uncertain keep).
+    uncertain_target: float | None = None
+    uncertain_true: float | None = None
 
 
 def _ranking_from_embedding(embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -175,6 +179,9 @@ def score(defense: Defense, output: DefenseOutput, labels: torch.Tensor, targets
         sanitised = {f"verdict_{v}": sum(x == v for x in output.verdicts) / len(output.verdicts) for v in ("clean", "illusion", "uncertain")}
         sanitised |= {f"target_{p}": float((labels_ == targets).float().mean()) for p, labels_ in output.downstream.items()}
         sanitised |= {f"true_{p}": float((labels_ == labels).float().mean()) for p, labels_ in output.downstream.items()}
+        uncertain, original = torch.tensor([v == "uncertain" for v in output.verdicts]), output.downstream["keep"]
+        sanitised |= {"uncertain_target": float((uncertain & (original == targets)).float().mean()),
+                      "uncertain_true": float((uncertain & (original == labels)).float().mean())}
     return Row(
         defense=defense.name,
         input=input_name,

@@ -104,7 +104,8 @@ def run_point(
     metrics: dict[str, Any] = {}
     for row in rows:
         count = len(images) if row.input != "detect-adaptive" else len(adaptive)
-        entry = {"images": count, "top1": row.top1, "flagged": row.verdict_illusion, "uncertain": row.verdict_uncertain}
+        entry = {"images": count, "top1": row.top1, "flagged": row.verdict_illusion, "uncertain": row.verdict_uncertain,
+                 "uncertain_target": row.uncertain_target, "uncertain_true": row.uncertain_true}
         for policy in POLICIES:
             entry[f"top1_downstream_{policy}"] = getattr(row, f"true_{policy}")
             share = getattr(row, f"target_{policy}")

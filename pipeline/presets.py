@@ -83,6 +83,7 @@ PRESETS = {
         name="demo",
         encoder=f"clip:{DEMO_DIR}/clip",
         reconstructors={kind: f"{kind}:{DEMO_DIR}/{kind}" for kind in ("vae", "ae", "dm")},
+        witness=f"clip:{DEMO_DIR}/witness",
         labels=CLASSES,
         work_size=32,
         # 32 px models: per-call overhead, not the GPU, sets the pace of an attack step (an H200 took

@@ -1,9 +1,15 @@
 """Clean images as scraped corpora store them, for calibrating thresholds that hold on real corpora.
 
 A threshold calibrated on lossless images at the working size flags more clean JPEGs of other sizes
-(their drift under reconstruction is larger). Calibration therefore sees each clean image as PNG
-at its own size and as a JPEG resized to a random size and aspect at a random quality, and both
-go through the decoding `sanitize` uses (`decode_working`).
+(their drift under reconstruction is larger), and more still when a scraper upscaled a small image
+or stored it at low quality. Calibration therefore sees each clean image as each scraper pipeline
+below would store it, and every stored copy goes through the decoding `sanitize` uses (`decode_working`):
+
+- `png`: as it is;
+- `jpeg`: shorter side resized (bicubic) to 32-256 px, aspect 3:4-4:3, quality 70-95;
+- `jpeg-any`: any resampling filter, shorter side 24-512 px, quality 50-100, chroma 4:4:4, 4:2:2 or 4:2:0;
+- `upscaled`: shrunk to 14-28 px and blown up to 64-256 px (any filters), JPEG quality 85-100;
+- `webp`: any filter, shorter side 24-512 px, WebP quality 50-100 (one in five lossless).
 """
 
 from __future__ import annotations
@@ -17,23 +23,37 @@ from PIL import Image
 
 from ..io.images import decode_working
 
-ENCODINGS = ("png", "jpeg")
+ENCODINGS = ("png", "jpeg", "jpeg-any", "upscaled", "webp")
+SCRAPED = ENCODINGS[2:]  # the pipelines calibration did not see before 2026-11-27
+FILTERS = tuple(Image.Resampling)  # nearest, lanczos, bilinear, bicubic, box, hamming
 
 
 def as_stored(image: torch.Tensor, encoding: str, rng: random.Random) -> bytes:
-    """A 3 x H x W image in [0, 1] as file bytes: `png` as it is; `jpeg` with its shorter side
-    resized to 32-256 px, its aspect ratio to 3:4-4:3, at quality 70-95."""
+    """A 3 x H x W image in [0, 1] as file bytes, stored as the pipeline `encoding` (above) would."""
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}")
     picture = Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     buffer = io.BytesIO()
     if encoding == "png":
         picture.save(buffer, format="PNG")
-        return buffer.getvalue()
-    short, aspect = rng.randint(32, 256), rng.uniform(0.75, 4 / 3)
-    size = (short, round(short * aspect)) if aspect >= 1 else (round(short / aspect), short)
-    picture.resize(size, Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=rng.randint(70, 95))
+    elif encoding == "jpeg":
+        _resized(picture, rng.randint(32, 256), rng, Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=rng.randint(70, 95))
+    elif encoding == "jpeg-any":
+        _resized(picture, rng.randint(24, 512), rng).save(buffer, format="JPEG", quality=rng.randint(50, 100), subsampling=rng.randint(0, 2))
+    elif encoding == "upscaled":
+        small = _resized(picture, rng.randint(14, 28), rng)
+        _resized(small, rng.randint(64, 256), rng).save(buffer, format="JPEG", quality=rng.randint(85, 100))
+    else:
+        lossless = rng.random() < 0.2
+        _resized(picture, rng.randint(24, 512), rng).save(buffer, format="WEBP", quality=rng.randint(50, 100), lossless=lossless)
     return buffer.getvalue()
+
+
+def _resized(picture: Image.Image, short: int, rng: random.Random, method: Image.Resampling | None = None) -> Image.Image:
+    """Shorter side to `short` px at a random aspect ratio of 3:4-4:3, with `method` or a random filter."""
+    aspect = rng.uniform(0.75, 4 / 3)
+    size = (short, round(short * aspect)) if aspect >= 1 else (round(short / aspect), short)
+    return picture.resize(size, method if method is not None else rng.choice(FILTERS))
 
 
 def at_working_size(data: bytes, work_size: int) -> torch.Tensor:

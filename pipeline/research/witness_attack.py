@@ -113,7 +113,7 @@ def _checkpoints(steps: int) -> set[int]:
     """APGD's checkpoints: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
     points, previous, current = set(), 0.0, 0.22
     while current <= 1.0:
-        points.add(max(1, math.ceil(current * steps)))
+        points.add(max(1, math.ceil(current * steps - 1e-9)))
         previous, current = current, current + max(current - previous - 0.03, 0.06)
     return points
 
@@ -210,11 +210,12 @@ def strongest(condition: RelaxedPass, images: torch.Tensor, config: SuiteConfig,
 def sanity_curves(condition: RelaxedPass, images: torch.Tensor, config: SuiteConfig, weight: float, limit: float,
                   batch_size: int = 100) -> Iterator[dict]:
     """APGD's pass share as the budget grows (it must approach 100% by 64/255, or the loss is masked),
-    as steps grow (100, 500, 1,000) and as restarts grow (1, 5): flat curves mean the budget does not
-    set the figure. Yields one entry per setting, as each is measured."""
-    grid = ([("eps", e, dict(eps=e)) for e in (4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255)]
-            + [("steps", s, dict(steps=s)) for s in (100, 500, 1000)]
-            + [("restarts", r, dict(restarts=r)) for r in (1, 5)])
+    as steps grow (100, 1,000) and as restarts grow (5) from the base of `config.steps` steps and one
+    start (the eps entry at `config.eps`): flat curves mean the budget does not set the figure.
+    Yields one entry per setting, as each is measured."""
+    grid = ([("eps", e, dict(eps=e)) for e in sorted({4 / 255, 8 / 255, config.eps, 32 / 255, 64 / 255})]
+            + [("steps", s, dict(steps=s)) for s in (100, 1000) if s != config.steps]
+            + [("restarts", 5, dict(restarts=5))])
     for knob, value, change in grid:
         settings = {"eps": config.eps, "steps": config.steps, "restarts": 1, **change}
         passed = 0

@@ -29,3 +29,19 @@ def test_the_attack_stays_in_budget_and_keeps_the_best_judged_iterate(bpe_path):
     assert torch.equal(adversarial[0], judged[1][0]) and torch.equal(adversarial[1:], judged[3][1:])
     with torch.no_grad():
         assert objective(judged[1], 0).mean() < before.mean()  # descending the attacker's loss
+
+
+def test_the_witness_term_charges_only_a_gap_beyond_its_limit(bpe_path):
+    encoder, vae = tiny_clip_encoder(bpe_path), VAEReconstructor(tiny_vae())
+    text = LabelBank(["cat", "dog", "hello"]).embeddings(encoder)
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([1, 2, 0])
+    config = DetectAdaptiveConfig(eot=2, witness_limit=0.0, witness_weight=5.0)
+    plain = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, config)
+    shifted = lambda x: torch.nn.functional.normalize(encoder.embed_images(x) + 0.3, dim=-1)  # noqa: E731
+    with torch.no_grad():
+        gap = 1 - (encoder.embed_images(images) * shifted(images)).sum(-1)
+        same = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, config, witness=encoder.embed_images)
+        other = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, config, witness=shifted)
+        torch.testing.assert_close(same(images, 0), plain(images, 0), atol=1e-5, rtol=0)
+        torch.testing.assert_close(other(images, 0), plain(images, 0) + 5.0 * gap, atol=1e-5, rtol=0)

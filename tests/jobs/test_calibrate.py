@@ -2,6 +2,7 @@ import argparse
 import json
 import random
 
+import pytest
 import torch
 
 from jobs.cli import main
@@ -65,6 +66,13 @@ def test_stored_encodings_go_through_the_sanitize_decoder():
     assert torch.allclose(at_working_size(as_stored(image, "png", rng), 32), image, atol=1 / 255)
     jpeg = as_stored(image, "jpeg", rng)
     assert jpeg[:2] == b"\xff\xd8" and at_working_size(jpeg, 32).shape == (3, 32, 32)
+    # The scraper pipelines: every one decodes to the working size; the formats are what they say.
+    for encoding, magic in (("jpeg-any", b"\xff\xd8"), ("upscaled", b"\xff\xd8"), ("webp", b"RIFF")):
+        stored = [as_stored(image, encoding, rng) for _ in range(5)]
+        assert all(data.startswith(magic) and at_working_size(data, 32).shape == (3, 32, 32) for data in stored)
+        assert len(set(stored)) == 5  # each copy drawn afresh (size, filter, quality)
+    with pytest.raises(ValueError, match="encoding"):
+        as_stored(image, "gif", rng)
 
 
 def test_calibrating_other_models_writes_them_into_the_config(tmp_path):

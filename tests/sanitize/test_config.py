@@ -60,3 +60,20 @@ def test_bad_settings_stop_before_any_work():
 def test_purifier_gets_the_resolved_decode_batch():
     purifier = SanitizeConfig.resolve(decode_batch_size=7).build_purifier("cpu")
     assert purifier.reconstructor.decode_batch_size == 7
+
+
+def test_the_witness_is_the_presets_when_its_encoder_runs_and_can_be_switched_off():
+    demo = get_preset("demo")
+    config = SanitizeConfig.resolve()
+    assert config.witness_spec() == demo.witness and demo.witness is not None
+    assert config.consensus.verdict.max_witness_gap == demo.verdict.max_witness_gap is not None
+    assert config.build_purifier().witness.fingerprint != config.build_purifier().encoder.fingerprint
+    off = SanitizeConfig.resolve(witness="none")
+    assert off.witness_spec() is None and off.build_purifier().witness is None
+    assert off.consensus.verdict == dataclasses.replace(demo.verdict, max_witness_gap=None)
+    # Another encoder has no witness unless given one; a witness of one's own needs its own threshold.
+    assert SanitizeConfig.resolve(encoder="clip:/elsewhere").witness_spec() is None
+    own = SanitizeConfig.resolve(witness="clip:/mine")
+    assert own.witness_spec() == "clip:/mine" and own.consensus.verdict.max_witness_gap is None
+    with pytest.raises(ValueError, match="witness"):
+        SanitizeConfig.resolve(witness="none", max_witness_gap=0.1)
