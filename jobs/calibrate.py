@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from pipeline.data.encodings import ENCODINGS
 from pipeline.data.fashion_mnist import DEBIAN_DIR
 from pipeline.defense.calibration import METHODS
 from pipeline.sanitize.settings import by_name, settings_table
@@ -31,9 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Fashion-MNIST directory (demo preset): uses test images outside the bundled sample")
     parser.add_argument("--limit", type=int, default=1000, help="clean samples to use")
     parser.add_argument("--offset", type=int, default=0, help="demo: skip the first K held-out test images (e.g. to check on images calibration did not see)")
-    parser.add_argument("--encodings", default="png,jpeg",
-                        help="demo: store each clean image as these (png: as is; jpeg: random size 32-256 px, aspect 3:4-4:3, quality 70-95); "
-                             "--input shards are grouped by their image format. Thresholds hold for every group.")
+    parser.add_argument("--encodings", default=",".join(ENCODINGS),
+                        help="demo: store each clean image as each of these scraper pipelines would (pipeline/data/encodings.py: png as is; "
+                             "jpeg, jpeg-any, upscaled and webp at random sizes, filters and qualities); --input shards are grouped by "
+                             "their image format. Thresholds hold for every group.")
     parser.add_argument("--check", action="store_true",
                         help="report the false-positive rate of the preset's thresholds (or --config's) per group; choose none")
     parser.add_argument("--config", metavar="FILE",
