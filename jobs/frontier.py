@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     suite.add_argument("--select-offset", type=int, default=0, help="the loss weights are chosen on the bundled sample's images from here")
     suite.add_argument("--select-limit", type=int, default=50, help="... this many (keep them apart from --offset/--limit)")
     suite.add_argument("--suite-sanity", action="store_true",
-                       help="at the first point, the relaxed suite's sanity curves: eps 4-64/255, steps 100-1000, restarts 1 and 5")
+                       help="at the first point, on its first 100 attacked images, the relaxed suite's sanity curves: eps 4-64/255, "
+                            "a fifth and twice --suite-steps, 5 restarts")
     parser.add_argument("--attack-limit", type=int, default=40, help="images attacked by the detect-adaptive attacker at each point")
     parser.add_argument("--calibrate-on", choices=("fashion-mnist", "sample"), default="fashion-mnist",
                         help="held-out clean images for the thresholds: Fashion-MNIST test images outside the bundled sample "

@@ -210,11 +210,12 @@ def strongest(condition: RelaxedPass, images: torch.Tensor, config: SuiteConfig,
 def sanity_curves(condition: RelaxedPass, images: torch.Tensor, config: SuiteConfig, weight: float, limit: float,
                   batch_size: int = 100) -> Iterator[dict]:
     """APGD's pass share as the budget grows (it must approach 100% by 64/255, or the loss is masked),
-    as steps grow (100, 1,000) and as restarts grow (5) from the base of `config.steps` steps and one
-    start (the eps entry at `config.eps`): flat curves mean the budget does not set the figure.
+    as steps go from a fifth to twice `config.steps` (100 and 1,000 for 500), and with 5 starts; the
+    base (`config.steps` steps, one start) is the eps entry at `config.eps`. Flat curves mean the
+    budget does not set the figure.
     Yields one entry per setting, as each is measured."""
     grid = ([("eps", e, dict(eps=e)) for e in sorted({4 / 255, 8 / 255, config.eps, 32 / 255, 64 / 255})]
-            + [("steps", s, dict(steps=s)) for s in (100, 1000) if s != config.steps]
+            + [("steps", s, dict(steps=s)) for s in (max(1, config.steps // 5), 2 * config.steps)]
             + [("restarts", 5, dict(restarts=5))])
     for knob, value, change in grid:
         settings = {"eps": config.eps, "steps": config.steps, "restarts": 1, **change}

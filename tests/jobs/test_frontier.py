@@ -74,3 +74,26 @@ def test_frontier_joins_saved_runs_that_share_the_attacker(frontier_run, tmp_pat
     again.write_text(parts[0].read_text())
     assert main(["frontier", "--from", str(parts[0]), str(again)]) == 2
     assert "vae latent_noise=0, N=3 is in both" in capsys.readouterr().err
+
+
+def test_frontier_with_the_witness_runs_the_relaxed_suite_on_other_images_than_it_chose_its_loss_on(tmp_path):
+    out, md = tmp_path / "w.json", tmp_path / "w.md"
+    common = ["frontier", "--vae", "0", "--ae", "", "--dm", "", "--n", "3", "--witness", "--calibrate-on", "sample", "--calibration-limit", "20",
+              "--steps", "3", "--detect-steps", "3", "--eot", "2", "--suite-steps", "6", "--suite-restarts", "2", "--suite-queries", "5",
+              "--device", "cpu"]
+    # The selection images may not overlap the reported ones.
+    assert main([*common, "--offset", "0", "--limit", "6", "--select-offset", "4", "--select-limit", "4"]) == 2
+    assert main([*common, "--offset", "10", "--limit", "6", "--attack-limit", "4", "--select-offset", "0", "--select-limit", "4",
+                 "--on-uncertain", "drop", "--suite-sanity", "--json", str(out), "--markdown", str(md)]) == 0
+    report = json.loads(out.read_text())
+    (point,) = report["points"]
+    assert point["thresholds"]["max_witness_gap"] is not None  # calibrated with the drift
+    relaxed = point["metrics"]["witness-relaxed"]
+    assert relaxed["images"] == 4 and relaxed["chosen"]["images"] == 4 and set(relaxed["per_attack"]) == {"apgd", "square"}
+    assert max(relaxed["per_attack"].values()) <= relaxed["passed"] <= 1
+    clean = point["metrics"]["clean"]
+    assert clean["uncertain_target"] == clean["uncertain_true"] == 0  # dropped: uncertain samples deliver nothing
+    knobs = [(e["knob"], e["value"]) for e in report["sanity"]]
+    assert knobs == [("relaxed eps", v) for v in sorted({4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255})] + [
+        ("relaxed steps", 1), ("relaxed steps", 12), ("relaxed restarts", 5)]
+    assert "| relaxed eps | 64/255 |" in md.read_text() and "relaxed suite vs the witness test" in md.read_text()
