@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         for s in read_samples(storage.read_bytes(os.path.join(corpus_dir, name))):
             truth[s.key] = json.loads(s.members["json"])
     rows = [r for name in sorted(os.listdir(os.path.join(sanitized, "verdicts"))) for r in pq.read_table(os.path.join(sanitized, "verdicts", name)).to_pylist()]
-    report = score_detection(rows, truth)
+    report = score_detection(rows, truth, config.on_uncertain)
     report["samples_per_second"] = summary.get("samples_per_second")
     with open(os.path.join(args.output, "demo_report.json"), "w") as handle:
         json.dump(report, handle, indent=2)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary["errors"] == 0 and not summary["problems"] else 1
 
 
-def score_detection(rows: list[dict], truth: dict[str, dict]) -> dict:
+def score_detection(rows: list[dict], truth: dict[str, dict], on_uncertain: str = "drop") -> dict:
     """Detection (verdict 'illusion') against planted ground truth, and ASR before / after."""
     illusions = [r for r in rows if truth[r["key"]]["illusion"]]
     clean = [r for r in rows if not truth[r["key"]]["illusion"]]
@@ -102,9 +102,11 @@ def score_detection(rows: list[dict], truth: dict[str, dict]) -> dict:
         "uncertain_rate": rate(sum(r["verdict"] == "uncertain" for r in rows), len(rows)),
         "asr_before": rate(sum(r["label_original"] == truth[r["key"]]["target"] for r in illusions), len(illusions)),
         "asr_after": rate(sum(r["label_consensus"] == truth[r["key"]]["target"] for r in illusions), len(illusions)),
-        # what `purify` hands downstream: the original unless flagged; a flagged sample's purified image
-        # (whose label is the consensus, checked on re-embedding) or nothing when that check failed
-        "asr_downstream": rate(sum(downstream_label(r) == truth[r["key"]]["target"] for r in illusions), len(illusions)),
+        # what `purify` hands downstream: the original unless flagged (or uncertain, when those are dropped);
+        # a flagged sample's purified image (whose label is the consensus, checked on re-embedding) or
+        # nothing when that check failed
+        "asr_downstream": rate(sum(downstream_label(r, on_uncertain) == truth[r["key"]]["target"] for r in illusions), len(illusions)),
+        "on_uncertain": on_uncertain,
         # flagged samples whose purified image failed its re-embedding check: quarantined, not replaced
         "replacement_rejected_rate": rate(sum(flagged(r) and not r["replacement_accepted"] for r in rows), sum(map(flagged, rows))),
         "accuracy_after_on_illusions": rate(sum(r["label_consensus"] == truth[r["key"]]["label"] for r in illusions), len(illusions)),
@@ -112,7 +114,9 @@ def score_detection(rows: list[dict], truth: dict[str, dict]) -> dict:
     }
 
 
-def downstream_label(row: dict) -> str | None:
+def downstream_label(row: dict, on_uncertain: str) -> str | None:
+    if row["verdict"] == "uncertain" and on_uncertain == "drop":
+        return None
     if row["verdict"] != "illusion":
         return row["label_original"]
     return row["label_consensus"] if row["replacement_accepted"] else None
@@ -126,7 +130,8 @@ def print_report(report: dict) -> None:
     print(f"planted illusions: {report['illusions']} of {report['samples']} samples")
     print(f"detected (true positive rate):   {pct(report['true_positive_rate'])}")
     print(f"clean flagged (false positives): {pct(report['false_positive_rate'])}")
-    print(f"uncertain (kept, annotated):     {pct(report['uncertain_rate'])} of all samples")
+    fate = "quarantined" if report["on_uncertain"] == "drop" else "kept, annotated"
+    print(f"uncertain ({fate}):{' ' * (20 - len(fate))}{pct(report['uncertain_rate'])} of all samples")
     print(f"attack success before -> after:  {pct(report['asr_before'])} -> {pct(report['asr_after'])} "
           f"(consensus label; reaching downstream under purify: {pct(report['asr_downstream'])})")
     print(f"purified images rejected:        {pct(report['replacement_rejected_rate'])} of flagged samples (quarantined instead)")

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dm: attack through a surrogate with this many denoising steps (default: the full chain, as the defense runs it)")
     parser.add_argument("--witness", action=argparse.BooleanOptionalAction, default=True,
                         help="consensus defenses: the preset's robust witness in the verdict, as `sanitize` runs it (the attacks aim under it)")
+    parser.add_argument("--on-uncertain", choices=("keep", "drop"), default="drop",
+                        help="consensus defenses: what downstream gets of uncertain samples (default: nothing, as `sanitize` does)")
     parser.add_argument("--ablations", action="store_true", help="also sweep N and the sampling scale for vae+consensus")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="seed of the images chosen, the attacks and the defenses' draws (default 0)")
@@ -193,7 +195,7 @@ def _defense(name, preset, encoder, bank, text, args, device, verdict, witness):
         surrogate = preset.load_reconstructor(kind, denoise_steps=args.dm_attack_steps, device=device)
     return reconstruction_defense(
         name, reconstructor, encoder, bank, n=args.n if consensus else 1, eot_samples=args.eot_samples, seed=args.seed,
-        attack_reconstructor=surrogate, verdict=verdict, witness=witness,
+        attack_reconstructor=surrogate, verdict=verdict, witness=witness, on_uncertain=args.on_uncertain,
     )
 
 

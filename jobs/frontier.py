@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the bundled sample's first K images: report on images no earlier choice of settings looked at")
     parser.add_argument("--witness", action="store_true",
                         help="put the preset's robust witness in the verdict (gap threshold calibrated per point); the attacker aims under it too")
-    parser.add_argument("--on-uncertain", choices=("keep", "drop"), default="keep", help="what downstream gets of uncertain samples")
+    parser.add_argument("--on-uncertain", choices=("keep", "drop"), default="drop",
+                        help="what downstream gets of uncertain samples (default: nothing, as `sanitize` does)")
     suite = parser.add_argument_group("the relaxed suite against the witness test (with --witness)")
     suite.add_argument("--suite-steps", type=int, default=500, help="APGD steps")
     suite.add_argument("--suite-restarts", type=int, default=3, help="APGD starts (the first at the clean image)")

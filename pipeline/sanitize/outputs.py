@@ -44,7 +44,7 @@ def sanitised_samples(
     *,
     policy: str,
     on_error: str = "keep",
-    on_uncertain: str = "keep",
+    on_uncertain: str = "drop",
     work_size: int,
 ) -> tuple[list[Sample], list[Sample]]:
     """(kept samples, quarantined samples).

@@ -74,7 +74,7 @@ def process_shard(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     on_error: str = "keep",
-    on_uncertain: str = "keep",
+    on_uncertain: str = "drop",
     budgets: Budgets = Budgets(),
     sandbox: Sandbox | None = None,
 ) -> dict[str, Any]:

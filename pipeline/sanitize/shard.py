@@ -83,7 +83,7 @@ def finish_shard(
     fingerprints: dict[str, str],
     work_size: int,
     on_error: str = "keep",
-    on_uncertain: str = "keep",
+    on_uncertain: str = "drop",
 ) -> dict[str, Any]:
     """Write the shard's outputs (policy None: audit, no sanitised shard) and return its manifest.
 
