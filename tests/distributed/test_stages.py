@@ -41,7 +41,8 @@ def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):
     decoded = read_and_decode({"uri": uri_field(str(shard))}, work_size=32, max_shard_bytes=1 << 30, s3_endpoint=None)
     shard.write_bytes(write_samples(replacement))
     purified = Purify(config, NoiseKey.fresh())(decoded)
-    done = write_outputs(purified, output=str(tmp_path / "out"), policy="keep", on_error="keep", s3_endpoint=None)
+    done = write_outputs(purified, output=str(tmp_path / "out"), policy="keep", on_error="keep", on_uncertain="keep",
+                         s3_endpoint=None)
     assert done["stop"] == "" and json.loads(done["manifest"])["samples"] == 3
     written = list(read_samples((tmp_path / "out" / "shards" / "shard-000000.tar").read_bytes()))
     assert [s.key for s in written] == [s.key for s in examined]

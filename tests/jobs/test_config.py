@@ -5,6 +5,7 @@ import yaml
 from jobs.cli import build_parser, main
 from pipeline.distributed.runner import RunRecord
 from pipeline.io.storage import Storage
+from pipeline.presets import get_preset
 from pipeline.sanitize.config import SanitizeConfig
 from pipeline.sanitize.settings import settings_table
 
@@ -31,7 +32,8 @@ def test_config_show_round_trips_through_yaml_and_flags_override_the_file(tmp_pa
     settings = yaml.safe_load(first)
     assert settings["n"] == 4 and settings["max-drift"] == 0.3 and settings["latent-noise"] == 0.5 and settings["compile"] is True
     assert settings["flip-min-drift"] == 0.0  # changed model options: the uncalibrated default, stated
-    assert yaml.safe_load(show(capsys))["flip-min-drift"] == 0.18  # the preset's own models: its calibrated threshold
+    shown = yaml.safe_load(show(capsys))  # the preset's own models: its calibrated thresholds
+    assert shown["flip-min-drift"] == get_preset("demo").verdict.flip_min_drift and shown["on-uncertain"] == "drop"
     (tmp_path / "run.yaml").write_text(first)
     assert show(capsys, "--config", str(tmp_path / "run.yaml")) == first
     changed = yaml.safe_load(show(capsys, "--config", str(tmp_path / "run.yaml"), "--n", "6", "--no-compile"))
