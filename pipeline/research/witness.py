@@ -15,16 +15,12 @@ witness loads like any CLIP encoder (`clip:/dir`). Seeded, CPU-friendly at the d
 from __future__ import annotations
 
 import copy
-import logging
 
 import torch
-import torch.nn.functional as F
 
 from ..data.fashion_mnist import LabelledImages
 from ..models.encoders import CLIPEncoder
 from ..training.demo_models import _augment, _batches, _fit
-
-log = logging.getLogger(__name__)
 
 
 def _distance(student: CLIPEncoder, x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
