@@ -10,6 +10,8 @@ from dataclasses import asdict, replace
 
 import torch
 
+from pipeline.sanitize.outputs import ON_UNCERTAIN
+
 from .options import add_consensus_settings, add_device_argument
 
 NAME = "evaluate"
@@ -40,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dm: attack through a surrogate with this many denoising steps (default: the full chain, as the defense runs it)")
     parser.add_argument("--witness", action=argparse.BooleanOptionalAction, default=True,
                         help="consensus defenses: the preset's robust witness in the verdict, as `sanitize` runs it (the attacks aim under it)")
-    parser.add_argument("--on-uncertain", choices=("keep", "drop"), default="drop",
+    parser.add_argument("--on-uncertain", choices=ON_UNCERTAIN, default="drop",
                         help="consensus defenses: what downstream gets of uncertain samples (default: nothing, as `sanitize` does)")
     parser.add_argument("--ablations", action="store_true", help="also sweep N and the sampling scale for vae+consensus")
     parser.add_argument("--batch-size", type=int, default=100)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.sanitize.outputs import ON_UNCERTAIN
+
 from .options import add_device_argument
 
 NAME = "frontier"
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the bundled sample's first K images: report on images no earlier choice of settings looked at")
     parser.add_argument("--witness", action="store_true",
                         help="put the preset's robust witness in the verdict (gap threshold calibrated per point); the attacker aims under it too")
-    parser.add_argument("--on-uncertain", choices=("keep", "drop"), default="drop",
+    parser.add_argument("--on-uncertain", choices=ON_UNCERTAIN, default="drop",
                         help="what downstream gets of uncertain samples (default: nothing, as `sanitize` does)")
     suite = parser.add_argument_group("the relaxed suite against the witness test (with --witness)")
     suite.add_argument("--suite-steps", type=int, default=500, help="APGD steps")
@@ -178,11 +180,11 @@ COMPARABLE = {"preset": "demo", "limit": None, "calibrate_on": "fashion-mnist", 
 SANITY_IMAGES = 100  # the relaxed suite's sanity curves run on the first 100 attacked images
 
 
-def relaxed_sanity(first, encoder, witness, text, relaxed: tuple, images, targets, batch_size: int, save) -> list[dict]:
+def relaxed_sanity(first, encoder, witness, text, relaxed, images, targets, batch_size: int, save) -> list[dict]:
     """The relaxed suite's sanity curves at the first point, with the loss chosen there."""
     from pipeline.research.witness_attack import RelaxedPass, sanity_curves
 
-    config, chosen = relaxed[0], first.metrics["witness-relaxed"]["chosen"]
+    config, chosen = relaxed.config, first.metrics["witness-relaxed"]["chosen"]
     condition = RelaxedPass(encoder, witness, text, targets, first.thresholds["max_witness_gap"])
     entries = []
     for entry in sanity_curves(condition, images, config, chosen["weight"], chosen["limit"], batch_size):
@@ -192,11 +194,11 @@ def relaxed_sanity(first, encoder, witness, text, relaxed: tuple, images, target
     return entries
 
 
-def relaxed_suite_inputs(args: argparse.Namespace, labels: int, device) -> tuple:
-    """(SuiteConfig, selection images, their targets) for the relaxed suite against the witness test."""
+def relaxed_suite_inputs(args: argparse.Namespace, labels: int, device):
+    """The relaxed suite's settings and selection images (`witness_attack.Selection`)."""
     from pipeline.attacks import pick_targets
     from pipeline.data.fashion_mnist import load_sample
-    from pipeline.research.witness_attack import SuiteConfig
+    from pipeline.research.witness_attack import Selection, SuiteConfig
 
     from .evaluate import parse_fraction
 
@@ -205,7 +207,7 @@ def relaxed_suite_inputs(args: argparse.Namespace, labels: int, device) -> tuple
     images, labels_ = load_sample().tensors(slice(args.select_offset, args.select_offset + args.select_limit))
     config = SuiteConfig(eps=parse_fraction(args.eps), steps=args.suite_steps, restarts=args.suite_restarts, queries=args.suite_queries,
                          seed=args.seed)
-    return config, images.to(device), pick_targets(labels_.tolist(), labels, seed=args.seed + 1)
+    return Selection(config, images.to(device), pick_targets(labels_.tolist(), labels, seed=args.seed + 1))
 
 
 def join(args: argparse.Namespace) -> int:

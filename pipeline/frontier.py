@@ -78,11 +78,11 @@ def run_point(
     device: str | torch.device = "cpu",
     witness=None,
     on_uncertain: str = "keep",
-    relaxed: tuple | None = None,
+    relaxed=None,
 ) -> PointResult:
     """`witness`: a robust copy of the encoder in the verdict (its gap threshold calibrated with the
     drift's), which the attacker knows and aims under too; `on_uncertain`: what downstream gets of
-    `uncertain` samples; `relaxed`: (SuiteConfig, selection images, their targets) to also run the
+    `uncertain` samples; `relaxed`: a `research.witness_attack.Selection`, to also run the
     relaxed suite against the witness test (`research/witness_attack.py`): loss weights chosen on the
     selection images, reported on the attacked ones."""
     start = time.perf_counter()
@@ -120,7 +120,7 @@ def run_point(
                        max(c.false_positive_rate for c in per_group.values()), metrics, time.perf_counter() - start)
 
 
-def relaxed_suite(encoder, witness, text, max_witness_gap: float, relaxed: tuple, images, targets, batch_size: int) -> dict[str, Any]:
+def relaxed_suite(encoder, witness, text, max_witness_gap: float, relaxed, images, targets, batch_size: int) -> dict[str, Any]:
     from .research.witness_attack import RelaxedPass, choose_loss, strongest
 
     config, select_images, select_targets = relaxed

@@ -20,7 +20,7 @@ import torch
 
 from ..data.fashion_mnist import LabelledImages
 from ..models.encoders import CLIPEncoder
-from ..training.demo_models import _augment, _batches, _fit
+from ..training.demo_models import _augment, _fit, endless_batches
 
 
 def _distance(student: CLIPEncoder, x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
@@ -62,14 +62,10 @@ def train_witness(
     for parameter in trainable:
         parameter.requires_grad_(True)
     images, _ = data.tensors()
-    batches = iter(())
+    batches = endless_batches(len(data), batch_size, generator)
 
     def step(i: int) -> torch.Tensor:
-        nonlocal batches
-        index = next(batches, None)
-        if index is None:
-            batches = _batches(len(data), batch_size, generator)
-            index = next(batches)
+        index = next(batches)
         x = _augment(images[index], generator)
         with torch.no_grad():
             anchor = encoder.embed_images(x)

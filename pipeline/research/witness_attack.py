@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -165,7 +166,15 @@ class SuiteConfig:
     seed: int = 0
 
 
-def _batches(condition: RelaxedPass, images: torch.Tensor, batch_size: int):
+class Selection(NamedTuple):
+    """The suite's settings and the images (with their targets) its loss weights are chosen on."""
+
+    config: SuiteConfig
+    images: torch.Tensor
+    targets: torch.Tensor
+
+
+def _parts(condition: RelaxedPass, images: torch.Tensor, batch_size: int):
     for start in range(0, len(images), batch_size):
         part = slice(start, start + batch_size)
         yield part, RelaxedPass(condition.encoder, condition.witness, condition.text, condition.targets[part], condition.max_witness_gap)
@@ -178,7 +187,7 @@ def choose_loss(condition: RelaxedPass, images: torch.Tensor, config: SuiteConfi
     for weight in config.weights:
         for limit in config.limits:
             passed = 0
-            for part, local in _batches(condition, images, batch_size):
+            for part, local in _parts(condition, images, batch_size):
                 adversarial = apgd(local.loss(weight, limit * condition.max_witness_gap), images[part], eps=config.eps,
                                    steps=config.steps, seed=config.seed)
                 passed += int(local.passes(adversarial).sum())
@@ -195,7 +204,7 @@ def strongest(condition: RelaxedPass, images: torch.Tensor, config: SuiteConfig,
     pass mask."""
     passed = torch.zeros(len(images), dtype=torch.bool)
     per_attack = {"apgd": 0, "square": 0}
-    for part, local in _batches(condition, images, batch_size):
+    for part, local in _parts(condition, images, batch_size):
         loss = local.loss(weight, limit * condition.max_witness_gap)
         found = {"apgd": apgd(loss, images[part], eps=config.eps, steps=config.steps, restarts=config.restarts, seed=config.seed)}
         if config.queries:
@@ -220,7 +229,7 @@ def sanity_curves(condition: RelaxedPass, images: torch.Tensor, config: SuiteCon
     for knob, value, change in grid:
         settings = {"eps": config.eps, "steps": config.steps, "restarts": 1, **change}
         passed = 0
-        for part, local in _batches(condition, images, batch_size):
+        for part, local in _parts(condition, images, batch_size):
             adversarial = apgd(local.loss(weight, limit * condition.max_witness_gap), images[part], seed=config.seed, **settings)
             passed += int(local.passes(adversarial).sum())
         yield {"knob": knob, "value": value, "passed": passed, "images": len(images)}

@@ -90,10 +90,15 @@ def build_unet():
 
 
 # --- training loops -------------------------------------------------------------------------------
-def _batches(count: int, batch_size: int, generator: torch.Generator):
-    order = torch.randperm(count, generator=generator)
-    for start in range(0, count - batch_size + 1, batch_size):
-        yield order[start : start + batch_size]
+def endless_batches(count: int, batch_size: int, generator: torch.Generator):
+    """Index batches for as many steps as a training loop takes: each epoch a fresh permutation
+    drawn from `generator` when its first batch is needed; a last partial batch is skipped."""
+    if count < batch_size:
+        raise ValueError(f"{count} training images make no batch of {batch_size}")
+    while True:
+        order = torch.randperm(count, generator=generator)
+        for start in range(0, count - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
 
 
 def _fit(name: str, parameters, epochs: int, steps_per_epoch: int, lr: float, step: Callable[[int], torch.Tensor]) -> float:
@@ -124,14 +129,10 @@ def train_clip(data: LabelledImages, tokenizer: ClipBpeTokenizer, *, epochs: int
     prompts = [[t.format(c) for t in TRAIN_TEMPLATES] for c in CLASSES]
     ids = torch.stack([tokenizer(p) for p in prompts])  # classes x templates x context
     steps = len(data) // batch_size
-    batches = iter(())
+    batches = endless_batches(len(data), batch_size, generator)
 
     def step(i: int) -> torch.Tensor:
-        nonlocal batches
-        index = next(batches, None)
-        if index is None:
-            batches = _batches(len(data), batch_size, generator)
-            index = next(batches)
+        index = next(batches)
         x = _augment(images[index], generator)
         y = labels[index]
         template = torch.randint(len(TRAIN_TEMPLATES), (batch_size,), generator=generator)
@@ -174,14 +175,10 @@ def train_vae(data: LabelledImages, *, epochs: int, batch_size: int = 128, kl_we
     generator = torch.Generator().manual_seed(seed)
     model = build_vae().train()
     images, _ = data.tensors()
-    batches = iter(())
+    batches = endless_batches(len(data), batch_size, generator)
 
     def step(i: int) -> torch.Tensor:
-        nonlocal batches
-        index = next(batches, None)
-        if index is None:
-            batches = _batches(len(data), batch_size, generator)
-            index = next(batches)
+        index = next(batches)
         x = images[index] * 2 - 1
         posterior = model.encode(x).latent_dist
         recon = model.decode(posterior.sample(generator=None)).sample
@@ -196,14 +193,10 @@ def train_ae(data: LabelledImages, *, epochs: int, batch_size: int = 128, latent
     generator = torch.Generator().manual_seed(seed)
     model = build_ae().train()
     images, _ = data.tensors()
-    batches = iter(())
+    batches = endless_batches(len(data), batch_size, generator)
 
     def step(i: int) -> torch.Tensor:
-        nonlocal batches
-        index = next(batches, None)
-        if index is None:
-            batches = _batches(len(data), batch_size, generator)
-            index = next(batches)
+        index = next(batches)
         x = images[index] * 2 - 1
         z = model.encode(x).latents
         z = z + latent_noise * torch.randn_like(z)  # a decoder that tolerates latent noise
@@ -223,14 +216,10 @@ def train_dm(data: LabelledImages, *, epochs: int, batch_size: int = 128, max_ti
     model = build_unet().train()
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     images, _ = data.tensors()
-    batches = iter(())
+    batches = endless_batches(len(data), batch_size, generator)
 
     def step(i: int) -> torch.Tensor:
-        nonlocal batches
-        index = next(batches, None)
-        if index is None:
-            batches = _batches(len(data), batch_size, generator)
-            index = next(batches)
+        index = next(batches)
         x = images[index] * 2 - 1
         t = torch.randint(0, max_timestep, (x.shape[0],), generator=generator)
         noise = torch.randn(x.shape, generator=generator)
