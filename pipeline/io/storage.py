@@ -26,16 +26,27 @@ _UNREACHABLE = (S3ConnectionError, HTTPClientError)
 __all__ = ["OutputWriteError", "Storage", "StoreUnreachable", "is_inside", "join", "shard_name"]
 
 
+def _server_failure(error: ClientError) -> bool:
+    """A 5xx answer that outlived the client's retries: the store is up but not serving (restarting, overloaded)."""
+    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+
+
 def _reachable(method):
-    """Reads and listings: an unreachable store is one StoreUnreachable naming the endpoint, not a traceback."""
+    """Reads and listings: a store that cannot be reached, or answers only with server errors, is one
+    StoreUnreachable naming the endpoint, not a traceback: every shard would fail the same way."""
 
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
+        where = self.s3_endpoint or "the AWS endpoint"
         try:
             return method(self, *args, **kwargs)
         except _UNREACHABLE as error:
-            where = self.s3_endpoint or "the AWS endpoint"
             raise StoreUnreachable(f"the object store at {where} cannot be reached ({type(error).__name__}); {RESUMABLY}") from error
+        except ClientError as error:
+            if not _server_failure(error):
+                raise
+            code = error.response.get("Error", {}).get("Code", "server error")
+            raise StoreUnreachable(f"the object store at {where} answers with server errors ({code}); {RESUMABLY}") from error
 
     return wrapped
 

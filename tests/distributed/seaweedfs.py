@@ -53,13 +53,23 @@ class SeaweedS3:
         deadline = time.time() + timeout
         while True:  # bounded readiness poll
             try:
-                client.list_buckets()
+                self._round_trip(client)
                 return self
             except Exception:
                 if time.time() > deadline or self.process.poll() is not None:
                     self.stop()
                     raise RuntimeError("SeaweedFS did not become ready")
                 time.sleep(0.25)
+
+    @staticmethod
+    def _round_trip(client) -> None:
+        """Ready means serving object data, not only listings: after a restart the S3 gateway and filer answer
+        before the volume server has registered again, and reads of stored objects fail with 500 until then."""
+        if "readiness" not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+            client.create_bucket(Bucket="readiness")
+        client.put_object(Bucket="readiness", Key="probe", Body=b"probe")
+        if client.get_object(Bucket="readiness", Key="probe")["Body"].read() != b"probe":
+            raise RuntimeError("the probe object came back different")
 
     def client(self):
         import boto3

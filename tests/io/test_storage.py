@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from pipeline.io.s3 import fetch_to_cache
-from pipeline.io.storage import OutputWriteError, Storage, is_inside, join, shard_name
+from pipeline.io.storage import OutputWriteError, Storage, StoreUnreachable, is_inside, join, shard_name
 from tests.io.faulty_proxy import FaultyProxy
 
 
@@ -124,6 +124,19 @@ def test_transient_s3_errors_are_retried(s3_endpoint):
         assert Storage(proxy.url).read_bytes("s3://corpus/raw/shard-000000.tar") == b"payload"
         assert sum(reads(*request) for request in proxy.requests) == 5  # four failures, then the answer
         assert not proxy.faults
+
+
+def test_a_store_that_answers_only_server_errors_stops_the_run_resumably(s3_endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="corpus")
+    Storage(s3_endpoint).write_bytes("s3://corpus/raw/shard-000000.tar", b"payload")
+    with FaultyProxy(s3_endpoint, ["500 InternalError"] * 20) as proxy:
+        with pytest.raises(StoreUnreachable, match="answers with server errors .InternalError.*rerun to resume"):
+            Storage(proxy.url).read_bytes("s3://corpus/raw/shard-000000.tar")
+        with pytest.raises(StoreUnreachable):
+            Storage(proxy.url).list_prefix("s3://corpus/raw")
+        proxy.faults.clear()
+        assert Storage(proxy.url).read_bytes("s3://corpus/raw/shard-000000.tar") == b"payload"  # the store is back
 
 
 def test_a_missing_object_is_not_retried(s3_endpoint):
