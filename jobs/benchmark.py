@@ -354,7 +354,7 @@ def early_exit_section(args: argparse.Namespace, device: torch.device) -> list[d
     images[chosen] = illusion_attack(images[chosen].to(device), objective, AttackConfig(steps=100)).cpu()
     modes = [("certain", 0.01), ("sequential", 0.01), ("sequential", 0.02), ("sequential", 0.05)]
     rows = early_exit_comparison(reconstructor, encoder, bank, images.to(device), n=args.n, batch_size=args.batch_size,
-                                 modes=modes, verdict=replace(preset.verdict, max_witness_gap=None))  # the draws, not the witness
+                                 modes=modes, verdict=preset.verdict.without_witness())  # the draws, not the witness
     print(f"\n### Early exit ({count} samples, {len(chosen)} planted illusions, N={args.n}, batch {args.batch_size}, "
           f"preset {preset.name} with its verdict thresholds)\n")
     print("| rule | samples / s | mean draws | speedup vs all N | identical verdicts | identical labels |")

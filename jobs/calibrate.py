@@ -18,7 +18,7 @@ from .options import CONSENSUS_SETTINGS, add_consensus_settings, add_setting
 # settings table lists them): thresholds belong to the models that ran.
 MODEL_SETTINGS = ("reconstructor", "witness") + tuple(s.name for s in settings_table() if s.path[-1:] == ("reconstructor_options",))
 THRESHOLDS = ("min_agreement", "max_drift", "flip_min_drift")  # every saved config has these
-OPTIONAL_THRESHOLDS = ("max_witness_gap",)  # present when a witness ran
+OPTIONAL_THRESHOLDS = ("max_witness_gap", "max_witness_margin")  # present when a witness ran
 
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     encoder = preset.load_encoder(device=device)
     witness = preset.load_witness(device=device) if args.witness and preset.witness else None
-    verdict = preset.verdict if witness else replace(preset.verdict, max_witness_gap=None)
+    verdict = preset.verdict if witness else preset.verdict.without_witness()
     bank = preset.label_bank()
     text = bank.embeddings(encoder)
     sample = load_sample()

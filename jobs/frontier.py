@@ -182,10 +182,11 @@ SANITY_IMAGES = 100  # the relaxed suite's sanity curves run on the first 100 at
 
 def relaxed_sanity(first, encoder, witness, text, relaxed, images, targets, batch_size: int, save) -> list[dict]:
     """The relaxed suite's sanity curves at the first point, with the loss chosen there."""
-    from pipeline.research.witness_attack import RelaxedPass, sanity_curves
+    from pipeline.frontier import relaxed_pass
+    from pipeline.research.witness_attack import sanity_curves
 
     config, chosen = relaxed.config, first.metrics["witness-relaxed"]["chosen"]
-    condition = RelaxedPass(encoder, witness, text, targets, first.thresholds["max_witness_gap"])
+    condition = relaxed_pass(encoder, witness, text, first.thresholds, targets)
     entries = []
     for entry in sanity_curves(condition, images, config, chosen["weight"], chosen["limit"], batch_size):
         entries.append({**entry, "knob": f"relaxed {entry['knob']}"})
@@ -266,20 +267,20 @@ def markdown(report: dict) -> str:
     def threshold(value):
         return "-" if value is None else f"{value:.3f}"
 
-    lines = ["| point | max drift | max witness gap | clean Top-1 | downstream (drop) | clean flagged | clean uncertain | illusion flagged "
+    lines = ["| point | max drift | max witness gap / margin | clean Top-1 | downstream (drop) | clean flagged | clean uncertain | illusion flagged "
              "| attacked | detect-adaptive flagged | target via purify | via drop | via keep | meets target |", "|" + "---|" * 14]
     for p in report["points"]:
         m, limits = p["metrics"], p["thresholds"]
         attacked, clean = m["detect-adaptive"], m["clean"]
         downstream = clean.get("top1_downstream_drop")  # absent from reports before 2026-11-27
         lines.append(f"| {p['kind']} {p['parameter']}={p['value']:g}, N={p['n']} | {threshold(limits['max_drift'])} "
-                     f"| {threshold(limits.get('max_witness_gap'))} | {pct(clean['top1'])} | {'-' if downstream is None else pct(downstream)} "
+                     f"| {threshold(limits.get('max_witness_gap'))} / {threshold(limits.get('max_witness_margin'))} | {pct(clean['top1'])} | {'-' if downstream is None else pct(downstream)} "
                      f"| {pct(clean['flagged'])} | {pct(clean['uncertain'])} | {pct(m['illusion']['flagged'])} | {attacked['images']} "
                      f"| {pct(attacked['flagged'])} "
                      f"| {share(attacked, 'purify')} | {share(attacked, 'drop')} | {share(attacked, 'keep')} | {'yes' if p['meets_target'] else 'no'} |")
     relaxed = [p for p in report["points"] if "witness-relaxed" in p["metrics"]]
     if relaxed:
-        lines += ["", "| point | relaxed suite vs the witness test: images | passed (any attack) | APGD | Square | loss chosen on |",
+        lines += ["", "| point | relaxed suite vs the witness tests: images | passed (any attack) | APGD | Square | loss chosen on |",
                   "|---|---|---|---|---|---|"]
         for p in relaxed:
             r = p["metrics"]["witness-relaxed"]

@@ -45,8 +45,7 @@ class Defense:
     attack_key: str = ""  # defenses with the same key face the same adaptive attack (e.g. vae and vae+consensus)
     # Consensus defenses: (target label indices, config) -> the detect-adaptive objective against them.
     detect_objective: Callable[[torch.Tensor, DetectAdaptiveConfig], Objective] | None = None
-    drift_threshold: float | None = None  # the verdict's drift threshold the detect-adaptive attacker stays under
-    witness_threshold: float | None = None  # and its witness-gap threshold
+    verdict: VerdictPolicy | None = None  # consensus defenses: the thresholds the detect-adaptive attacker stays under
 
     def __post_init__(self):
         self.attack_key = self.attack_key or self.name
@@ -135,8 +134,7 @@ def reconstruction_defense(
         detect_objective=(lambda targets, cfg: detect_adaptive_objective(
             through.reconstruct, encoder.embed_images, text, targets, cfg, witness=witness.embed_images if witness else None))
         if n > 1 else None,
-        drift_threshold=config.verdict.max_drift,
-        witness_threshold=config.verdict.max_witness_gap,
+        verdict=config.verdict,
     )
 
 
@@ -213,8 +211,9 @@ def detect_adaptive_inputs(
     by the purified embedding's closeness to the target)."""
     if defense.detect_objective is None:
         raise ValueError(f"{defense.name} gives no verdict: the detect-adaptive attack needs a consensus defense")
-    config = replace(config, drift_limit=0.5 * (defense.drift_threshold or 0.1),
-                     witness_limit=0.5 * (defense.witness_threshold or 0.1))
+    verdict = defense.verdict or VerdictPolicy()
+    config = replace(config, drift_limit=0.5 * (verdict.max_drift or 0.1), witness_limit=0.5 * (verdict.max_witness_gap or 0.1),
+                     witness_margin_limit=0.5 * (verdict.max_witness_margin or 0.05))
 
     def judge_for(batch_targets: torch.Tensor):
         def judge(x: torch.Tensor) -> torch.Tensor:

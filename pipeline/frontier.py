@@ -26,6 +26,7 @@ from .evaluation import POLICIES, detect_adaptive_inputs, evaluate_defense, reco
 from .models.registry import RECONSTRUCTORS
 
 PARAMETERS = {kind: entry.randomness for kind, entry in RECONSTRUCTORS.items()}
+THRESHOLDS = ("min_agreement", "max_drift", "flip_min_drift", "max_witness_gap", "max_witness_margin")  # recorded per point
 
 
 @dataclass(frozen=True)
@@ -112,20 +113,27 @@ def run_point(
             entry[f"target_{policy}"] = share
             entry[f"target_{policy}_ci"] = wilson(round(share * count), count)
         metrics[row.input] = entry
+    thresholds = {name: getattr(verdict, name) for name in THRESHOLDS}
     if relaxed is not None and witness is not None:
-        metrics["witness-relaxed"] = relaxed_suite(encoder, witness, text, verdict.max_witness_gap, relaxed,
+        metrics["witness-relaxed"] = relaxed_suite(encoder, witness, text, thresholds, relaxed,
                                                    images[:attack_images], targets[:attack_images], batch_size)
-    thresholds = {name: getattr(verdict, name) for name in ("min_agreement", "max_drift", "flip_min_drift", "max_witness_gap")}
     return PointResult(point, thresholds,
                        max(c.false_positive_rate for c in per_group.values()), metrics, time.perf_counter() - start)
 
 
-def relaxed_suite(encoder, witness, text, max_witness_gap: float, relaxed, images, targets, batch_size: int) -> dict[str, Any]:
-    from .research.witness_attack import RelaxedPass, choose_loss, strongest
+def relaxed_pass(encoder, witness, text, thresholds: dict[str, Any], targets):
+    """The relaxed pass condition (`research.witness_attack.RelaxedPass`) under a point's witness thresholds."""
+    from .research.witness_attack import RelaxedPass
+
+    return RelaxedPass(encoder, witness, text, targets, thresholds["max_witness_gap"], thresholds.get("max_witness_margin"))
+
+
+def relaxed_suite(encoder, witness, text, thresholds: dict[str, Any], relaxed, images, targets, batch_size: int) -> dict[str, Any]:
+    from .research.witness_attack import choose_loss, strongest
 
     config, select_images, select_targets = relaxed
-    chosen = choose_loss(RelaxedPass(encoder, witness, text, select_targets, max_witness_gap), select_images, config, batch_size)
-    result = strongest(RelaxedPass(encoder, witness, text, targets, max_witness_gap), images, config, chosen["weight"], chosen["limit"], batch_size)
+    chosen = choose_loss(relaxed_pass(encoder, witness, text, thresholds, select_targets), select_images, config, batch_size)
+    result = strongest(relaxed_pass(encoder, witness, text, thresholds, targets), images, config, chosen["weight"], chosen["limit"], batch_size)
     share = result["passed"] / result["images"]
     return {"images": result["images"], "passed": share, "passed_ci": wilson(result["passed"], result["images"]),
             "per_attack": {name: count / result["images"] for name, count in result["per_attack"].items()}, "chosen": chosen}

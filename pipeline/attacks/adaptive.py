@@ -10,6 +10,8 @@ sanitiser as `clean` while still embedding as the target, and so minimises, per 
   + w_margin * mean over draws of max(0, best other label - target label + margin)   (the vote)
   + w_witness * max(0, gap - witness_limit)         against a verdict with a robust witness:
                                                     gap = 1 - cos(embed(x), witness(x)) stays small
+  + w_witness * max(0, witness margin - limit)      and the witness likes the target label nearly as
+                                                    well as its own best label
 
 with fresh reconstruction draws every step (EOT), signed-gradient steps under an L-inf budget,
 random restarts, and the best iterate per image kept as judged by the real defense on fresh draws
@@ -43,6 +45,7 @@ class DetectAdaptiveConfig:
     margin: float = 0.05  # cosine margin of the target over every other label, in each draw
     margin_weight: float = 1.0
     witness_limit: float = 0.05  # aim below the verdict's witness-gap threshold (set from it by the caller)
+    witness_margin_limit: float = 0.025  # aim below the verdict's witness-margin threshold (set from it by the caller)
     witness_weight: float = 10.0
     check_every: int = 25  # steps between judgements of the iterate on fresh draws
     seed: int = 0
@@ -78,8 +81,11 @@ def detect_adaptive_objective(
             + config.margin_weight * F.relu(best_other - target_sim + config.margin).mean(1)
         )
         if witness is not None:
-            gap = 1.0 - (original * witness(x)).sum(-1)
-            loss = loss + config.witness_weight * F.relu(gap - config.witness_limit)
+            witnessed = witness(x)
+            gap = 1.0 - (original * witnessed).sum(-1)
+            witness_sims = witnessed @ text.T
+            margin = witness_sims.max(-1).values - witness_sims.gather(1, targets[:, None]).squeeze(1)
+            loss = loss + config.witness_weight * (F.relu(gap - config.witness_limit) + F.relu(margin - config.witness_margin_limit))
         return loss
 
     return objective

@@ -9,9 +9,10 @@ samples and a target false-positive rate, two methods:
 - `votes`: any label flip is an illusion; pick the smallest `min_agreement` (the fewest `uncertain`
   verdicts) that meets the target.
 
-With a witness (results carry `witness_gap`), `witness_share` of the false-positive budget goes to
-the witness test (the smallest gap threshold that flags at most that share) and the drift
-threshold takes what is left, so that the two tests together meet the target.
+With a witness (results carry `witness_gap` and `witness_margin`), `witness_share` of the
+false-positive budget goes to the witness tests, half each (the smallest gap threshold that flags
+at most its part, then the same for the margin on the samples left), and the drift threshold takes
+what is left, so that the tests together meet the target.
 
 No illusion is looked at, so the thresholds are not tuned to any attack or corpus. They hold for
 the reconstructor, N and early-exit setting they were measured with.
@@ -26,6 +27,7 @@ from .consensus import SampleResult
 from .verdict import ILLUSION, UNCERTAIN, VerdictPolicy
 
 METHODS = ("drift", "votes")
+WITNESS_TESTS = (("max_witness_gap", "witness_gap"), ("max_witness_margin", "witness_margin"))  # (threshold, the measure it bounds)
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,16 @@ def _drift_policy(results: Sequence[SampleResult], target_fpr: float, min_agreem
     # The drift and witness tests come before the votes, so every sample can become a false positive:
     # floor(target * n) of them may lie above the thresholds.
     allowed = int(target_fpr * len(results))
-    gaps = [getattr(r, "witness_gap", None) for r in results]
-    witness = None
-    if all(g is not None for g in gaps):
-        witness = _threshold(gaps, int(witness_share * allowed))
-        results = [r for r, gap in zip(results, gaps) if gap <= witness]
-        allowed -= len(gaps) - len(results)
+    witness = {}
+    if all(getattr(r, "witness_gap", None) is not None for r in results):
+        each = int(witness_share * allowed) // len(WITNESS_TESTS)
+        for threshold, measure in WITNESS_TESTS:
+            witness[threshold] = _threshold([getattr(r, measure) for r in results], each)
+            kept = [r for r in results if getattr(r, measure) <= witness[threshold]]
+            allowed -= len(results) - len(kept)
+            results = kept
     drift = _threshold([r.drift for r in results], allowed)
-    return VerdictPolicy(min_agreement=min_agreement, max_drift=drift, flip_min_drift=drift, max_witness_gap=witness)
+    return VerdictPolicy(min_agreement=min_agreement, max_drift=drift, flip_min_drift=drift, **witness)
 
 
 def _votes_policy(results: Sequence[SampleResult], target_fpr: float) -> VerdictPolicy:
@@ -99,9 +103,11 @@ def calibrate_groups(
     policies = [calibrate(results, target_fpr, method, min_agreement, witness_share).policy for results in groups.values()]
     if method == "drift":
         threshold = max(p.max_drift for p in policies)
-        gaps = [p.max_witness_gap for p in policies]
-        policy = VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold,
-                               max_witness_gap=None if None in gaps else max(gaps))
+        witness = {}
+        for name, _ in WITNESS_TESTS:
+            values = [getattr(p, name) for p in policies]
+            witness[name] = None if None in values else max(values)
+        policy = VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold, **witness)
     else:
         policy = VerdictPolicy(min_agreement=max(p.min_agreement for p in policies))
     return policy, {name: Calibration(policy, *rates(results, policy), len(results)) for name, results in groups.items()}

@@ -80,6 +80,7 @@ class SampleResult:
     embedding: torch.Tensor  # D, normalised mean of the majority's reconstruction embeddings
     drift: float
     witness_gap: float | None  # 1 - cos(original, the witness's embedding of the input), when a witness runs
+    witness_margin: float | None  # the witness's cosine to its own best label minus to `label_original` (>= 0), when a witness runs
     similarity_original: torch.Tensor  # L: cosine of the original embedding to each label prompt
     similarity_purified: torch.Tensor  # L: cosine of the purified embedding to each label prompt
     representative_index: int  # draw index of the reconstruction closest to `embedding`
@@ -116,10 +117,21 @@ class ConsensusPurifier:
         self.witness = witness
         self.labels = labels if isinstance(labels, LabelBank) else LabelBank(labels)
         self.config = config or ConsensusConfig()
-        if self.config.verdict.max_witness_gap is not None and witness is None:
-            raise ValueError("the verdict thresholds a witness gap (max_witness_gap) but no witness was given")
+        if self.config.verdict.needs_witness and witness is None:
+            raise ValueError("the verdict has witness thresholds (max_witness_gap, max_witness_margin) but no witness was given")
 
     # --- helpers ------------------------------------------------------------------------------
+    def _witness_measures(self, images, original, original_sims, text) -> tuple[list, list]:
+        """Per image, how far the witness stands from the encoder: the gap between their embeddings,
+        and how much better the witness likes its own best label than the encoder's label."""
+        if self.witness is None:
+            return [None] * len(images), [None] * len(images)
+        witnessed = self.witness.embed_images(images).float().to(original.device)
+        gaps = 1.0 - (witnessed * original).sum(-1)
+        sims = witnessed @ text.T
+        margins = sims.max(-1).values - sims.gather(1, original_sims.argmax(-1, keepdim=True)).squeeze(1)
+        return gaps.tolist(), margins.tolist()
+
     def _autocast(self):
         dtype = self.config.autocast
         if dtype is None:
@@ -196,8 +208,7 @@ class ConsensusPurifier:
         num_labels = text.shape[0]
         original = self.encoder.embed_images(images).float()
         original_sims = original @ text.T
-        gaps = [None] * len(images) if self.witness is None else \
-            (1.0 - (original * self.witness.embed_images(images).float().to(original.device)).sum(-1)).tolist()
+        gaps, margins = self._witness_measures(images, original, original_sims, text)
         encoded = self.reconstructor.encode(images)
 
         batch = images.shape[0]
@@ -249,10 +260,11 @@ class ConsensusPurifier:
                 embedding=purified.cpu(),
                 drift=drift,
                 witness_gap=gaps[i],
+                witness_margin=margins[i],
                 similarity_original=original_sims[i].cpu(),
                 similarity_purified=(purified @ text.T).cpu(),
                 representative_index=representative,
-                verdict=cfg.verdict.decide(label_original, consensus, agreement, drift, gaps[i]),
+                verdict=cfg.verdict.decide(label_original, consensus, agreement, drift, gaps[i], margins[i]),
             )
             if caption_emb is not None and caption_emb[i] is not None:
                 result.caption_cos_original = float(original[i] @ caption_emb[i])

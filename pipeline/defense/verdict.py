@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 CLEAN, ILLUSION, UNCERTAIN = "clean", "illusion", "uncertain"
 
@@ -16,8 +16,12 @@ class VerdictPolicy:
        outside the label bank). No vote can excuse it: an attacker who splits the votes still has
        to keep the drift down.
     2. `illusion` when `max_witness_gap` is set and the image's embedding and its robust witness's
-       (an adversarially fine-tuned copy of the encoder, `pipeline/defense/witness.py`) lie further
+       (an adversarially fine-tuned copy of the encoder, `pipeline/research/witness.py`) lie further
        apart than it: a perturbation moved the encoder where the witness would not follow.
+       `illusion` when `max_witness_margin` is set and the witness finds its own best label more
+       similar than the encoder's label by more than it: the encoder was moved across a class
+       boundary the witness stays behind (an attack can do that while keeping the gap small; the
+       gap test stays for targets outside the label bank, which the margin cannot see).
     3. `uncertain` when the consensus label holds less than `min_agreement` of the votes: the
        reconstructions disagree, so neither the original label nor the consensus can be trusted.
     4. When the consensus label differs from the original image's label: `illusion` if the drift
@@ -35,6 +39,8 @@ class VerdictPolicy:
     flip_min_drift: float = field(default=0.0, metadata={"help": "a label flip with less drift is 'uncertain', not 'illusion'"})
     max_witness_gap: float | None = field(default=None, metadata={
         "help": "'illusion' when 1 - cos(encoder, witness) of the image exceeds this (needs a witness)"})
+    max_witness_margin: float | None = field(default=None, metadata={
+        "help": "'illusion' when the witness prefers its own best label to the encoder's by more than this cosine (needs a witness)"})
 
     def __post_init__(self):
         if not 0.0 <= self.min_agreement <= 1.0:
@@ -43,8 +49,18 @@ class VerdictPolicy:
             raise ValueError("max_drift must lie in [0, 2]")
         if not 0.0 <= self.flip_min_drift <= 2.0:
             raise ValueError("flip_min_drift must lie in [0, 2]")
-        if self.max_witness_gap is not None and not 0.0 <= self.max_witness_gap <= 2.0:
-            raise ValueError("max_witness_gap must lie in [0, 2]")
+        for name in ("max_witness_gap", "max_witness_margin"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 2.0:
+                raise ValueError(f"{name} must lie in [0, 2]")
+
+    @property
+    def needs_witness(self) -> bool:
+        return self.max_witness_gap is not None or self.max_witness_margin is not None
+
+    def without_witness(self) -> "VerdictPolicy":
+        """The same thresholds with the witness tests off (for a run without the witness they belong to)."""
+        return replace(self, max_witness_gap=None, max_witness_margin=None)
 
     def replacement_accepted(self, label_original: int, label_consensus: int, image_label: int, image_cos: float) -> bool:
         """Whether a purified image may replace a flagged input: the purification must have changed
@@ -56,13 +72,15 @@ class VerdictPolicy:
         return label_consensus != label_original and image_label == label_consensus and 1.0 - image_cos <= max_distance
 
     def decide(self, label_original: int, label_consensus: int, agreement: float, drift: float,
-               witness_gap: float | None = None) -> str:
+               witness_gap: float | None = None, witness_margin: float | None = None) -> str:
         if self.max_drift is not None and drift > self.max_drift:
             return ILLUSION
-        if self.max_witness_gap is not None:
-            if witness_gap is None:
-                raise ValueError("max_witness_gap is set but the sample has no witness gap: run with a witness")
-            if witness_gap > self.max_witness_gap:
+        for threshold, value in ((self.max_witness_gap, witness_gap), (self.max_witness_margin, witness_margin)):
+            if threshold is None:
+                continue
+            if value is None:
+                raise ValueError("the verdict has witness thresholds but the sample has no witness measures: run with a witness")
+            if value > threshold:
                 return ILLUSION
         if agreement < self.min_agreement:
             return UNCERTAIN
@@ -73,4 +91,4 @@ class VerdictPolicy:
     def judge(self, result) -> str:
         """The verdict of a `SampleResult` (or anything with its vote fields) under this policy."""
         return self.decide(result.label_original, result.label_consensus, result.agreement, result.drift,
-                           getattr(result, "witness_gap", None))
+                           getattr(result, "witness_gap", None), getattr(result, "witness_margin", None))

@@ -2,7 +2,8 @@
 
 A poisoned sample reaches downstream as its target only if (a) the encoder's label of the image is
 the target (downstream sees the image as stored) and (b) the verdict lets it through, which with a
-witness needs gap = 1 - cos(encoder(x), witness(x)) <= the verdict's `max_witness_gap`. (a) and (b)
+witness needs gap = 1 - cos(encoder(x), witness(x)) <= the verdict's `max_witness_gap` and the
+witness's margin (its best label's cosine minus the target's) <= `max_witness_margin`. (a) and (b)
 are necessary, not sufficient: the drift and the votes must pass too. This module attacks (a) and
 (b) alone, the *relaxed* pass condition: no reconstruction, no randomness, nothing to average
 over, so the gradients are exact and the attack can afford what the full pipeline cannot (APGD step
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -35,28 +36,37 @@ class RelaxedPass:
     text: torch.Tensor  # L x D label embeddings
     targets: torch.Tensor
     max_witness_gap: float
+    max_witness_margin: float | None = None  # None: the verdict has no margin test
 
-    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(margin, gap): margin < 0 when the encoder's label is the target."""
-        original = self.encoder.embed_images(x)
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(margin, gap, witness margin): margin < 0 when the encoder's label is the target; the witness
+        margin is how much better the witness likes its own best label than the target."""
+        original, witnessed = self.encoder.embed_images(x), self.witness.embed_images(x)
         sims = original @ self.text.T
         target = sims.gather(1, self.targets[:, None]).squeeze(1)
         others = sims.masked_fill(F.one_hot(self.targets, sims.shape[1]).bool(), -2.0).max(-1).values
-        gap = 1.0 - (original * self.witness.embed_images(x)).sum(-1)
-        return others - target, gap
+        gap = 1.0 - (original * witnessed).sum(-1)
+        witness_sims = witnessed @ self.text.T
+        witness_margin = witness_sims.max(-1).values - witness_sims.gather(1, self.targets[:, None]).squeeze(1)
+        return others - target, gap, witness_margin
 
-    def loss(self, weight: float, limit: float, kappa: float = 0.02) -> Loss:
-        """relu(margin + kappa) + weight * relu(gap - limit): the target label with a margin, the gap under `limit`."""
+    def loss(self, weight: float, aim: float, kappa: float = 0.02) -> Loss:
+        """relu(margin + kappa) + weight * (relu(gap - aim * max gap) + relu(witness margin - aim * max margin)):
+        the target label with a margin, the witness measures under `aim` (a share) of their thresholds."""
         def loss(x: torch.Tensor) -> torch.Tensor:
-            margin, gap = self.parts(x)
-            return F.relu(margin + kappa) + weight * F.relu(gap - limit)
+            margin, gap, witness_margin = self.parts(x)
+            value = F.relu(margin + kappa) + weight * F.relu(gap - aim * self.max_witness_gap)
+            if self.max_witness_margin is not None:
+                value = value + weight * F.relu(witness_margin - aim * self.max_witness_margin)
+            return value
 
         return loss
 
     @torch.no_grad()
     def passes(self, x: torch.Tensor) -> torch.Tensor:
-        margin, gap = self.parts(x)
-        return (margin < 0) & (gap <= self.max_witness_gap)
+        margin, gap, witness_margin = self.parts(x)
+        passed = (margin < 0) & (gap <= self.max_witness_gap)
+        return passed if self.max_witness_margin is None else passed & (witness_margin <= self.max_witness_margin)
 
 
 def _project(x: torch.Tensor, original: torch.Tensor, eps: float) -> torch.Tensor:
@@ -160,8 +170,8 @@ class SuiteConfig:
     eps: float = 16 / 255
     steps: int = 500
     restarts: int = 3
-    weights: Sequence[float] = (1.0, 10.0, 100.0)  # the gap term's weight, swept
-    limits: Sequence[float] = (0.5, 0.9)  # the gap aimed at, as a share of the threshold
+    weights: Sequence[float] = (1.0, 10.0, 100.0)  # the witness terms' weight, swept
+    limits: Sequence[float] = (0.5, 0.9)  # the witness measures aimed at, as a share of their thresholds
     queries: int = 2000  # Square; 0 skips it
     seed: int = 0
 
@@ -177,7 +187,7 @@ class Selection(NamedTuple):
 def _parts(condition: RelaxedPass, images: torch.Tensor, batch_size: int):
     for start in range(0, len(images), batch_size):
         part = slice(start, start + batch_size)
-        yield part, RelaxedPass(condition.encoder, condition.witness, condition.text, condition.targets[part], condition.max_witness_gap)
+        yield part, replace(condition, targets=condition.targets[part])
 
 
 def choose_loss(condition: RelaxedPass, images: torch.Tensor, config: SuiteConfig, batch_size: int = 100) -> dict:
@@ -188,7 +198,7 @@ def choose_loss(condition: RelaxedPass, images: torch.Tensor, config: SuiteConfi
         for limit in config.limits:
             passed = 0
             for part, local in _parts(condition, images, batch_size):
-                adversarial = apgd(local.loss(weight, limit * condition.max_witness_gap), images[part], eps=config.eps,
+                adversarial = apgd(local.loss(weight, limit), images[part], eps=config.eps,
                                    steps=config.steps, seed=config.seed)
                 passed += int(local.passes(adversarial).sum())
             table[f"w={weight:g} limit={limit:g}"] = passed
@@ -205,7 +215,7 @@ def strongest(condition: RelaxedPass, images: torch.Tensor, config: SuiteConfig,
     passed = torch.zeros(len(images), dtype=torch.bool)
     per_attack = {"apgd": 0, "square": 0}
     for part, local in _parts(condition, images, batch_size):
-        loss = local.loss(weight, limit * condition.max_witness_gap)
+        loss = local.loss(weight, limit)
         found = {"apgd": apgd(loss, images[part], eps=config.eps, steps=config.steps, restarts=config.restarts, seed=config.seed)}
         if config.queries:
             found["square"] = square(loss, images[part], eps=config.eps, queries=config.queries, seed=config.seed)
@@ -230,6 +240,6 @@ def sanity_curves(condition: RelaxedPass, images: torch.Tensor, config: SuiteCon
         settings = {"eps": config.eps, "steps": config.steps, "restarts": 1, **change}
         passed = 0
         for part, local in _parts(condition, images, batch_size):
-            adversarial = apgd(local.loss(weight, limit * condition.max_witness_gap), images[part], seed=config.seed, **settings)
+            adversarial = apgd(local.loss(weight, limit), images[part], seed=config.seed, **settings)
             passed += int(local.passes(adversarial).sum())
         yield {"knob": knob, "value": value, "passed": passed, "images": len(images)}

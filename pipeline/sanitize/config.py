@@ -122,8 +122,8 @@ class SanitizeConfig:
             raise ValueError("the parse and decode budgets must be positive")
         if self.models.labels is not None and not self.models.labels:
             raise ValueError("the label list is empty")
-        if self.consensus.verdict.max_witness_gap is not None and self.witness_spec() is None:
-            raise ValueError("max-witness-gap thresholds a witness: give one with --witness SPEC")
+        if self.consensus.verdict.needs_witness and self.witness_spec() is None:
+            raise ValueError("max-witness-gap and max-witness-margin threshold a witness: give one with --witness SPEC")
         self.label_bank()  # the preset exists, labels are unique, the template has its placeholder
 
     @classmethod
@@ -138,8 +138,8 @@ class SanitizeConfig:
         models = ModelSettings(**nested.pop("models", {}))
         own_models = not (models.reconstructor or models.encoder or models.reconstructor_options)
         base = get_preset(models.preset).verdict if own_models else VerdictPolicy()
-        if models.witness is not None:  # a witness of one's own: the preset's gap threshold belongs to the preset's witness
-            base = replace(base, max_witness_gap=None)
+        if models.witness is not None:  # a witness of one's own: the preset's witness thresholds belong to the preset's witness
+            base = base.without_witness()
         consensus = nested.pop("consensus", {})
         consensus["verdict"] = replace(base, **consensus.get("verdict", {}))
         return cls(models=models, consensus=ConsensusConfig(**consensus), runtime=RuntimeSettings(**nested.pop("runtime", {})), **nested)

@@ -83,7 +83,7 @@ def sanitised_samples(
         # Text as valid UTF-8 (bytes that are not UTF-8 as \xNN); `key` as the verdict table names it
         # (the member names may differ: see `safe_key`).
         note = {k: as_text(row.get(k)) for k in
-                ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift", "witness_gap", "member")}
+                ("status", "error", "verdict", "label_original", "label_consensus", "agreement", "drift", "witness_gap", "witness_margin", "member")}
         note["key"] = display(sample.key)
         note["original_size"] = [row["original_width"], row["original_height"]] if row.get("original_width") else None
         note["images"] = {display(ext): outcome for ext, outcome in outcomes.items()}

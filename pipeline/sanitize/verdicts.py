@@ -34,6 +34,7 @@ def verdict_schema(dim: int) -> pa.Schema:
         ("samples_used", pa.int32()),
         ("drift", pa.float32()),
         ("witness_gap", pa.float32()),  # 1 - cos(encoder, robust witness) of the image, when a witness ran
+        ("witness_margin", pa.float32()),  # the witness's best-label cosine minus its cosine to label_original, when a witness ran
         ("caption", pa.string()),  # the sample's caption (txt member or json "caption"), for retrieval exports
         ("caption_cos_original", pa.float32()),
         ("caption_cos_purified", pa.float32()),
@@ -63,6 +64,7 @@ def ok_row(key: str, shard: str, result: SampleResult, original_size: tuple[int,
         "samples_used": result.samples_used,
         "drift": result.drift,
         "witness_gap": result.witness_gap,
+        "witness_margin": result.witness_margin,
         "caption_cos_original": result.caption_cos_original,
         "caption_cos_purified": result.caption_cos_purified,
         "replacement_accepted": result.replacement_accepted if result.verdict == "illusion" else None,

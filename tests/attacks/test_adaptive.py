@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import torch
 
 from pipeline.attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
@@ -31,12 +33,12 @@ def test_the_attack_stays_in_budget_and_keeps_the_best_judged_iterate(bpe_path):
         assert objective(judged[1], 0).mean() < before.mean()  # descending the attacker's loss
 
 
-def test_the_witness_term_charges_only_a_gap_beyond_its_limit(bpe_path):
+def test_the_witness_terms_charge_only_a_gap_and_a_margin_beyond_their_limits(bpe_path):
     encoder, vae = tiny_clip_encoder(bpe_path), VAEReconstructor(tiny_vae())
     text = LabelBank(["cat", "dog", "hello"]).embeddings(encoder)
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     targets = torch.tensor([1, 2, 0])
-    config = DetectAdaptiveConfig(eot=2, witness_limit=0.0, witness_weight=5.0)
+    config = DetectAdaptiveConfig(eot=2, witness_limit=0.0, witness_margin_limit=2.0, witness_weight=5.0)
     plain = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, config)
     shifted = lambda x: torch.nn.functional.normalize(encoder.embed_images(x) + 0.3, dim=-1)  # noqa: E731
     with torch.no_grad():
@@ -45,3 +47,11 @@ def test_the_witness_term_charges_only_a_gap_beyond_its_limit(bpe_path):
         other = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, config, witness=shifted)
         torch.testing.assert_close(same(images, 0), plain(images, 0), atol=1e-5, rtol=0)
         torch.testing.assert_close(other(images, 0), plain(images, 0) + 5.0 * gap, atol=1e-5, rtol=0)
+        # The margin: how much better the witness likes its own best label than the target.
+        sims = encoder.embed_images(images) @ text.T
+        margin = sims.max(-1).values - sims.gather(1, targets[:, None]).squeeze(1)
+        assert (margin > 0).any()
+        margin_only = replace(config, witness_limit=2.0, witness_margin_limit=0.0)
+        plain = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, margin_only)
+        same = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, margin_only, witness=encoder.embed_images)
+        torch.testing.assert_close(same(images, 0), plain(images, 0) + 5.0 * margin, atol=1e-5, rtol=0)

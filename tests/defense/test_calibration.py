@@ -39,16 +39,20 @@ def test_drift_method_counts_low_agreement_samples_too():
     assert result.uncertain_rate == pytest.approx(30 / 120)  # the 20 split votes and the 10 flips
 
 
-def test_a_witness_takes_its_share_of_the_budget_and_the_two_tests_meet_the_target_together():
-    # The largest witness gaps belong to samples that barely drift, so the two tests flag different samples.
-    results = [SimpleNamespace(**vars(r), witness_gap=0.001 * (99 - i)) for i, r in enumerate(clean_results())]
-    result = calibrate(results, target_fpr=0.06, witness_share=0.5)
-    assert result.policy.max_witness_gap == pytest.approx(0.096)  # 3 of the 6 allowed above it (gaps 0.097-0.099)
-    assert result.policy.max_drift == pytest.approx(0.16)  # and 3 by drift (0.17-0.19)
-    assert result.false_positive_rate == pytest.approx(0.06)
-    drift_only = calibrate(results, target_fpr=0.06, witness_share=0.0)
-    assert drift_only.policy.max_witness_gap == pytest.approx(0.099) and drift_only.policy.max_drift == pytest.approx(0.13)
-    assert calibrate(clean_results(), target_fpr=0.06).policy.max_witness_gap is None
+def test_a_witness_takes_its_share_of_the_budget_and_the_three_tests_meet_the_target_together():
+    # The largest witness gaps and margins belong to different samples that barely drift, so the three tests flag different samples.
+    results = [SimpleNamespace(**vars(r), witness_gap=0.001 * (99 - i), witness_margin=0.001 * ((i + 50) % 100))
+               for i, r in enumerate(clean_results())]
+    result = calibrate(results, target_fpr=0.08, witness_share=0.5)
+    assert result.policy.max_witness_gap == pytest.approx(0.097)  # 2 of the 8 allowed above it (gaps 0.098, 0.099)
+    assert result.policy.max_witness_margin == pytest.approx(0.097)  # 2 above it (margins 0.098, 0.099)
+    assert result.policy.max_drift == pytest.approx(0.15)  # and 4 by drift (0.16-0.19)
+    assert result.false_positive_rate == pytest.approx(0.08)
+    drift_only = calibrate(results, target_fpr=0.08, witness_share=0.0)
+    assert drift_only.policy.max_witness_gap == drift_only.policy.max_witness_margin == pytest.approx(0.099)
+    assert drift_only.policy.max_drift == pytest.approx(0.11)
+    bare = calibrate(clean_results(), target_fpr=0.06).policy
+    assert bare.max_witness_gap is None and bare.max_witness_margin is None
 
 
 def test_bad_arguments():

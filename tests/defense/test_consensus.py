@@ -130,10 +130,21 @@ def test_verdict_policy_order():
     assert witnessed.decide(1, 1, 0.2, 0.1, witness_gap=0.05) == "uncertain"
     with pytest.raises(ValueError, match="witness"):
         witnessed.decide(1, 1, 0.9, 0.1)
+    # The margin test: a witness that likes its own best label much better than the encoder's flags the sample.
+    both = VerdictPolicy(max_drift=0.3, max_witness_gap=0.1, max_witness_margin=0.02)
+    assert both.decide(1, 1, 0.9, 0.1, witness_gap=0.05, witness_margin=0.01) == "clean"
+    assert both.decide(1, 1, 0.9, 0.1, witness_gap=0.05, witness_margin=0.03) == "illusion"
+    assert both.decide(1, 1, 0.2, 0.1, witness_gap=0.05, witness_margin=0.03) == "illusion"
+    with pytest.raises(ValueError, match="witness"):
+        both.decide(1, 1, 0.9, 0.1, witness_gap=0.05)
+    assert both.needs_witness and witnessed.needs_witness and not gated.needs_witness
+    assert both.without_witness() == VerdictPolicy(max_drift=0.3)
     with pytest.raises(ValueError):
         VerdictPolicy(flip_min_drift=-0.1)
     with pytest.raises(ValueError):
         VerdictPolicy(max_witness_gap=3.0)
+    with pytest.raises(ValueError):
+        VerdictPolicy(max_witness_margin=-0.1)
 
 
 def test_a_purified_image_replaces_an_input_only_when_it_delivers_a_changed_consensus():
@@ -155,24 +166,35 @@ def test_label_bank(tmp_path):
         LabelBank(["cat"], template="a photo")
 
 
-def test_a_witness_adds_its_gap_and_the_verdict_thresholds_it(parts, bpe_path):
+def test_a_witness_adds_its_gap_and_margin_and_the_verdict_thresholds_them(parts, bpe_path):
     reconstructor, encoder = parts
     images, seeds = batch(), list(range(6))
     # A witness identical to the encoder never disagrees with it; another model does.
     same = ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(n=4), witness=encoder).purify(images, seeds=seeds)
-    assert all(abs(r.witness_gap) < 1e-5 for r in same)
+    assert all(abs(r.witness_gap) < 1e-5 and abs(r.witness_margin) < 1e-5 for r in same)
     other = tiny_clip_encoder(bpe_path)
     torch.manual_seed(1)
     for parameter in other.model.visual_projection.parameters():
         parameter.add_(0.5 * torch.randn_like(parameter))
     with torch.no_grad():
         expected = 1 - (encoder.embed_images(images) * other.embed_images(images)).sum(-1)
+        text = LabelBank(LABELS).embeddings(encoder)
+        witness_sims, encoder_labels = other.embed_images(images) @ text.T, (encoder.embed_images(images) @ text.T).argmax(-1)
+        margins = witness_sims.max(-1).values - witness_sims.gather(1, encoder_labels[:, None]).squeeze(1)
+    assert (margins > 1e-4).any()  # the other model disagrees with the encoder's label somewhere
     plain = ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(n=4)).purify(images, seeds=seeds)
     gated = ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(n=4, verdict=VerdictPolicy(max_witness_gap=0.0)),
                               witness=other).purify(images, seeds=seeds)
     for i, (before, after) in enumerate(zip(plain, gated)):
         assert after.witness_gap == pytest.approx(float(expected[i]), abs=1e-5) and before.witness_gap is None
         assert after.votes == before.votes  # the witness changes the verdict, never the draws
+        assert after.witness_margin == pytest.approx(float(margins[i]), abs=1e-5)
         assert after.verdict == ("illusion" if after.witness_gap > 0 else before.verdict)
+    by_margin = ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(n=4, verdict=VerdictPolicy(max_witness_margin=1e-4)),
+                                  witness=other).purify(images, seeds=seeds)
+    for before, after in zip(plain, by_margin):
+        assert after.verdict == ("illusion" if after.witness_margin > 1e-4 else before.verdict)
     with pytest.raises(ValueError, match="witness"):
         ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(verdict=VerdictPolicy(max_witness_gap=0.1)))
+    with pytest.raises(ValueError, match="witness"):
+        ConsensusPurifier(reconstructor, encoder, LABELS, ConsensusConfig(verdict=VerdictPolicy(max_witness_margin=0.1)))

@@ -24,15 +24,15 @@ def test_apgd_checkpoints_follow_the_paper():
 def test_against_no_witness_apgd_passes_the_illusion_and_a_zero_budget_passes_nothing(setting):
     encoder, text, images, targets = setting
     undefended = RelaxedPass(encoder, encoder, text, targets, max_witness_gap=0.05)  # a witness that moves with the encoder
-    adversarial = apgd(undefended.loss(10.0, 0.025), images, eps=16 / 255, steps=60, restarts=2)
+    adversarial = apgd(undefended.loss(10.0, 0.5), images, eps=16 / 255, steps=60, restarts=2)
     assert (adversarial - images).abs().max() <= 16 / 255 + 1e-6 and 0 <= adversarial.min() and adversarial.max() <= 1
     assert undefended.passes(adversarial).float().mean() >= 0.9
-    assert not undefended.passes(apgd(undefended.loss(10.0, 0.025), images, eps=0.0, steps=5)).any()
+    assert not undefended.passes(apgd(undefended.loss(10.0, 0.5), images, eps=0.0, steps=5)).any()
 
 
 def test_square_lowers_the_loss_without_gradients_and_stays_in_budget(setting):
     encoder, text, images, targets = setting
-    loss = RelaxedPass(encoder, encoder, text, targets, 0.05).loss(10.0, 0.025)
+    loss = RelaxedPass(encoder, encoder, text, targets, 0.05).loss(10.0, 0.5)
     adversarial = square(loss, images, eps=16 / 255, queries=100)
     assert (adversarial - images).abs().max() <= 16 / 255 + 1e-6
     with torch.no_grad():
