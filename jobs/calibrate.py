@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drift: flag embeddings that move under purification (default); votes: flag any label flip")
     parser.add_argument("--min-agreement", type=float, default=0.5, help="drift method: vote share below which a sample is 'uncertain'")
     parser.add_argument("--witness-share", type=float, default=0.5,
-                        help="drift method with a witness: the share of the false-positive budget the witness test may spend")
+                        help="drift method with a witness: the share of the false-positive budget the witness tests may spend (half each: gap, margin)")
     add_consensus_settings(parser)  # as the run will use them
     models, table = parser.add_argument_group("models (default: the preset's; written into --json, so that `sanitize --config` runs the same)"), by_name()
     for name in MODEL_SETTINGS:

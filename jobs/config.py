@@ -9,19 +9,28 @@ HELP = "Show the resolved configuration of a run (preset defaults, then --config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .options import add_device_argument
     from .sanitize import add_config_arguments
 
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    show = actions.add_parser("show", help=HELP, description=HELP)
+    show = actions.add_parser("show", help=HELP, description=HELP + " Every default is written out: the preset's models, "
+                              "labels and thresholds, and the batch sizes and precision for --device.")
     add_config_arguments(show)
+    add_device_argument(show)
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.sanitize.settings import to_json_text, to_yaml
 
+    from .options import resolve_device
     from .sanitize import build_config
 
-    settings = build_config(args).to_json()
-    print(to_json_text(settings) if args.json else to_yaml(settings), end="" if not args.json else "\n")
+    device = resolve_device(args.device)
+    settings = build_config(args).resolved(device).to_json()
+    if args.json:
+        print(to_json_text(settings))
+    else:
+        print(f"# preset {settings['preset']} with every default written out, for {device.type}; `--config` reads it back\n"
+              + to_yaml(settings), end="")
     return 0

@@ -30,7 +30,7 @@ class VerdictPolicy:
     5. `clean` otherwise.
 
     What happens to `uncertain` samples downstream is the run's choice (`--on-uncertain`). The
-    defaults (majority agreement, any label flip is an illusion, no drift or witness test) need no
+    defaults (majority agreement, any label flip is an illusion, no drift or witness tests) need no
     calibration; `disillusion calibrate` sets the thresholds from clean data.
     """
 

@@ -144,6 +144,29 @@ class SanitizeConfig:
         consensus["verdict"] = replace(base, **consensus.get("verdict", {}))
         return cls(models=models, consensus=ConsensusConfig(**consensus), runtime=RuntimeSettings(**nested.pop("runtime", {})), **nested)
 
+    def resolved(self, device: str | torch.device = "cpu") -> SanitizeConfig:
+        """The same run with every default written out: the models' specs and options, the witness,
+        the labels and template, the working size, and the batch sizes and precision for `device`.
+        It reads as a record of what runs, and `resolve(resolved.to_json())` gives it back."""
+        from ..models.registry import ModelSpec
+        from ..presets import get_preset
+
+        preset, models, run = get_preset(self.models.preset), self.models, self.execution(device)
+        if models.reconstructor:
+            reconstructor, options = models.reconstructor, dict(models.reconstructor_options)
+        else:
+            kind = preset.default_reconstructor
+            reconstructor = preset.reconstructors[kind]
+            options = {**preset.reconstructor_options.get(kind, {}), **models.reconstructor_options}
+        ModelSpec.parse(reconstructor)  # a spec the run could load
+        bank = self.label_bank()
+        models = replace(models, reconstructor=reconstructor, reconstructor_options=options, encoder=models.encoder or preset.encoder,
+                         witness=self.witness_spec() or "none", labels=tuple(bank.labels), template=bank.template,
+                         work_size=self.working_size())
+        runtime = replace(self.runtime, batch_size=run.batch_size, decode_batch_size=run.decode_batch_size,
+                          precision=str(run.dtype).removeprefix("torch."))
+        return replace(self, models=models, runtime=runtime)
+
     def to_json(self) -> dict[str, Any]:
         """The flat settings that `resolve` turns back into this config (run.json stores them)."""
         from .settings import flatten

@@ -7,7 +7,7 @@ from pipeline.distributed.runner import RunRecord
 from pipeline.io.storage import Storage
 from pipeline.presets import get_preset
 from pipeline.sanitize.config import SanitizeConfig
-from pipeline.sanitize.settings import settings_table
+from pipeline.sanitize.settings import read_settings_file, settings_table
 
 
 def show(capsys, *argv) -> str:
@@ -48,7 +48,30 @@ def test_a_run_is_repeated_from_its_own_record(tmp_path, capsys):
     record = json.loads((tmp_path / "run.json").read_text())
     assert SanitizeConfig.resolve(record["config"]) == config
     shown = yaml.safe_load(show(capsys, "--config", str(tmp_path / "run.json")))
-    assert SanitizeConfig.resolve(shown) == config
+    assert SanitizeConfig.resolve(shown) == config.resolved()
+
+
+def test_config_show_writes_out_what_the_preset_resolves_to_and_reads_back_to_the_same_run(tmp_path, capsys):
+    demo = get_preset("demo")
+    text = show(capsys, "--device", "cpu")
+    assert text.startswith("# preset demo") and "null" not in "".join(
+        line for line in text.splitlines() if line.split(":")[0] in ("reconstructor", "encoder", "witness", "labels", "work-size", "batch-size"))
+    shown = yaml.safe_load(text)
+    assert shown["reconstructor"] == demo.reconstructors["vae"] and shown["encoder"] == demo.encoder and shown["witness"] == demo.witness
+    assert shown["labels"] == list(demo.labels) and shown["work-size"] == demo.work_size
+    assert shown["batch-size"] == 16 and shown["decode-batch-size"] == 32 and shown["precision"] == "float32"
+    assert shown["latent-noise"] == demo.reconstructor_options["vae"]["latent_noise"]
+    assert shown["max-witness-gap"] == demo.verdict.max_witness_gap and shown["max-drift"] == demo.verdict.max_drift
+    (tmp_path / "shown.yaml").write_text(text)
+    again = SanitizeConfig.resolve(read_settings_file(str(tmp_path / "shown.yaml")))
+    assert again == SanitizeConfig.resolve().resolved("cpu")
+    # The same models judge: the record names the preset's own weights.
+    first, second = SanitizeConfig.resolve().build_purifier(), again.build_purifier()
+    for part in ("reconstructor", "encoder", "witness"):
+        assert getattr(first, part).fingerprint == getattr(second, part).fingerprint
+    for preset in ("imagebind", "clip-l14"):  # nothing is loaded to resolve them
+        resolved = SanitizeConfig.resolve(preset=preset).resolved("cuda")
+        assert SanitizeConfig.resolve(resolved.to_json()) == resolved and resolved.runtime.precision == "bfloat16"
 
 
 def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, capsys):

@@ -67,13 +67,15 @@ def test_the_witness_is_the_presets_when_its_encoder_runs_and_can_be_switched_of
     config = SanitizeConfig.resolve()
     assert config.witness_spec() == demo.witness and demo.witness is not None
     assert config.consensus.verdict.max_witness_gap == demo.verdict.max_witness_gap is not None
+    assert config.consensus.verdict.max_witness_margin == demo.verdict.max_witness_margin is not None
     assert config.build_purifier().witness.fingerprint != config.build_purifier().encoder.fingerprint
     off = SanitizeConfig.resolve(witness="none")
     assert off.witness_spec() is None and off.build_purifier().witness is None
-    assert off.consensus.verdict == dataclasses.replace(demo.verdict, max_witness_gap=None)
+    assert off.consensus.verdict == demo.verdict.without_witness()
     # Another encoder has no witness unless given one; a witness of one's own needs its own threshold.
     assert SanitizeConfig.resolve(encoder="clip:/elsewhere").witness_spec() is None
     own = SanitizeConfig.resolve(witness="clip:/mine")
-    assert own.witness_spec() == "clip:/mine" and own.consensus.verdict.max_witness_gap is None
-    with pytest.raises(ValueError, match="witness"):
-        SanitizeConfig.resolve(witness="none", max_witness_gap=0.1)
+    assert own.witness_spec() == "clip:/mine" and not own.consensus.verdict.needs_witness
+    for threshold in ("max_witness_gap", "max_witness_margin"):
+        with pytest.raises(ValueError, match="witness"):
+            SanitizeConfig.resolve(witness="none", **{threshold: 0.1})
