@@ -6,11 +6,9 @@ import argparse
 
 import torch
 
-from pipeline.defense import DEFAULT_TEMPLATE, ConsensusConfig, LabelBank, VerdictPolicy
 from pipeline.sanitize.settings import Setting, by_name, settings_table
 
 CONSENSUS_SETTINGS = ("n", "early_exit", "alpha", "seed")
-VERDICT_SETTINGS = ("min_agreement", "max_drift", "flip_min_drift")
 
 
 def add_setting(parser, setting: Setting, *, with_default: bool = False) -> None:
@@ -54,27 +52,6 @@ def add_consensus_settings(parser, names: tuple[str, ...] = CONSENSUS_SETTINGS) 
         add_setting(parser, table[name], with_default=True)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("models")
-    group.add_argument("--reconstructor", required=True, metavar="SPEC", help="e.g. vae:stabilityai/sd-vae-ft-mse or vae:/dir")
-    group.add_argument("--encoder", required=True, metavar="SPEC", help="e.g. clip:openai/clip-vit-large-patch14, imagebind:/path/imagebind_huge.pth")
-    add_device_argument(group)
-    table = by_name()
-    for setting in settings_table():
-        if setting.path[-1:] == ("reconstructor_options",):
-            add_setting(group, setting)
-    add_setting(group, table["s3_endpoint"])
-
-
-def add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("consensus")
-    labels = group.add_mutually_exclusive_group(required=True)
-    labels.add_argument("--labels", metavar="FILE", help="label file, one label per line")
-    labels.add_argument("--label", action="append", metavar="NAME", help="a label (repeat for several)")
-    group.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"prompt template (default {DEFAULT_TEMPLATE!r})")
-    add_consensus_settings(group, CONSENSUS_SETTINGS + VERDICT_SETTINGS)
-
-
 def add_device_argument(parser) -> None:
     parser.add_argument("--device", default="auto", help="where the models run: cpu, cuda, cuda:1, or auto (default)")
 
@@ -88,28 +65,3 @@ def resolve_device(name: str) -> torch.device:
 def describe_device(device: torch.device) -> str:
     """The GPU's name, or the device type."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-
-
-def reconstructor_options(args: argparse.Namespace) -> dict:
-    """The options given for the reconstructor kind in use (the registry's table)."""
-    from pipeline.models.registry import COMMON_RECONSTRUCTOR_OPTIONS, RECONSTRUCTORS
-
-    kind = args.reconstructor.partition(":")[0]
-    wanted = {**COMMON_RECONSTRUCTOR_OPTIONS, **(RECONSTRUCTORS[kind].options if kind in RECONSTRUCTORS else {})}
-    return {name: getattr(args, name) for name in wanted if getattr(args, name, None) is not None}
-
-
-def label_bank(args: argparse.Namespace) -> LabelBank:
-    if args.labels:
-        return LabelBank.from_file(args.labels, args.template)
-    return LabelBank(args.label, args.template)
-
-
-def consensus_config(args: argparse.Namespace) -> ConsensusConfig:
-    return ConsensusConfig(
-        n=args.n,
-        early_exit=args.early_exit,
-        alpha=args.alpha,
-        seed=args.seed,
-        verdict=VerdictPolicy(min_agreement=args.min_agreement, max_drift=args.max_drift, flip_min_drift=args.flip_min_drift),
-    )

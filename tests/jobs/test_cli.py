@@ -26,9 +26,10 @@ def test_check_reports_every_file_including_bad_ones(tmp_path, bpe_path, capsys)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     out_json = tmp_path / "out.jsonl"
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
     code = main([
         "check", *good, str(bad), "--reconstructor", f"vae:{tmp_path / 'vae'}", "--encoder", f"clip:{tmp_path / 'clip'}",
-        "--label", "cat", "--label", "dog", "--n", "4", "--json", str(out_json), "--save-purified", str(tmp_path / "purified"),
+        "--labels", str(tmp_path / "labels.txt"), "--n", "4", "--json", str(out_json), "--save-purified", str(tmp_path / "purified"),
     ])
     assert code == 1  # one file could not be read
     rows = [json.loads(line) for line in out_json.read_text().splitlines()]
@@ -39,6 +40,46 @@ def test_check_reports_every_file_including_bad_ones(tmp_path, bpe_path, capsys)
     assert sorted(p.name for p in (tmp_path / "purified").iterdir()) == ["img0.purified.png", "img1.purified.png"]
     printed = capsys.readouterr().out
     assert "broken.jpg" in printed and "error" in printed
+    assert f"reconstructor vae:{tmp_path / 'vae'}, encoder clip:{tmp_path / 'clip'}, witness none" in printed
+
+
+def test_check_judges_a_png_and_a_jpeg_of_ones_own_with_the_defaults_as_sanitize_would(tmp_path, capsys):
+    from pipeline.data.fashion_mnist import load_sample
+    from pipeline.io.images import encode_png
+    from pipeline.io.storage import Storage
+    from pipeline.models.noise import NoiseKey
+    from pipeline.presets import get_preset
+    from pipeline.sanitize.config import SanitizeConfig
+    from pipeline.sanitize.purify import process_shard
+    from pipeline.io.shards import Sample, write_samples
+
+    images, _ = load_sample().tensors(slice(0, 2))
+    (tmp_path / "coat.png").write_bytes(encode_png(images[0]))
+    photo = Image.fromarray((images[1].permute(1, 2, 0).numpy() * 255).astype("uint8")).resize((300, 300))
+    photo.save(tmp_path / "photo.jpg", quality=90)
+    files = [str(tmp_path / "coat.png"), str(tmp_path / "photo.jpg")]
+    assert main(["check", *files, "--seed", "0", "--json", str(tmp_path / "out.jsonl")]) == 0
+    printed = capsys.readouterr().out
+    demo = get_preset("demo")
+    assert f"judged by preset demo: reconstructor {demo.reconstructors['vae']}, encoder {demo.encoder}, witness {demo.witness}" in printed
+    assert f"max_drift {demo.verdict.max_drift:g}" in printed and "noise public seed 0" in printed
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["witness_gap"] is not None for r in rows)
+    assert rows[0]["thresholds"]["max_witness_gap"] == demo.verdict.max_witness_gap and rows[0]["models"]["witness"] == demo.witness
+    # The same files inside a shard, sanitised with the same settings: the same verdicts and scores.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "shard-000000.tar").write_bytes(write_samples([Sample("coat", {"png": (tmp_path / "coat.png").read_bytes()}),
+                                                                     Sample("photo", {"jpg": (tmp_path / "photo.jpg").read_bytes()})]))
+    config = SanitizeConfig.resolve(seed=0)
+    process_shard(Storage(), str(tmp_path / "in" / "shard-000000.tar"), str(tmp_path / "out"), config.build_purifier(), policy=None,
+                  work_size=config.working_size(), noise=NoiseKey.public(0), batch_size=16)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "out" / "verdicts" / "shard-000000.parquet").to_pylist()
+    by_key = {r["key"]: r for r in table}
+    for key, row in zip(("coat", "photo"), rows):
+        assert by_key[key]["verdict"] == row["verdict"] and by_key[key]["label_consensus"] == row["label_consensus"]
+        assert abs(by_key[key]["drift"] - row["drift"]) < 1e-5
 
 
 @pytest.fixture
