@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pipeline import __version__
 
@@ -38,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _native_messages_to_file(args.verbose) as log:
+        code = _main(parser, args)
+    if code and log and os.path.exists(log):
+        print(f"disillusion {args.job}: messages of Ray and native libraries are in {log} (or rerun with -v)", file=sys.stderr)
+    return code
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)  # its debug output is one line per PNG chunk read, thousands per job
     for chatty in ("botocore", "boto3", "s3transfer"):  # "Found credentials in environment variables", per client
@@ -63,6 +73,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+@contextlib.contextmanager
+def _native_messages_to_file(verbose: bool) -> Iterator[str | None]:
+    """A normal run prints only the project's own lines. What native code writes to the process's
+    stderr (Ray's C++ core and the processes it starts, such as a `core_worker.cc` line about actor
+    arguments) goes to a log file instead (yielded; removed when empty), while Python's own stderr
+    (errors, warnings, the project's log lines) still reaches the terminal; -v leaves everything on
+    the terminal."""
+    if verbose:
+        yield None
+        return
+    path = os.path.join(tempfile.gettempdir(), f"disillusion-{os.getpid()}-native.log")
+    sys.stderr.flush()
+    terminal_fd = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    previous = sys.stderr
+    swap = _is_fd_2(previous)  # under a test's capture, sys.stderr is not fd 2 and stays as it is
+    if swap:
+        sys.stderr = os.fdopen(os.dup(terminal_fd), "w", buffering=1, encoding=previous.encoding, errors="backslashreplace")
+    try:
+        yield path
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal_fd, 2)
+        os.close(terminal_fd)
+        if swap:
+            sys.stderr.close()
+            sys.stderr = previous
+        if os.path.getsize(path) == 0:
+            os.remove(path)
+
+
+def _is_fd_2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _quiet_model_libraries(verbose: bool) -> None:
     """Model loading progress bars, advisory warnings and Ray Data's narration drown the job's own output."""
     if verbose:
@@ -78,6 +127,9 @@ def _quiet_model_libraries(verbose: bool) -> None:
     # Ray Data narrates each execution plan at INFO; the runner prints a line per shard instead. Ray
     # Data sets up its logger when first imported, from this variable.
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    # Ray's notice that a local cluster uses token authentication (a setting, not a problem). Ray
+    # resets the level of its "ray" logger on import, not that of the module's own.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

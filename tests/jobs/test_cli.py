@@ -121,3 +121,26 @@ def test_a_read_only_output_is_exit_code_3(corpus_dir, capsys):
     (corpus_dir / "out").mkdir(mode=0o500)
     assert main(["audit", "--input", str(corpus_dir / "in"), "--output", str(corpus_dir / "out")]) == 3
     assert "Permission denied" in capsys.readouterr().err
+
+
+def test_native_messages_go_to_a_log_file_and_the_projects_own_lines_to_the_terminal(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from jobs.cli import _native_messages_to_file\n"
+        "with _native_messages_to_file(verbose=False) as log:\n"
+        "    os.write(2, b'core_worker.cc: a native line\\n')\n"
+        "    print('the project line', file=sys.stderr)\n"
+        "print(log)\n"
+        "with _native_messages_to_file(verbose=True):\n"
+        "    os.write(2, b'shown with -v\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=os.getcwd())
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["the project line", "shown with -v"]
+    log = done.stdout.strip()
+    with open(log) as handle:
+        assert handle.read() == "core_worker.cc: a native line\n"
+    os.remove(log)
