@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drift: flag embeddings that move under purification (default); votes: flag any label flip")
     parser.add_argument("--min-agreement", type=float, default=0.5, help="drift method: vote share below which a sample is 'uncertain'")
     parser.add_argument("--witness-share", type=float, default=0.5,
-                        help="drift method with a witness: the share of the false-positive budget the witness tests may spend (half each: gap, margin)")
+                        help="drift method with a witness: the share of the false-positive budget the witness tests may spend")
+    parser.add_argument("--margin-share", type=float, default=0.5,
+                        help="... and the share of that the witness margin test takes (the rest: the gap test; 0: no margin test)")
     add_consensus_settings(parser)  # as the run will use them
     models, table = parser.add_argument_group("models (default: the preset's; written into --json, so that `sanitize --config` runs the same)"), by_name()
     for name in MODEL_SETTINGS:
@@ -142,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
         per_group = {name: Calibration(policy, *rates(rs, policy), len(rs)) for name, rs in results.items()}
         method = f"unlabelled: median + {args.spread} robust sd of log-drift (assumes under half the corpus is attacked)"
     else:
-        policy, per_group = calibrate_groups(results, args.target_fpr, args.method, args.min_agreement, args.witness_share)
+        policy, per_group = calibrate_groups(results, args.target_fpr, args.method, args.min_agreement, args.witness_share,
+                                             args.margin_share)
         method = args.method
     config = {
         "preset": args.preset, **models, "n": args.n, "early_exit": args.early_exit, "alpha": args.alpha,

@@ -95,9 +95,9 @@ PRESETS = {
             "ae": {"noise_scale": 0.5},
             "dm": {"strength": 0.15, "denoise_steps": 10},
         },
-        # `disillusion calibrate --preset demo --limit 1000 --target-fpr 0.03 --encodings png,jpeg,jpeg-any,upscaled,webp`
-        # (sequential early exit, alpha 0.02, the witness): 1,000 clean test images outside the bundled
-        # sample, each stored by five scraper pipelines; half the budget to the witness test, and the
+        # `disillusion calibrate --preset demo --limit 1000 --target-fpr 0.03 --encodings png,jpeg,jpeg-any,upscaled,webp
+        # --margin-share 0` (sequential early exit, alpha 0.02, the witness): 1,000 clean test images outside the bundled
+        # sample, each stored by five scraper pipelines; half the budget to the witness gap test, and the
         # drift threshold meets 3% on every pipeline with it (PNG 0.6%, the others 1.9-3.0%). On the
         # next 1,000 (`--check --offset 1000`): PNG 0.8%, the others 2.7-3.4% flagged. The 3% target
         # leaves room under the 5% false-positive budget for sampling noise on a new corpus.

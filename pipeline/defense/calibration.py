@@ -10,9 +10,10 @@ samples and a target false-positive rate, two methods:
   verdicts) that meets the target.
 
 With a witness (results carry `witness_gap` and `witness_margin`), `witness_share` of the
-false-positive budget goes to the witness tests, half each (the smallest gap threshold that flags
-at most its part, then the same for the margin on the samples left), and the drift threshold takes
-what is left, so that the tests together meet the target.
+false-positive budget goes to the witness tests, `margin_share` of it to the margin test and the
+rest to the gap test (the smallest gap threshold that flags at most its part, then the same for the
+margin on the samples left; a share of 0 leaves its test off), and the drift threshold
+takes what is left, so that the tests together meet the target.
 
 No illusion is looked at, so the thresholds are not tuned to any attack or corpus. They hold for
 the reconstructor, N and early-exit setting they were measured with.
@@ -51,15 +52,19 @@ def _threshold(values: Sequence[float], allowed: int) -> float:
     return min(2.0, max(0.0, ordered[allowed] if allowed < len(ordered) else 0.0))
 
 
-def _drift_policy(results: Sequence[SampleResult], target_fpr: float, min_agreement: float, witness_share: float) -> VerdictPolicy:
+def _drift_policy(results: Sequence[SampleResult], target_fpr: float, min_agreement: float, witness_share: float,
+                  margin_share: float) -> VerdictPolicy:
     # The drift and witness tests come before the votes, so every sample can become a false positive:
     # floor(target * n) of them may lie above the thresholds.
     allowed = int(target_fpr * len(results))
     witness = {}
     if all(getattr(r, "witness_gap", None) is not None for r in results):
-        each = int(witness_share * allowed) // len(WITNESS_TESTS)
+        budget = witness_share * allowed
+        shares = {"max_witness_gap": 1.0 - margin_share, "max_witness_margin": margin_share}
         for threshold, measure in WITNESS_TESTS:
-            witness[threshold] = _threshold([getattr(r, measure) for r in results], each)
+            if not shares[threshold]:
+                continue
+            witness[threshold] = _threshold([getattr(r, measure) for r in results], int(budget * shares[threshold]))
             kept = [r for r in results if getattr(r, measure) <= witness[threshold]]
             allowed -= len(results) - len(kept)
             results = kept
@@ -78,7 +83,7 @@ def _votes_policy(results: Sequence[SampleResult], target_fpr: float) -> Verdict
 
 def calibrate(
     results: Sequence[SampleResult], target_fpr: float = 0.05, method: str = "drift", min_agreement: float = 0.5,
-    witness_share: float = 0.5,
+    witness_share: float = 0.5, margin_share: float = 0.5,
 ) -> Calibration:
     if not results:
         raise ValueError("calibration needs at least one clean sample")
@@ -86,21 +91,21 @@ def calibrate(
         raise ValueError("target_fpr must lie in [0, 1)")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
-    if not 0.0 <= witness_share <= 1.0:
-        raise ValueError("witness_share must lie in [0, 1]")
-    policy = _drift_policy(results, target_fpr, min_agreement, witness_share) if method == "drift" else _votes_policy(results, target_fpr)
+    if not (0.0 <= witness_share <= 1.0 and 0.0 <= margin_share <= 1.0):
+        raise ValueError("witness_share and margin_share must lie in [0, 1]")
+    policy = _drift_policy(results, target_fpr, min_agreement, witness_share, margin_share) if method == "drift" else _votes_policy(results, target_fpr)
     fpr, uncertain = rates(results, policy)
     return Calibration(policy, fpr, uncertain, len(results))
 
 
 def calibrate_groups(
     groups: dict[str, Sequence[SampleResult]], target_fpr: float = 0.05, method: str = "drift", min_agreement: float = 0.5,
-    witness_share: float = 0.5,
+    witness_share: float = 0.5, margin_share: float = 0.5,
 ) -> tuple[VerdictPolicy, dict[str, Calibration]]:
     """One policy whose false-positive rate meets the target on every group (e.g. clean PNGs and
     clean JPEGs of other sizes): each group's own thresholds, then the most permissive of them.
     Returns the policy and each group's rates under it."""
-    policies = [calibrate(results, target_fpr, method, min_agreement, witness_share).policy for results in groups.values()]
+    policies = [calibrate(results, target_fpr, method, min_agreement, witness_share, margin_share).policy for results in groups.values()]
     if method == "drift":
         threshold = max(p.max_drift for p in policies)
         witness = {}

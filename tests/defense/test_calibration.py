@@ -51,6 +51,10 @@ def test_a_witness_takes_its_share_of_the_budget_and_the_three_tests_meet_the_ta
     drift_only = calibrate(results, target_fpr=0.08, witness_share=0.0)
     assert drift_only.policy.max_witness_gap == drift_only.policy.max_witness_margin == pytest.approx(0.099)
     assert drift_only.policy.max_drift == pytest.approx(0.11)
+    gap_only = calibrate(results, target_fpr=0.08, witness_share=0.5, margin_share=0.0).policy
+    assert gap_only.max_witness_gap == pytest.approx(0.095) and gap_only.max_witness_margin is None  # all 4 to the gap
+    margin_only = calibrate(results, target_fpr=0.08, witness_share=0.5, margin_share=1.0).policy
+    assert margin_only.max_witness_gap is None and margin_only.max_witness_margin == pytest.approx(0.095)
     bare = calibrate(clean_results(), target_fpr=0.06).policy
     assert bare.max_witness_gap is None and bare.max_witness_margin is None
 
@@ -60,5 +64,7 @@ def test_bad_arguments():
         calibrate([], 0.05)
     with pytest.raises(ValueError):
         calibrate(clean_results(), 1.0)
+    with pytest.raises(ValueError, match="margin_share"):
+        calibrate(clean_results(), 0.05, margin_share=1.5)
     with pytest.raises(ValueError, match="method"):
         calibrate(clean_results(), 0.05, method="guess")

@@ -67,7 +67,7 @@ def test_the_witness_is_the_presets_when_its_encoder_runs_and_can_be_switched_of
     config = SanitizeConfig.resolve()
     assert config.witness_spec() == demo.witness and demo.witness is not None
     assert config.consensus.verdict.max_witness_gap == demo.verdict.max_witness_gap is not None
-    assert config.consensus.verdict.max_witness_margin == demo.verdict.max_witness_margin is not None
+    assert config.consensus.verdict.max_witness_margin == demo.verdict.max_witness_margin
     assert config.build_purifier().witness.fingerprint != config.build_purifier().encoder.fingerprint
     off = SanitizeConfig.resolve(witness="none")
     assert off.witness_spec() is None and off.build_purifier().witness is None
