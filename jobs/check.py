@@ -53,7 +53,7 @@ def check_files(config, paths: list[str], device, *, save_purified: str | None =
 
     purifier, noise, size = config.build_purifier(str(device)), config.noise_key(), config.working_size()
     judged = {"models": {k: getattr(config.models, k) for k in ("reconstructor", "encoder", "witness")},
-              "thresholds": {k: v for k, v in vars(config.consensus.verdict).items()}}
+              "thresholds": dict(vars(config.consensus.verdict))}
     rows: dict[str, dict] = {}
     items = []
     for path in dict.fromkeys(paths):
