@@ -24,9 +24,9 @@ KUBERAY = os.path.join(ROOT, "deploy", "kuberay")
 
 
 def pinned(package: str) -> str:
-    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
-        dependencies = tomllib.load(handle)["project"]["dependencies"]
-    found = [d.split("==")[1].split(";")[0].strip() for d in dependencies if re.match(rf"{re.escape(package)}(\[.*\])?==", d)]
+    """The version the lock (constraints.txt) pins."""
+    with open(os.path.join(ROOT, "constraints.txt")) as handle:
+        found = [line.split("==")[1].strip() for line in handle if re.match(rf"{re.escape(package)}==", line, flags=re.I)]
     assert len(found) == 1, package
     return found[0]
 
@@ -84,12 +84,12 @@ def test_the_dockerfile_installs_dependencies_before_the_code_on_the_pinned_ray_
             assert os.path.exists(os.path.join(ROOT, path)), path
     # A change of code must not reinstall the dependencies: they come from pyproject.toml alone, before any source.
     first_source = min(text.index(f"COPY --chown=ray:users {d}") for d in ("pipeline", "jobs", "README.md"))
-    assert text.index("pip install --no-cache-dir -r /tmp/requirements.txt") < first_source
+    assert text.index("pip install --no-cache-dir -r /tmp/requirements.txt -c constraints.txt") < first_source
     assert "pip install --no-cache-dir --no-deps ." in text and "disillusion --version" in text
     # The context holds what the image copies, nothing else.
     with open(os.path.join(ROOT, ".dockerignore")) as handle:
         ignore = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
-    assert ignore[0] == "*" and {"!pyproject.toml", "!README.md", "!pipeline/", "!jobs/"} <= set(ignore)
+    assert ignore[0] == "*" and {"!pyproject.toml", "!constraints.txt", "!README.md", "!pipeline/", "!jobs/"} <= set(ignore)
 
 
 @pytest.mark.parametrize("path", ["deploy/kuberay/rayjob.yaml", "deploy/kuberay/cronjob.yaml", "deploy/kuberay/serviceaccount.yaml"])
