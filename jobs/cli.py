@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with _native_messages_to_file(args.verbose) as log:
         code = _main(parser, args)
-    if code and log and os.path.exists(log):
+    if code == 1 and log and os.path.exists(log):  # exit codes 2, 3 and 130 keep their one line
         print(f"disillusion {args.job}: messages of Ray and native libraries are in {log} (or rerun with -v)", file=sys.stderr)
     return code
 
