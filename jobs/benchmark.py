@@ -22,7 +22,6 @@ import os
 import shlex
 import tempfile
 import time
-from dataclasses import replace
 
 import torch
 

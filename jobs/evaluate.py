@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import torch
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..defense.consensus import witness_measures
 from .illusion import Objective
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,7 @@ def detect_adaptive_objective(
             + config.margin_weight * F.relu(best_other - target_sim + config.margin).mean(1)
         )
         if witness is not None:
-            witnessed = witness(x)
-            gap = 1.0 - (original * witnessed).sum(-1)
-            witness_sims = witnessed @ text.T
-            margin = witness_sims.max(-1).values - witness_sims.gather(1, targets[:, None]).squeeze(1)
+            gap, margin = witness_measures(original, witness(x), text, targets)
             loss = loss + config.witness_weight * (F.relu(gap - config.witness_limit) + F.relu(margin - config.witness_margin_limit))
         return loss
 

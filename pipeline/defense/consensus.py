@@ -63,6 +63,17 @@ class ConsensusConfig:
             raise ValueError("alpha must lie in (0, 1)")
 
 
+def witness_measures(original: torch.Tensor, witnessed: torch.Tensor, text: torch.Tensor,
+                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the verdict's witness tests bound, per image (B x D normalised embeddings of the encoder
+    and of the witness, L x D label embeddings, B label indices): the gap 1 - cos(encoder, witness),
+    and the witness margin, how much better the witness likes its own best label than `labels`.
+    Differentiable: the attacks aim under the same measures."""
+    gaps = 1.0 - (original * witnessed).sum(-1)
+    sims = witnessed @ text.T
+    return gaps, sims.max(-1).values - sims.gather(1, labels[:, None]).squeeze(1)
+
+
 @dataclass
 class SampleResult:
     """Everything the defense knows about one input. Label fields are indices into the label bank;
@@ -127,9 +138,7 @@ class ConsensusPurifier:
         if self.witness is None:
             return [None] * len(images), [None] * len(images)
         witnessed = self.witness.embed_images(images).float().to(original.device)
-        gaps = 1.0 - (witnessed * original).sum(-1)
-        sims = witnessed @ text.T
-        margins = sims.max(-1).values - sims.gather(1, original_sims.argmax(-1, keepdim=True)).squeeze(1)
+        gaps, margins = witness_measures(original, witnessed, text, original_sims.argmax(-1))
         return gaps.tolist(), margins.tolist()
 
     def _autocast(self):

@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ..defense.consensus import witness_measures
+
 Loss = Callable[[torch.Tensor], torch.Tensor]  # images -> per-image loss (lower is better for the attacker)
 
 
@@ -45,9 +47,7 @@ class RelaxedPass:
         sims = original @ self.text.T
         target = sims.gather(1, self.targets[:, None]).squeeze(1)
         others = sims.masked_fill(F.one_hot(self.targets, sims.shape[1]).bool(), -2.0).max(-1).values
-        gap = 1.0 - (original * witnessed).sum(-1)
-        witness_sims = witnessed @ self.text.T
-        witness_margin = witness_sims.max(-1).values - witness_sims.gather(1, self.targets[:, None]).squeeze(1)
+        gap, witness_margin = witness_measures(original, witnessed, self.text, self.targets)
         return others - target, gap, witness_margin
 
     def loss(self, weight: float, aim: float, kappa: float = 0.02) -> Loss:

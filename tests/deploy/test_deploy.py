@@ -9,7 +9,6 @@ import os
 import re
 import shlex
 import subprocess
-import tomllib
 
 import pytest
 import yaml
