@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dm-epochs", type=int, default=2)
     parser.add_argument("--witness-epochs", type=int, default=3)
     parser.add_argument("--witness-eps", default="16/255", help="the L-inf radius the witness is trained to withstand")
+    parser.add_argument("--witness-stored-share", type=float, default=0.0,
+                        help="the share of each witness batch stored as a random scraper pipeline would store it (resized, "
+                             "upscaled, JPEG, WebP; pipeline/data/encodings.py) and decoded back, so that the witness agrees "
+                             "with the encoder on clean re-encoded images too")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
 
@@ -87,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
         from .evaluate import parse_fraction
 
         eps = parse_fraction(args.witness_eps)
-        witness = timed("witness", lambda: train_witness(clip, train, epochs=args.witness_epochs, eps=eps, seed=args.seed))
+        witness = timed("witness", lambda: train_witness(clip, train, epochs=args.witness_epochs, eps=eps,
+                                                                   stored_share=args.witness_stored_share, seed=args.seed))
         witness.save_pretrained(os.path.join(args.out, "witness"))
-        metrics["witness"].update(epochs=args.witness_epochs, eps=args.witness_eps, **witness_metrics(clip, witness, test, eps=eps))
+        metrics["witness"].update(epochs=args.witness_epochs, eps=args.witness_eps, stored_share=args.witness_stored_share, **witness_metrics(clip, witness, test, eps=eps))
     for name in ("vae", "ae", "dm"):
         if os.path.isdir(os.path.join(args.out, name)):
             with open(os.path.join(args.out, name, "disillusion.json"), "w") as handle:
