@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.attacks import AttackConfig
-    from pipeline.attacks.corpus import plant_illusions
+    from pipeline.research.models import load_reconstructor
+    from pipeline.research.attacks import AttackConfig
+    from pipeline.research.attacks.corpus import plant_illusions
     from pipeline.io.shards import ShardProblem, read_samples, write_samples
     from pipeline.io.storage import Storage, join, shard_name
     from pipeline.presets import get_preset
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     encoder = preset.load_encoder()
     config = AttackConfig(eps=parse_fraction(args.eps), step_size=parse_fraction(args.step_size), steps=args.steps, seed=args.seed)
-    reconstructor = preset.load_reconstructor() if args.adaptive else None
+    reconstructor = load_reconstructor(preset) if args.adaptive else None
     storage = Storage(args.s3_endpoint)
 
     problems = 0

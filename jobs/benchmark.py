@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-size", action="store_true", help="only the full-size section (real architectures, random weights)")
     parser.add_argument("--encoder", choices=("imagebind", "clip-l14"), default="imagebind", help="full-size section: the encoder")
     parser.add_argument("--full-size-samples", type=int, help="full-size section: images per setting (default 128 on CUDA, 2 on CPU)")
-    parser.add_argument("--settings", help="full-size section: comma-separated setting keys (default: every one; see pipeline/benchmark.py)")
+    parser.add_argument("--settings", help="full-size section: comma-separated setting keys (default: every one; see pipeline/research/benchmark.py)")
     parser.add_argument("--json", metavar="FILE")
 
 
@@ -84,7 +84,7 @@ def rerun_command(args: argparse.Namespace) -> str:
 
 
 def bench_images(count: int, size: int) -> torch.Tensor:
-    from pipeline.data.fashion_mnist import load_sample, to_rgb32
+    from pipeline.research.data.fashion_mnist import load_sample, to_rgb32
 
     sample = load_sample()
     indices = [i % len(sample) for i in range(count)]  # larger corpora repeat the sample (keys differ)
@@ -103,7 +103,7 @@ def _quick(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.benchmark import machine_description
+    from pipeline.research.benchmark import machine_description
 
     from .options import resolve_device
 
@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
 # --- sections ---------------------------------------------------------------------------------------
 
 def models_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from pipeline.benchmark import benchmark_models, markdown_table
+    from pipeline.research.models import load_reconstructor
+    from pipeline.research.benchmark import benchmark_models, markdown_table
     from pipeline.presets import get_preset
 
     preset = get_preset(args.preset)
@@ -151,7 +152,7 @@ def models_section(args: argparse.Namespace, device: torch.device) -> list[dict]
     size = args.image_size or preset.work_size
     images = bench_images(args.samples, size)
     encoder = preset.load_encoder(device=device)
-    reconstructors = {kind: preset.load_reconstructor(kind, device=device) for kind in kinds}
+    reconstructors = {kind: load_reconstructor(preset, kind, device=device) for kind in kinds}
     rows = benchmark_models(reconstructors, encoder, preset.label_bank(), images, n=args.n, batch_size=args.batch_size, device=device)
     print(f"\n### Stages (in process; images {size}x{size}, batch {args.batch_size})\n")
     print(markdown_table(rows))
@@ -159,7 +160,8 @@ def models_section(args: argparse.Namespace, device: torch.device) -> list[dict]
 
 
 def attack_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from pipeline.benchmark import time_attack_steps
+    from pipeline.research.models import load_reconstructor
+    from pipeline.research.benchmark import time_attack_steps
     from pipeline.presets import get_preset
 
     preset = get_preset(args.preset)
@@ -173,7 +175,7 @@ def attack_section(args: argparse.Namespace, device: torch.device) -> list[dict]
     print("|---|---|---|---|")
     rows = []
     for kind in kinds:
-        reconstructor = preset.load_reconstructor(kind, device=device)
+        reconstructor = load_reconstructor(preset, kind, device=device)
         for size in sorted({min(32, chains), chains}):
             row = time_attack_steps(reconstructor, encoder, bank, images, eot=args.eot, decode_batch_size=size, device=device)
             gpu = "-" if row.peak_gpu_mb is None else f"{row.peak_gpu_mb:.0f}"
@@ -220,7 +222,7 @@ def _fill(summary: dict) -> str:
 def reader_section(args: argparse.Namespace) -> dict:
     """What the sandbox that parses corpus bytes costs: read + decode in process and sandboxed, on
     the demo's 28 px PNGs and on the varied corpus of the geometry section (sides 64-768 px, 70% JPEG)."""
-    from pipeline.benchmark import time_reader, varied_encodings
+    from pipeline.research.benchmark import time_reader, varied_encodings
     from pipeline.io.images import encode_png
     from pipeline.io.sandbox import Sandbox
     from pipeline.io.shards import Sample, write_samples
@@ -246,7 +248,7 @@ def reader_section(args: argparse.Namespace) -> dict:
 
 
 def geometry_section(args: argparse.Namespace) -> dict:
-    from pipeline.benchmark import varied_encodings, write_corpus
+    from pipeline.research.benchmark import varied_encodings, write_corpus
     from pipeline.io.images import encode_png
     from pipeline.sanitize.config import SanitizeConfig
 
@@ -275,7 +277,7 @@ def geometry_section(args: argparse.Namespace) -> dict:
 def pipeline_section(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from pipeline.benchmark import bare_loop, write_corpus
+    from pipeline.research.benchmark import bare_loop, write_corpus
     from pipeline.io.images import encode_png
     from pipeline.sanitize.config import SanitizeConfig
 
@@ -334,14 +336,15 @@ def pipeline_section(args: argparse.Namespace) -> dict:
 
 
 def early_exit_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
-    from pipeline.attacks.illusion import cosine_objective
-    from pipeline.benchmark import early_exit_comparison
-    from pipeline.data.fashion_mnist import load_sample
+    from pipeline.research.models import load_reconstructor
+    from pipeline.research.attacks import AttackConfig, illusion_attack, pick_targets
+    from pipeline.research.attacks.illusion import cosine_objective
+    from pipeline.research.benchmark import early_exit_comparison
+    from pipeline.research.data.fashion_mnist import load_sample
     from pipeline.presets import get_preset
 
     preset = get_preset(args.preset)
-    encoder, reconstructor, bank = preset.load_encoder(device=device), preset.load_reconstructor(device=device), preset.label_bank()
+    encoder, reconstructor, bank = preset.load_encoder(device=device), load_reconstructor(preset, device=device), preset.label_bank()
     sample = load_sample()
     count = args.early_exit_samples
     images = bench_images(count, preset.work_size)
@@ -366,7 +369,7 @@ def early_exit_section(args: argparse.Namespace, device: torch.device) -> list[d
 
 
 def full_size_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from pipeline.benchmark import full_size_settings, run_full_size
+    from pipeline.research.benchmark import full_size_settings, run_full_size
 
     count = args.full_size_samples or (128 if device.type == "cuda" else 2)
     settings = full_size_settings(device)

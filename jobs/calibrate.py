@@ -7,16 +7,16 @@ import json
 
 import torch
 
-from pipeline.data.encodings import ENCODINGS
-from pipeline.data.fashion_mnist import DEBIAN_DIR
+from pipeline.research.data.encodings import ENCODINGS
+from pipeline.research.data.fashion_mnist import DEBIAN_DIR
 from pipeline.defense.calibration import METHODS
-from pipeline.sanitize.settings import by_name, settings_table
+from pipeline.sanitize.config import SETTINGS
 
 from .options import CONSENSUS_SETTINGS, add_consensus_settings, add_setting
 
 # The model flags of `sanitize` that calibrate takes too (the reconstructor and its options, as the
 # settings table lists them): thresholds belong to the models that ran.
-MODEL_SETTINGS = ("reconstructor", "witness") + tuple(s.name for s in settings_table() if s.path[-1:] == ("reconstructor_options",))
+MODEL_SETTINGS = ("reconstructor", "witness") + tuple(s.name for s in SETTINGS if s.optional)
 THRESHOLDS = ("min_agreement", "max_drift", "flip_min_drift")  # every saved config has these
 OPTIONAL_THRESHOLDS = ("max_witness_gap", "max_witness_margin")  # present when a witness ran
 
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=1000, help="clean samples to use")
     parser.add_argument("--offset", type=int, default=0, help="demo: skip the first K held-out test images (e.g. to check on images calibration did not see)")
     parser.add_argument("--encodings", default=",".join(ENCODINGS),
-                        help="demo: store each clean image as each of these scraper pipelines would (pipeline/data/encodings.py: png as is; "
+                        help="demo: store each clean image as each of these scraper pipelines would (pipeline/research/data/encodings.py: png as is; "
                              "jpeg, jpeg-any, upscaled and webp at random sizes, filters and qualities); --input shards are grouped by "
                              "their image format. Thresholds hold for every group.")
     parser.add_argument("--check", action="store_true",
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin-share", type=float, default=0.5,
                         help="... and the share of that the witness margin test takes (the rest: the gap test; 0: no margin test)")
     add_consensus_settings(parser)  # as the run will use them
-    models, table = parser.add_argument_group("models (default: the preset's; written into --json, so that `sanitize --config` runs the same)"), by_name()
+    models, table = parser.add_argument_group("models (default: the preset's; written into --json, so that `sanitize --config` runs the same)"), SETTINGS.by_name
     for name in MODEL_SETTINGS:
         add_setting(models, table[name])
     parser.add_argument("--batch-size", type=int, default=50)
@@ -85,8 +85,8 @@ def clean_images(args) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
         return groups
     import random
 
-    from pipeline.data.encodings import stored_at_working_size
-    from pipeline.data.fashion_mnist import held_out_test_indices, load_split
+    from pipeline.research.data.encodings import stored_at_working_size
+    from pipeline.research.data.fashion_mnist import held_out_test_indices, load_split
 
     if args.preset != "demo":
         raise ValueError("pass --input with clean shards for presets other than demo")

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.sanitize.settings import to_json_text, to_yaml
+    from pipeline.settings import to_json_text, to_yaml
 
     from .options import resolve_device
     from .sanitize import build_config

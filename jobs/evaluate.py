@@ -59,11 +59,11 @@ def parse_fraction(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
-    from pipeline.attacks.illusion import cosine_objective
-    from pipeline.data.fashion_mnist import load_sample
-    from pipeline.attacks.adaptive import DetectAdaptiveConfig
-    from pipeline.evaluation import adaptive_inputs, detect_adaptive_inputs, evaluate_defense, rows_as_dicts
+    from pipeline.research.attacks import AttackConfig, illusion_attack, pick_targets
+    from pipeline.research.attacks.illusion import cosine_objective
+    from pipeline.research.data.fashion_mnist import load_sample
+    from pipeline.research.attacks.adaptive import DetectAdaptiveConfig
+    from pipeline.research.evaluation import adaptive_inputs, detect_adaptive_inputs, evaluate_defense, rows_as_dicts
     from pipeline.presets import get_preset
 
     from .options import describe_device, resolve_device
@@ -180,7 +180,8 @@ def markdown_report(report: dict) -> str:
 
 
 def _defense(name, preset, encoder, bank, text, args, device, verdict, witness):
-    from pipeline.evaluation import blur_defense, jpeg_defense, none_defense, reconstruction_defense
+    from pipeline.research.models import load_reconstructor
+    from pipeline.research.evaluation import blur_defense, jpeg_defense, none_defense, reconstruction_defense
 
     if name == "none":
         return none_defense(encoder, text)
@@ -189,12 +190,12 @@ def _defense(name, preset, encoder, bank, text, args, device, verdict, witness):
     if name == "blur":
         return blur_defense(encoder, text, sigma=1.0)
     kind, _, consensus = name.partition("+")
-    reconstructor = preset.load_reconstructor(kind, device=device)
+    reconstructor = load_reconstructor(preset, kind, device=device)
     surrogate = None
     if kind == "dm" and args.dm_attack_steps:
         # Backpropagating through the whole reverse chain is slow on CPUs: a shorter DDIM chain of the
         # same model from the same depth t* is the cheaper (and weaker) attack.
-        surrogate = preset.load_reconstructor(kind, denoise_steps=args.dm_attack_steps, device=device)
+        surrogate = load_reconstructor(preset, kind, denoise_steps=args.dm_attack_steps, device=device)
     return reconstruction_defense(
         name, reconstructor, encoder, bank, n=args.n if consensus else 1, eot_samples=args.eot_samples, seed=args.seed,
         attack_reconstructor=surrogate, verdict=verdict, witness=witness, on_uncertain=args.on_uncertain,
@@ -203,13 +204,14 @@ def _defense(name, preset, encoder, bank, text, args, device, verdict, witness):
 
 def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args, device) -> list[dict]:
     """vae+consensus on clean and illusion inputs: N sweep, then the posterior sampling scale at N=10."""
-    from pipeline.evaluation import evaluate_defense, reconstruction_defense
+    from pipeline.research.models import load_reconstructor
+    from pipeline.research.evaluation import evaluate_defense, reconstruction_defense
 
     out = []
     settings = [("n", n, {}) for n in (1, 3, 5, 10, 15, 20)] + [("sample_scale", s, {"sample_scale": s}) for s in (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)]
     for parameter, value, options in settings:
         n = value if parameter == "n" else args.n
-        defense = reconstruction_defense("vae+consensus", preset.load_reconstructor("vae", **options, device=device), encoder, bank, n=n, eot_samples=args.eot_samples, seed=args.seed)
+        defense = reconstruction_defense("vae+consensus", load_reconstructor(preset, "vae", **options, device=device), encoder, bank, n=n, eot_samples=args.eot_samples, seed=args.seed)
         for row in evaluate_defense(defense, text, {"clean": images, "illusion": illusions}, labels, targets, args.batch_size):
             out.append({"parameter": parameter, "value": value, **row.__dict__})
         log.info("ablation %s=%s done", parameter, value)

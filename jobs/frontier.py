@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def points(args: argparse.Namespace):
-    from pipeline.frontier import Point
+    from pipeline.research.frontier import Point
 
     values = {kind: [float(v) for v in getattr(args, kind).split(",") if v.strip()] for kind in ("vae", "ae", "dm")}
     return [Point(kind, value, int(n)) for kind, vs in values.items() for value in vs for n in args.n.split(",")]
@@ -82,12 +82,12 @@ def points(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     if args.reports:
         return join(args)
-    from pipeline.attacks import AttackConfig, illusion_attack, pick_targets
-    from pipeline.attacks.adaptive import DetectAdaptiveConfig
-    from pipeline.attacks.illusion import cosine_objective
-    from pipeline.data.encodings import stored_at_working_size
-    from pipeline.data.fashion_mnist import held_out_test_indices, load_sample, load_split
-    from pipeline.frontier import PARAMETERS, meets_target, run_point
+    from pipeline.research.attacks import AttackConfig, illusion_attack, pick_targets
+    from pipeline.research.attacks.adaptive import DetectAdaptiveConfig
+    from pipeline.research.attacks.illusion import cosine_objective
+    from pipeline.research.data.encodings import stored_at_working_size
+    from pipeline.research.data.fashion_mnist import held_out_test_indices, load_sample, load_split
+    from pipeline.research.frontier import PARAMETERS, meets_target, run_point
     from pipeline.presets import get_preset
 
     from .evaluate import parse_fraction, write_report
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     sanity = []
     if args.sanity:
         from pipeline.defense import VerdictPolicy
-        from pipeline.frontier import attack_sanity
+        from pipeline.research.frontier import attack_sanity
 
         first = results[0]
         count = min(args.attack_limit, args.limit)
@@ -182,7 +182,7 @@ SANITY_IMAGES = 100  # the relaxed suite's sanity curves run on the first 100 at
 
 def relaxed_sanity(first, encoder, witness, text, relaxed, images, targets, batch_size: int, save) -> list[dict]:
     """The relaxed suite's sanity curves at the first point, with the loss chosen there."""
-    from pipeline.frontier import relaxed_pass
+    from pipeline.research.frontier import relaxed_pass
     from pipeline.research.witness_attack import sanity_curves
 
     config, chosen = relaxed.config, first.metrics["witness-relaxed"]["chosen"]
@@ -197,8 +197,8 @@ def relaxed_sanity(first, encoder, witness, text, relaxed, images, targets, batc
 
 def relaxed_suite_inputs(args: argparse.Namespace, labels: int, device):
     """The relaxed suite's settings and selection images (`witness_attack.Selection`)."""
-    from pipeline.attacks import pick_targets
-    from pipeline.data.fashion_mnist import load_sample
+    from pipeline.research.attacks import pick_targets
+    from pipeline.research.data.fashion_mnist import load_sample
     from pipeline.research.witness_attack import Selection, SuiteConfig
 
     from .evaluate import parse_fraction

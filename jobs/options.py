@@ -6,7 +6,8 @@ import argparse
 
 import torch
 
-from pipeline.sanitize.settings import Setting, by_name, settings_table
+from pipeline.sanitize.config import SETTINGS
+from pipeline.settings import Setting
 
 CONSENSUS_SETTINGS = ("n", "early_exit", "alpha", "seed")
 
@@ -32,7 +33,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] 
               "verdict thresholds (default: the preset's calibrated ones; see `disillusion calibrate`)",
               ("runtime",): "runtime (defaults per device: see BENCHMARKS.md)", ("models", "reconstructor_options"):
               "reconstructor options (for the kind in use; default: the preset's)"}
-    for setting in settings_table():
+    for setting in SETTINGS:
         if setting.name in skip:
             continue
         title = titles[setting.path]
@@ -42,14 +43,13 @@ def add_setting_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] 
 
 def given_settings(args: argparse.Namespace) -> dict:
     """The settings a user gave as flags."""
-    return {name: getattr(args, name) for name in by_name() if getattr(args, name, None) is not None}
+    return {name: getattr(args, name) for name in SETTINGS.by_name if getattr(args, name, None) is not None}
 
 
 def add_consensus_settings(parser, names: tuple[str, ...] = CONSENSUS_SETTINGS) -> None:
     """The consensus flags of the jobs that build a purifier themselves, with the library's defaults."""
-    table = by_name()
     for name in names:
-        add_setting(parser, table[name], with_default=True)
+        add_setting(parser, SETTINGS.by_name[name], with_default=True)
 
 
 def add_device_argument(parser) -> None:

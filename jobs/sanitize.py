@@ -36,7 +36,7 @@ def actor_count(text: str) -> int | tuple[int, int]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
-    """--config and one flag per setting (generated from the config: pipeline/sanitize/settings.py)."""
+    """--config and one flag per setting (generated from the table `SETTINGS` in pipeline/sanitize/config.py)."""
     from .options import add_setting_flags
 
     parser.add_argument("--config", metavar="FILE",
@@ -52,12 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace, policy_fixed: bool = False):
     """The run's SanitizeConfig: the preset's defaults, then --config, then flags. A bad value is a
     ValueError here, before any work starts."""
-    from pipeline.sanitize.config import SanitizeConfig
-    from pipeline.sanitize.settings import read_settings_file
+    from pipeline.sanitize.config import SETTINGS, SanitizeConfig
 
     from .options import given_settings
 
-    settings = read_settings_file(args.config) if args.config else {}
+    settings = SETTINGS.read_file(args.config) if args.config else {}
     settings.update(given_settings(args))
     if policy_fixed:  # an audit writes verdicts only, whatever a config file says
         settings["on_illusion"] = None

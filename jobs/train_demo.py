@@ -31,18 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--witness-eps", default="16/255", help="the L-inf radius the witness is trained to withstand")
     parser.add_argument("--witness-stored-share", type=float, default=0.0,
                         help="the share of each witness batch stored as a random scraper pipeline would store it (resized, "
-                             "upscaled, JPEG, WebP; pipeline/data/encodings.py) and decoded back, so that the witness agrees "
+                             "upscaled, JPEG, WebP; pipeline/research/data/encodings.py) and decoded back, so that the witness agrees "
                              "with the encoder on clean re-encoded images too")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.benchmark import machine_description
-    from pipeline.data.fashion_mnist import LabelledImages, load_split, write_sample
+    from pipeline.research.benchmark import machine_description
+    from pipeline.research.data.fashion_mnist import LabelledImages, load_split, write_sample
     from pipeline.models.encoders import CLIPEncoder
     from pipeline.models.reconstructors import AEReconstructor, DiffusionReconstructor, VAEReconstructor
-    from pipeline.training import demo_models as dm
+    from pipeline.research.training import demo_models as dm
 
     torch.set_num_threads(args.threads)
     wanted = set(args.models.split(","))
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 def model_card(metrics: dict) -> str:
     """The model card, generated from the metrics of the run that produced the weights."""
-    from pipeline.training.demo_models import EVAL_TEMPLATE, TRAIN_TEMPLATES
+    from pipeline.research.training.demo_models import EVAL_TEMPLATE, TRAIN_TEMPLATES
 
     def line(name: str, what: str) -> str:
         m = metrics.get(name, {})

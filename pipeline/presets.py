@@ -14,13 +14,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data.fashion_mnist import CLASSES
 from .defense import LabelBank, VerdictPolicy
 from .defense.labels import read_label_file
 
 ASSETS_DIR = os.path.join(os.path.dirname(__file__), "assets")
 DEMO_DIR = os.path.join(ASSETS_DIR, "demo")
 IMAGENET_LABELS = tuple(read_label_file(os.path.join(ASSETS_DIR, "labels", "imagenet1k.txt")))
+FASHION_MNIST_LABELS = tuple(read_label_file(os.path.join(ASSETS_DIR, "labels", "fashion-mnist.txt")))  # the demo's
 # ImageBind's licence (CC BY-NC-SA 4.0) rules out shipping it: `imagebind:huge` is the checkpoint in
 # the model cache (~/.cache/disillusion/imagebind/), or DISILLUSION_IMAGEBIND names a file or directory.
 IMAGEBIND_SPEC = f"imagebind:{os.environ.get('DISILLUSION_IMAGEBIND') or 'huge'}"
@@ -37,9 +37,6 @@ class Preset:
     labels: tuple[str, ...]
     template: str = "a photo of a {}."
     reconstructor_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Reconstructions per model call when the research jobs (evaluate, frontier, benchmark) run the
-    # preset's reconstructors on a GPU; `sanitize` sets its own (--decode-batch-size).
-    gpu_decode_batch_size: int = 160
     default_reconstructor: str = "vae"
     # The working geometry: the encoder's square input. Corpora are decoded straight to it (shorter
     # side to work_size, central crop), so every batch that reaches a model is full.
@@ -71,11 +68,8 @@ class Preset:
         kind = kind or self.default_reconstructor
         if kind not in self.reconstructors:
             raise ValueError(f"preset {self.name!r} has no {kind!r} reconstructor; it has {sorted(self.reconstructors)}")
-        device = overrides.pop("device", "cpu")
-        if str(device).startswith("cuda"):
-            overrides.setdefault("decode_batch_size", self.gpu_decode_batch_size)
         options = {**self.reconstructor_options.get(kind, {}), **overrides}
-        return load_reconstructor(self.reconstructors[kind], device=device, **options)
+        return load_reconstructor(self.reconstructors[kind], **options)
 
 
 PRESETS = {
@@ -84,12 +78,8 @@ PRESETS = {
         encoder=f"clip:{DEMO_DIR}/clip",
         reconstructors={kind: f"{kind}:{DEMO_DIR}/{kind}" for kind in ("vae", "ae", "dm")},
         witness=f"clip:{DEMO_DIR}/witness",
-        labels=CLASSES,
+        labels=FASHION_MNIST_LABELS,
         work_size=32,
-        # 32 px models: per-call overhead, not the GPU, sets the pace of an attack step (an H200 took
-        # the same 0.15 s per 32-reconstruction chunk of the dm chain alone or beside two other runs),
-        # so an attack batch (batch x EOT draws) goes through in one call.
-        gpu_decode_batch_size=1024,
         reconstructor_options={
             "vae": {"sample_scale": 1.0, "latent_noise": 0.0},
             "ae": {"noise_scale": 0.5},

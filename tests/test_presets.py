@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from pipeline.data.fashion_mnist import CLASSES, load_sample
+from pipeline.research.data.fashion_mnist import CLASSES, load_sample
 from pipeline.presets import get_preset
-from pipeline.training.demo_models import zero_shot_accuracy
+from pipeline.research.training.demo_models import zero_shot_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +57,3 @@ def test_real_presets_use_imagenet_labels_and_explain_missing_weights(name, tmp_
         preset.load_reconstructor(**empty)
     with pytest.raises(WeightsNotFoundError, match="CC BY-NC-SA|Downloads are off"):
         preset.load_encoder(**empty)
-
-
-def test_on_a_gpu_the_preset_sets_how_many_reconstructions_go_through_per_call(demo, monkeypatch):
-    import pipeline.models
-
-    calls = []
-    monkeypatch.setattr(pipeline.models, "load_reconstructor", lambda spec, **options: calls.append(options))
-    demo.load_reconstructor("dm", device="cuda:1")
-    demo.load_reconstructor("dm", device=torch.device("cuda"), decode_batch_size=64)
-    demo.load_reconstructor("dm", device="cpu")
-    assert [c.get("decode_batch_size") for c in calls] == [demo.gpu_decode_batch_size, 64, None]
-    assert calls[0]["strength"] == demo.reconstructor_options["dm"]["strength"]
-    assert get_preset("imagebind").gpu_decode_batch_size == 160  # the full-size SD VAE's measured chunk

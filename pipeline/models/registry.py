@@ -230,19 +230,18 @@ class ReconstructorKind:
 
     load: Callable[[ModelSpec, LoadContext, str, bool, dict[str, Any]], Reconstructor]
     options: dict[str, tuple[type, str]]
-    randomness: str  # the option that sets how much reconstructions vary (what `disillusion frontier` sweeps)
 
 
 RECONSTRUCTORS = {
     "vae": ReconstructorKind(_load_vae, {
         "sample_scale": (float, "vae: scale on the posterior std (1 = sample, 0 = the mode)"),
         "latent_noise": (float, "vae: extra isotropic Gaussian latent noise, in units of the latent's std"),
-    }, randomness="latent_noise"),
-    "ae": ReconstructorKind(_load_ae, {"noise_scale": (float, "ae: Gaussian latent noise scale")}, randomness="noise_scale"),
+    }),
+    "ae": ReconstructorKind(_load_ae, {"noise_scale": (float, "ae: Gaussian latent noise scale")}),
     "dm": ReconstructorKind(_load_dm, {
         "strength": (float, "dm: diffusion depth t*/T"),
         "denoise_steps": (int, "dm: DDIM steps back from t*"),
-    }, randomness="strength"),
+    }),
 }
 RECONSTRUCTOR_KINDS = tuple(RECONSTRUCTORS)
 # Options every reconstructor takes (pipeline/models/reconstructors/base.py).

@@ -12,7 +12,7 @@ Only the image tower and its projection are trained; the text tower is copied un
 witness loads like any CLIP encoder (`clip:/dir`). Seeded, CPU-friendly at the demo's size.
 
 A share of each batch (`stored_share`) is first stored as a scraper pipeline would store it
-(`pipeline/data/encodings.py`: resized, upscaled, JPEG or WebP at random qualities) and decoded back
+(`pipeline/research/data/encodings.py`: resized, upscaled, JPEG or WebP at random qualities) and decoded back
 as `sanitize` decodes it. Without that, the witness and the encoder disagree on clean re-encoded
 images far more than on lossless ones, and the verdict's witness thresholds, calibrated over every
 pipeline, must leave that much room to the attacker.
@@ -26,10 +26,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..data.encodings import ENCODINGS, as_stored, at_working_size, stored_at_working_size
-from ..data.fashion_mnist import LabelledImages
+from .data.encodings import ENCODINGS, as_stored, at_working_size, stored_at_working_size
+from .data.fashion_mnist import LabelledImages
 from ..models.encoders import CLIPEncoder
-from ..training.demo_models import _augment, _fit, endless_batches
+from .training.demo_models import _augment, _fit, endless_batches
 
 
 def _distance(student: CLIPEncoder, x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,7 @@ def witness_metrics(encoder: CLIPEncoder, witness: CLIPEncoder, test: LabelledIm
     20-step PGD inside eps moves each model's embedding away from the encoder's clean one (median 1 - cos),
     the witness against the encoder it copies."""
     from ..defense.consensus import witness_measures
-    from ..training.demo_models import CLASSES, EVAL_TEMPLATE, zero_shot_accuracy
+    from .training.demo_models import CLASSES, EVAL_TEMPLATE, zero_shot_accuracy
 
     x, _ = test.tensors(slice(0, count))
     clean = witness_gaps(encoder, witness, x)

@@ -12,6 +12,8 @@ from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPoli
 from ..io.sandbox import DEFAULT_DECODE_SECONDS, DEFAULT_PARSE_SECONDS, Budgets
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from ..models.noise import MIN_KEY_BYTES, NoiseKey
+from ..models.registry import COMMON_RECONSTRUCTOR_OPTIONS, RECONSTRUCTORS
+from ..settings import Setting, SettingsTable
 from .outputs import ON_ERROR, ON_UNCERTAIN, POLICIES
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -128,13 +130,12 @@ class SanitizeConfig:
 
     @classmethod
     def resolve(cls, settings: dict[str, Any] | None = None, **more: Any) -> SanitizeConfig:
-        """A config from flat settings (the names of `settings_table()`, as flags and config files
+        """A config from flat settings (the names in `SETTINGS`, as flags and config files
         use them); what is not given comes from the preset: its thresholds when its own models run,
         the uncalibrated VerdictPolicy defaults with other models (drift scales differ by model)."""
         from ..presets import get_preset
-        from .settings import nest
 
-        nested = nest({**(settings or {}), **more})
+        nested = SETTINGS.nest({**(settings or {}), **more})
         models = ModelSettings(**nested.pop("models", {}))
         own_models = not (models.reconstructor or models.encoder or models.reconstructor_options)
         base = get_preset(models.preset).verdict if own_models else VerdictPolicy()
@@ -169,9 +170,7 @@ class SanitizeConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The flat settings that `resolve` turns back into this config (run.json stores them)."""
-        from .settings import flatten
-
-        return flatten(self)
+        return SETTINGS.flatten(self)
 
     def noise_key(self) -> NoiseKey:
         """The run's noise key: a public seed when one is set, else the key file (this setting or
@@ -240,3 +239,16 @@ class SanitizeConfig:
         if given is not None:
             return None if given.lower() == "none" else given
         return None if self.models.encoder else get_preset(self.models.preset).witness
+
+
+def _reconstructor_options() -> list[Setting]:
+    """The options of every reconstructor kind in the model registry, as settings of `models`."""
+    options = dict(COMMON_RECONSTRUCTOR_OPTIONS)
+    for kind in RECONSTRUCTORS.values():
+        options.update(kind.options)
+    return [Setting(name, ("models", "reconstructor_options"), name, kind, help, optional=True) for name, (kind, help) in options.items()]
+
+
+# The flat view of `SanitizeConfig`: the flags of sanitize, audit and check, config files, `config
+# show` and run.json's `config`. A config file may also carry calibrate's provenance record.
+SETTINGS = SettingsTable(SanitizeConfig, _reconstructor_options(), records=("calibration",))

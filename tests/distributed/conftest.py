@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from pipeline.data.fashion_mnist import CLASSES, load_sample
+from pipeline.research.data.fashion_mnist import CLASSES, load_sample
 from pipeline.io.images import encode_png
 from pipeline.io.shards import Sample, write_samples
 
@@ -28,7 +28,7 @@ def seaweed(tmp_path_factory):
 def corpus_samples(first: int, count: int, prefix: str = "k") -> list[Sample]:
     import torch
 
-    from pipeline.data.fashion_mnist import to_rgb32
+    from pipeline.research.data.fashion_mnist import to_rgb32
 
     sample = load_sample()
     images = to_rgb32(torch.from_numpy(sample.images[first : first + count]))

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from jobs.cli import main
-from pipeline.data.fashion_mnist import CLASSES, load_sample, to_rgb32
+from pipeline.research.data.fashion_mnist import CLASSES, load_sample, to_rgb32
 from pipeline.io.images import decode_image
 from pipeline.io.shards import Sample, read_samples, write_samples
 from pipeline.io.storage import Storage

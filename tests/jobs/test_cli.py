@@ -44,7 +44,7 @@ def test_check_reports_every_file_including_bad_ones(tmp_path, bpe_path, capsys)
 
 
 def test_check_judges_a_png_and_a_jpeg_of_ones_own_with_the_defaults_as_sanitize_would(tmp_path, capsys):
-    from pipeline.data.fashion_mnist import load_sample
+    from pipeline.research.data.fashion_mnist import load_sample
     from pipeline.io.images import encode_png
     from pipeline.io.storage import Storage
     from pipeline.models.noise import NoiseKey

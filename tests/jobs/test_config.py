@@ -7,7 +7,7 @@ from pipeline.distributed.runner import RunRecord
 from pipeline.io.storage import Storage
 from pipeline.presets import get_preset
 from pipeline.sanitize.config import SanitizeConfig
-from pipeline.sanitize.settings import read_settings_file, settings_table
+from pipeline.sanitize.config import SETTINGS
 
 
 def show(capsys, *argv) -> str:
@@ -20,7 +20,7 @@ def test_every_setting_is_a_flag_of_sanitize_and_config_show():
     parser = build_parser()
     for job in (["sanitize", "--input", "i", "--output", "o"], ["config", "show"]):
         args = parser.parse_args(job)
-        for setting in settings_table():
+        for setting in SETTINGS:
             assert hasattr(args, setting.name), setting.key
             assert getattr(args, setting.name) is None  # unset flags never override a config file
     audit = parser.parse_args(["audit", "--input", "i", "--output", "o"])
@@ -63,7 +63,7 @@ def test_config_show_writes_out_what_the_preset_resolves_to_and_reads_back_to_th
     assert shown["latent-noise"] == demo.reconstructor_options["vae"]["latent_noise"]
     assert shown["max-witness-gap"] == demo.verdict.max_witness_gap and shown["max-drift"] == demo.verdict.max_drift
     (tmp_path / "shown.yaml").write_text(text)
-    again = SanitizeConfig.resolve(read_settings_file(str(tmp_path / "shown.yaml")))
+    again = SanitizeConfig.resolve(SETTINGS.read_file(str(tmp_path / "shown.yaml")))
     assert again == SanitizeConfig.resolve().resolved("cpu")
     # The same models judge: the record names the preset's own weights.
     first, second = SanitizeConfig.resolve().build_purifier(), again.build_purifier()

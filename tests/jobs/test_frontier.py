@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from jobs.cli import main
-from pipeline.frontier import wilson
+from pipeline.research.frontier import wilson
 
 
 def test_wilson_interval():

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from pipeline.attacks import AttackConfig
-from pipeline.attacks.corpus import plant_illusions
+from pipeline.research.attacks import AttackConfig
+from pipeline.research.attacks.corpus import plant_illusions
 from pipeline.io.shards import write_samples
 from pipeline.io.storage import Storage
 from pipeline.report import write_report

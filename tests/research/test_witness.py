@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from pipeline.data.fashion_mnist import LabelledImages
+from pipeline.research.data.fashion_mnist import LabelledImages
 from pipeline.models.registry import load_encoder
 from pipeline.research.witness import train_witness, witness_gaps, worst_case
 from tests.conftest import tiny_clip_encoder

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pipeline.attacks import pick_targets
-from pipeline.data.fashion_mnist import load_sample
+from pipeline.research.attacks import pick_targets
+from pipeline.research.data.fashion_mnist import load_sample
 from pipeline.presets import get_preset
 from pipeline.research.witness_attack import RelaxedPass, SuiteConfig, _checkpoints, apgd, choose_loss, square, strongest
 

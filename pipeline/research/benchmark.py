@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .defense import ConsensusConfig, ConsensusPurifier
+from ..defense import ConsensusConfig, ConsensusPurifier
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def varied_encodings(images: torch.Tensor, seed: int = 0, sizes: tuple[int, int]
     import numpy as np
     from PIL import Image
 
-    from .io.images import encode_png
+    from ..io.images import encode_png
 
     rng = np.random.default_rng(seed)
     out = []
@@ -183,8 +183,8 @@ def varied_encodings(images: torch.Tensor, seed: int = 0, sizes: tuple[int, int]
 
 def write_corpus(directory: str, encodings: list[tuple[str, bytes]], per_shard: int, prefix: str = "b") -> list[str]:
     """WebDataset shards of `per_shard` samples (keys prefix + index) under `directory`; their paths."""
-    from .io.shards import Sample, write_samples
-    from .io.storage import Storage
+    from ..io.shards import Sample, write_samples
+    from ..io.storage import Storage
 
     storage, paths = Storage(), []
     for shard, first in enumerate(range(0, len(encodings), per_shard)):
@@ -197,12 +197,12 @@ def write_corpus(directory: str, encodings: list[tuple[str, bytes]], per_shard: 
 def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
     """The baseline for the Ray pipeline: the same shards through the same steps in this process,
     model loading included (the pipeline's actors load theirs inside its time too)."""
-    from .io.storage import Storage
+    from ..io.storage import Storage
 
     try:
-        from .sanitize.purify import process_shard
+        from ..sanitize.purify import process_shard
     except ImportError:  # the code before the working geometry, measured with this file copied in (BENCHMARKS.md)
-        from .sanitize.shard import process_shard
+        from ..sanitize.shard import process_shard
     batch_size = config.execution().batch_size if hasattr(config, "execution") else config.batch_size
     # The noise as the code measured draws it: a run's key now, a seed in the code before keys.
     noise = {"noise": config.noise_key()} if hasattr(config, "noise_key") else {"seed": config.consensus.seed if hasattr(config, "consensus") else config.seed}
@@ -218,9 +218,9 @@ def time_reader(shards: list[bytes], work_size: int, sandbox=None, repeats: int 
     """Reading and decoding shards (tar bytes) to the working size: in this process (`sandbox` None)
     or through a sandbox (`pipeline.io.sandbox`); the best of `repeats` passes (the first also pays
     for starting the sandbox's process)."""
-    from .io.images import decode_working
-    from .io.shards import read_shard_bytes, walk_tar
-    from .sanitize.records import to_records
+    from ..io.images import decode_working
+    from ..io.shards import read_shard_bytes, walk_tar
+    from ..sanitize.records import to_records
 
     walk, decode = (sandbox.walk, sandbox.decode) if sandbox else (walk_tar, decode_working)
     best = float("inf")
@@ -243,7 +243,7 @@ def early_exit_comparison(
 ) -> list[dict[str, Any]]:
     """Each early-exit mode against drawing all n: samples/s, mean draws, and the share of verdicts
     and consensus labels identical to the full-N run (same seeds, same images)."""
-    from .defense import VerdictPolicy
+    from ..defense import VerdictPolicy
 
     def run(mode: str, alpha: float):
         config = ConsensusConfig(n=n, early_exit=mode, alpha=alpha, seed=seed, verdict=verdict or VerdictPolicy())
@@ -290,7 +290,7 @@ class Setting:
 
 def full_size_settings(device: torch.device) -> list[Setting]:
     """Every setting tried, in the order tried; `sanitize` runs with `defaults` (SanitizeConfig.execution)."""
-    from .sanitize.config import SanitizeConfig
+    from ..sanitize.config import SanitizeConfig
 
     if device.type != "cuda":  # correctness and memory on a few samples; a CPU is far too slow for more
         return [Setting("fp32", "fp32", batch_size=1, decode_batch_size=10)]
@@ -331,7 +331,7 @@ def matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> 
 
 
 def full_size_purifier(encoder_name: str, setting: Setting, device: torch.device, labels, n: int) -> ConsensusPurifier:
-    from .models.architectures import full_size_encoder, sd_vae_reconstructor
+    from ..models.architectures import full_size_encoder, sd_vae_reconstructor
 
     torch.manual_seed(0)
     reconstructor = sd_vae_reconstructor(device, setting.dtype, decode_batch_size=setting.decode_batch_size)
@@ -358,7 +358,7 @@ def flops_per_sample(purifier: ConsensusPurifier, image: torch.Tensor) -> float:
 
 def run_full_size(encoder_name: str, device: torch.device, *, count: int, n: int, settings: list[Setting], echo=print) -> list[dict[str, Any]]:
     """Samples/s per setting on random 224 x 224 images, against the FLOP floor of this device."""
-    from .presets import IMAGENET_LABELS
+    from ..presets import IMAGENET_LABELS
 
     labels = IMAGENET_LABELS if device.type == "cuda" else IMAGENET_LABELS[:10]  # a CPU spends minutes on 1,000 prompts
     images = torch.rand(count, 3, 224, 224, generator=torch.Generator().manual_seed(0))

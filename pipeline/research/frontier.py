@@ -20,12 +20,13 @@ from typing import Any
 import torch
 
 from .attacks.adaptive import DetectAdaptiveConfig
-from .defense import ConsensusConfig, ConsensusPurifier
-from .defense.calibration import calibrate_groups
+from ..defense import ConsensusConfig, ConsensusPurifier
+from ..defense.calibration import calibrate_groups
 from .evaluation import POLICIES, detect_adaptive_inputs, evaluate_defense, reconstruction_defense
-from .models.registry import RECONSTRUCTORS
+from .models import load_reconstructor
 
-PARAMETERS = {kind: entry.randomness for kind, entry in RECONSTRUCTORS.items()}
+# Per reconstructor kind, the option that sets how much its reconstructions vary: what the frontier sweeps.
+PARAMETERS = {"vae": "latent_noise", "ae": "noise_scale", "dm": "strength"}
 THRESHOLDS = ("min_agreement", "max_drift", "flip_min_drift", "max_witness_gap", "max_witness_margin")  # recorded per point
 
 
@@ -88,7 +89,7 @@ def run_point(
     selection images, reported on the attacked ones."""
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value, "device": device}
-    reconstructor = preset.load_reconstructor(point.kind, **options)
+    reconstructor = load_reconstructor(preset, point.kind, **options)
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that
     # meet the target on each group of them (e.g. as PNG and as JPEG of other sizes).
     purifier = ConsensusPurifier(reconstructor, encoder, bank, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17), witness=witness)
@@ -96,7 +97,7 @@ def run_point(
                      for group, x in calibration_images.items()}
     verdict, per_group = calibrate_groups(clean_results, target_fpr)
     # The attack differentiates through the whole denoising chain unless given a shorter surrogate.
-    surrogate = preset.load_reconstructor("dm", **options, denoise_steps=dm_attack_steps) if point.kind == "dm" and dm_attack_steps else None
+    surrogate = load_reconstructor(preset, "dm", **options, denoise_steps=dm_attack_steps) if point.kind == "dm" and dm_attack_steps else None
     defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
                                      attack_reconstructor=surrogate, verdict=verdict, witness=witness, on_uncertain=on_uncertain)
     text = bank.embeddings(encoder)
@@ -123,13 +124,13 @@ def run_point(
 
 def relaxed_pass(encoder, witness, text, thresholds: dict[str, Any], targets):
     """The relaxed pass condition (`research.witness_attack.RelaxedPass`) under a point's witness thresholds."""
-    from .research.witness_attack import RelaxedPass
+    from .witness_attack import RelaxedPass
 
     return RelaxedPass(encoder, witness, text, targets, thresholds["max_witness_gap"], thresholds.get("max_witness_margin"))
 
 
 def relaxed_suite(encoder, witness, text, thresholds: dict[str, Any], relaxed, images, targets, batch_size: int) -> dict[str, Any]:
-    from .research.witness_attack import choose_loss, strongest
+    from .witness_attack import choose_loss, strongest
 
     config, select_images, select_targets = relaxed
     chosen = choose_loss(relaxed_pass(encoder, witness, text, thresholds, select_targets), select_images, config, batch_size)
@@ -158,7 +159,7 @@ def attack_sanity(
     """Checks that the attack, not its budget, sets the frontier: downstream target success (purify)
     of the detect-adaptive attack as the budget epsilon grows (it should approach 100%), and as its
     steps and EOT draws grow (it should level off). Yields one entry per budget, as each is measured."""
-    reconstructor = preset.load_reconstructor(point.kind, **{PARAMETERS[point.kind]: point.value}, device=device)
+    reconstructor = load_reconstructor(preset, point.kind, **{PARAMETERS[point.kind]: point.value}, device=device)
     defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
                                      verdict=policy, witness=witness, on_uncertain=on_uncertain)
     text = bank.embeddings(encoder)

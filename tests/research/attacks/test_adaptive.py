@@ -2,7 +2,7 @@ from dataclasses import replace
 
 import torch
 
-from pipeline.attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
+from pipeline.research.attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from pipeline.defense import LabelBank
 from pipeline.models.reconstructors import VAEReconstructor
 from tests.conftest import tiny_clip_encoder, tiny_vae

@@ -1,8 +1,8 @@
 import torch
 
-from pipeline.attacks import AttackConfig, bpda, eot_objective, illusion_attack, pick_targets
-from pipeline.attacks.illusion import cosine_objective
-from pipeline.defense.baselines import gaussian_blur, jpeg
+from pipeline.research.attacks import AttackConfig, bpda, eot_objective, illusion_attack, pick_targets
+from pipeline.research.attacks.illusion import cosine_objective
+from pipeline.research.baselines import gaussian_blur, jpeg
 from pipeline.models.reconstructors import VAEReconstructor
 from tests.conftest import tiny_clip_encoder, tiny_vae
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.fashion_mnist import CLASSES, LabelledImages
-from ..models.encoders import CLIPEncoder, ClipBpeTokenizer
+from ...models.encoders import CLIPEncoder, ClipBpeTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def train_clip(data: LabelledImages, tokenizer: ClipBpeTokenizer, *, epochs: int
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
-    from ..models.encoders.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from ...models.encoders.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)

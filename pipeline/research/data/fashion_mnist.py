@@ -14,9 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+from ...presets import DEMO_DIR, FASHION_MNIST_LABELS
+
+CLASSES = FASHION_MNIST_LABELS  # in class-index order
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-SAMPLE_PATH = os.path.join(os.path.dirname(__file__), "..", "assets", "demo", "fashion_mnist_sample.npz")
+SAMPLE_PATH = os.path.join(DEMO_DIR, "fashion_mnist_sample.npz")
 TEST_SIZE = 10_000
 
 

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..batching import map_batched
-from ..io.images import ImageDecodeError, decode_image, encode_png
-from ..io.shards import Sample
-from ..models.noise import seed_for_key
+from ...batching import map_batched
+from ...io.images import ImageDecodeError, decode_image, encode_png
+from ...io.shards import Sample
+from ...models.noise import seed_for_key
 from .illusion import AttackConfig, cosine_objective, eot_objective, illusion_attack, pick_targets
 
 log = logging.getLogger(__name__)

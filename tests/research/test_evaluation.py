@@ -1,8 +1,8 @@
 import torch
 
-from pipeline.attacks import AttackConfig
+from pipeline.research.attacks import AttackConfig
 from pipeline.defense import LabelBank
-from pipeline.evaluation import adaptive_inputs, blur_defense, evaluate_defense, jpeg_defense, none_defense, reconstruction_defense
+from pipeline.research.evaluation import adaptive_inputs, blur_defense, evaluate_defense, jpeg_defense, none_defense, reconstruction_defense
 from pipeline.models.reconstructors import VAEReconstructor
 from tests.conftest import tiny_clip_encoder, tiny_vae
 
@@ -46,8 +46,8 @@ def test_rows_for_every_input_and_metric_ranges(bpe_path):
 
 def test_attack_on_the_undefended_model_moves_towards_the_target(bpe_path):
     encoder, bank, text, images, labels, targets = setup(bpe_path)
-    from pipeline.attacks import illusion_attack
-    from pipeline.attacks.illusion import cosine_objective
+    from pipeline.research.attacks import illusion_attack
+    from pipeline.research.attacks.illusion import cosine_objective
 
     illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(steps=20, step_size=2 / 255))
     rows = evaluate_defense(none_defense(encoder, text), text, {"clean": images, "illusion": illusions}, labels, targets)

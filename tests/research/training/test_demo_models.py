@@ -3,8 +3,8 @@ reproduce the bundled models."""
 
 import torch
 
-from pipeline.data.fashion_mnist import load_sample
-from pipeline.training.demo_models import _augment, caption_merges, demo_tokenizer, train_ae, train_clip
+from pipeline.research.data.fashion_mnist import load_sample
+from pipeline.research.training.demo_models import _augment, caption_merges, demo_tokenizer, train_ae, train_clip
 
 
 def small_data():

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..io.images import decode_working
+from ...io.images import decode_working
 
 ENCODINGS = ("png", "jpeg", "jpeg-any", "upscaled", "webp")
 SCRAPED = ENCODINGS[2:]  # the pipelines calibration did not see before 2026-11-27

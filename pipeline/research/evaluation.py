@@ -18,8 +18,8 @@ import torch
 
 from .attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from .attacks.illusion import AttackConfig, Objective, bpda, cosine_objective, eot_objective, illusion_attack
-from .defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
-from .defense.baselines import gaussian_blur, jpeg
+from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
+from .baselines import gaussian_blur, jpeg
 
 
 POLICIES = ("purify", "drop", "keep")

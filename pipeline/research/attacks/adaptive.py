@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..defense.consensus import witness_measures
+from ...defense.consensus import witness_measures
 from .illusion import Objective
 
 log = logging.getLogger(__name__)
