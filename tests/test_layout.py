@@ -64,3 +64,11 @@ def test_no_module_imports_a_module_that_imports_it_back():
         if name not in state:
             visit(name, [name])
     assert circles == []
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in helper modules (tests/corpora.py, tests/tiny_models.py, tests/hostile.py, ...)."""
+    found = modules("tests")
+    tests = {name for name in found if name.rsplit(".", 1)[-1].startswith(("test_", "conftest"))}
+    crossing = sorted(f"{a} -> {b}" for a, path in found.items() for b in imports(a, path, set(found)) & tests)
+    assert crossing == []

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from pipeline.defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy, majority_label
 from pipeline.models.reconstructors import VAEReconstructor
-from tests.conftest import tiny_clip_encoder, tiny_vae
+from tests.tiny_models import tiny_clip_encoder, tiny_vae
 
 LABELS = ["cat", "dog", "hello", "photo"]
 

@@ -25,7 +25,7 @@ def main(workdir: str) -> None:
     from pipeline.io.storage import Storage
     from pipeline.sanitize.config import SanitizeConfig
     from pipeline.stops import RunStopped
-    from tests.distributed.conftest import write_corpus
+    from tests.corpora import write_corpus
 
     storage = Storage()
     write_corpus(lambda name, data: storage.write_bytes(os.path.join(workdir, "in", name), data), shards=SHARDS, per_shard=PER_SHARD)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io.storage import Storage
-from tests.distributed.conftest import write_corpus
+from tests.corpora import write_corpus
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "AWS_MAX_ATTEMPTS": "2"}
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from jobs.cli import main
 from pipeline.io.shards import read_samples
-from tests.distributed.conftest import write_corpus
+from tests.corpora import write_corpus
 
 
 def test_s3_run_matches_the_local_run(tmp_path, seaweed, ray_cluster):

@@ -32,7 +32,7 @@ def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):
     from pipeline.distributed.rows import uri_field
     from pipeline.distributed.stages import Purify, read_and_decode, write_outputs
     from pipeline.io.shards import Sample, read_samples, write_samples
-    from tests.distributed.conftest import corpus_samples
+    from tests.corpora import corpus_samples
 
     config = SanitizeConfig.resolve(preset="demo", n=2, on_illusion="keep")
     examined, replacement = corpus_samples(0, 3), [Sample("never-examined", {"png": b"\x89PNG swapped in"})]

@@ -11,7 +11,7 @@ from pipeline.io.shards import Sample, write_samples
 from pipeline.io.storage import Storage
 from pipeline.sanitize.config import SanitizeConfig
 from pipeline.sanitize.purify import process_shard
-from tests.distributed.conftest import corpus_samples
+from tests.corpora import corpus_samples
 
 PER_SHARD = 100
 

@@ -5,27 +5,16 @@ import numpy as np
 from PIL import Image
 
 from jobs.cli import main
-from pipeline.research.data.fashion_mnist import CLASSES, load_sample, to_rgb32
+from tests.corpora import make_shard
+from pipeline.research.data.fashion_mnist import CLASSES
 from pipeline.io.images import decode_image
-from pipeline.io.shards import Sample, read_samples, write_samples
-from pipeline.io.storage import Storage
+from pipeline.io.shards import read_samples, write_samples
 
 
 def png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def make_shard(path, count=8):
-    sample = load_sample()
-    samples = []
-    for i in range(count):
-        rgb = (to_rgb32(__import__("torch").from_numpy(sample.images[i : i + 1]))[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-        meta = {"label": CLASSES[int(sample.labels[i])], "source": "test"}
-        samples.append(Sample(f"s{i:03d}", {"png": png(rgb), "json": json.dumps(meta).encode(), "txt": b"caption"}))
-    Storage().write_bytes(str(path), write_samples(samples))
-    return samples
 
 
 def test_attack_writes_ground_truth_and_leaves_clean_samples_untouched(tmp_path):

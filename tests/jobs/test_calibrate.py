@@ -11,7 +11,7 @@ from pipeline.research.data.encodings import as_stored, at_working_size
 from pipeline.research.data.fashion_mnist import load_sample
 from pipeline.io.shards import Sample, write_samples
 from pipeline.io.storage import Storage
-from tests.jobs.test_attack import make_shard
+from tests.corpora import make_shard
 
 
 def mixed_shard(path, count=24):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from jobs.cli import build_parser, main
-from tests.conftest import tiny_clip_encoder, tiny_vae
+from tests.tiny_models import tiny_clip_encoder, tiny_vae
 
 
 def test_help_lists_the_jobs(capsys):

@@ -5,7 +5,7 @@ import torch
 
 from pipeline.models import ModelSpec, WeightsNotFoundError, load_encoder, load_reconstructor
 from pipeline.models.reconstructors import VAEReconstructor
-from tests.conftest import tiny_vae
+from tests.tiny_models import tiny_vae
 
 
 def test_spec_parsing():

@@ -12,7 +12,7 @@ from pipeline.report.stats import collect
 from pipeline.sanitize.config import SanitizeConfig
 from pipeline.sanitize.purify import process_shard
 from tests.browser import render_in_chromium
-from tests.distributed.conftest import corpus_samples
+from tests.corpora import corpus_samples
 
 PER_SHARD = 30
 

@@ -6,7 +6,7 @@ import torch
 from pipeline.research.data.fashion_mnist import LabelledImages
 from pipeline.models.registry import load_encoder
 from pipeline.research.witness import train_witness, witness_gaps, worst_case
-from tests.conftest import tiny_clip_encoder
+from tests.tiny_models import tiny_clip_encoder
 
 
 def test_the_witness_learns_to_stay_at_the_clean_embedding_and_leaves_the_encoder_alone(bpe_path, tmp_path):

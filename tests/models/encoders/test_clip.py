@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.models import load_encoder
-from tests.conftest import tiny_clip_encoder
+from tests.tiny_models import tiny_clip_encoder
 
 
 def test_embeddings_are_normalised_with_the_projection_dim(bpe_path, images):

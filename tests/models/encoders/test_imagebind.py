@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 from pipeline.models import load_encoder
 from pipeline.models.encoders import ImageBindVisionText, load_imagebind_state_dict
 from pipeline.models.encoders.imagebind import Block, ImageBindCheckpointError, SelfAttention, local_state_to_official
-from tests.conftest import tiny_imagebind_config, tiny_imagebind_encoder
+from tests.tiny_models import tiny_imagebind_config, tiny_imagebind_encoder
 
 
 def official_state_dict(config) -> dict:

@@ -5,7 +5,7 @@ import torch
 
 from pipeline.models import load_reconstructor
 from pipeline.models.reconstructors import AEReconstructor, DiffusionReconstructor, VAEReconstructor
-from tests.conftest import tiny_ae, tiny_scheduler, tiny_unet, tiny_vae
+from tests.tiny_models import tiny_ae, tiny_scheduler, tiny_unet, tiny_vae
 
 
 def make(kind: str):

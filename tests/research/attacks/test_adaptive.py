@@ -5,7 +5,7 @@ import torch
 from pipeline.research.attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from pipeline.defense import LabelBank
 from pipeline.models.reconstructors import VAEReconstructor
-from tests.conftest import tiny_clip_encoder, tiny_vae
+from tests.tiny_models import tiny_clip_encoder, tiny_vae
 
 
 def test_the_attack_stays_in_budget_and_keeps_the_best_judged_iterate(bpe_path):
