@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,7 +29,6 @@ import torch
 from .encoders.bpe import BPE_FILENAME
 from .protocols import Encoder, Reconstructor
 
-ENCODER_KINDS = ("clip", "imagebind")
 IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 OPTIONS_FILENAME = "disillusion.json"
 
@@ -169,8 +168,21 @@ def _context(device, dtype, cache_dir, hf_cache_dir, allow_download, s3_endpoint
     )
 
 
-def load_reconstructor(
+def load_reconstructor(spec: str, **kwargs: Any) -> Reconstructor:
+    """Load a `vae`, `ae` or `dm` reconstructor; options go to its constructor (e.g. sample_scale,
+    resolution). Keyword arguments as `load_model`'s."""
+    return load_model(spec, RECONSTRUCTORS, "a reconstructor", **kwargs)
+
+
+def load_encoder(spec: str, **kwargs: Any) -> Encoder:
+    """Load a `clip` or `imagebind` encoder. Keyword arguments as `load_model`'s."""
+    return load_model(spec, ENCODERS, "an encoder", **kwargs)
+
+
+def load_model(
     spec: str,
+    table: dict[str, ModelKind],
+    role: str,
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
@@ -179,18 +191,24 @@ def load_reconstructor(
     allow_download: bool | None = None,
     s3_endpoint: str | None = None,
     **options: Any,
-) -> Reconstructor:
-    """Load a `vae`, `ae` or `dm` reconstructor; `options` go to its constructor (e.g. sample_scale, resolution)."""
+):
+    """The model `spec` names, if its kind is one of `table`'s, placed on `device` in `dtype`."""
     parsed = ModelSpec.parse(spec)
-    if parsed.kind not in RECONSTRUCTOR_KINDS:
-        raise ValueError(f"{spec!r} is an encoder spec, not a reconstructor ({', '.join(RECONSTRUCTOR_KINDS)})")
+    if parsed.kind not in table:
+        actual = "an encoder" if parsed.kind in ENCODERS else "a reconstructor"
+        raise ValueError(f"{spec!r} is {actual} spec, not {role} ({', '.join(table)})")
     ctx = _context(device, dtype, cache_dir, hf_cache_dir, allow_download, s3_endpoint)
-    location, is_local = resolve_location(parsed, ctx)
-    options = {**_options_file(location, is_local, parsed.subfolder), **options}
-    return RECONSTRUCTORS[parsed.kind].load(parsed, ctx, location, is_local, options)
+    return table[parsed.kind].load(parsed, ctx, options)
 
 
-def _load_vae(spec: ModelSpec, ctx: LoadContext, location: str, is_local: bool, options: dict[str, Any]) -> Reconstructor:
+def _located(spec: ModelSpec, ctx: LoadContext, options: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:
+    """(location, is_local, options): the options file beside the weights under those given."""
+    location, is_local = resolve_location(spec, ctx)
+    return location, is_local, {**_options_file(location, is_local, spec.subfolder), **options}
+
+
+def _load_vae(spec: ModelSpec, ctx: LoadContext, options: dict[str, Any]) -> Reconstructor:
+    location, is_local, options = _located(spec, ctx, options)
     from diffusers import AutoencoderKL
 
     from .reconstructors import VAEReconstructor
@@ -199,7 +217,8 @@ def _load_vae(spec: ModelSpec, ctx: LoadContext, location: str, is_local: bool, 
     return VAEReconstructor(_place(vae, ctx), **options)
 
 
-def _load_ae(spec: ModelSpec, ctx: LoadContext, location: str, is_local: bool, options: dict[str, Any]) -> Reconstructor:
+def _load_ae(spec: ModelSpec, ctx: LoadContext, options: dict[str, Any]) -> Reconstructor:
+    location, is_local, options = _located(spec, ctx, options)
     from diffusers import AutoencoderTiny
 
     from .reconstructors import AEReconstructor
@@ -208,7 +227,8 @@ def _load_ae(spec: ModelSpec, ctx: LoadContext, location: str, is_local: bool, o
     return AEReconstructor(_place(ae, ctx), **options)
 
 
-def _load_dm(spec: ModelSpec, ctx: LoadContext, location: str, is_local: bool, options: dict[str, Any]) -> Reconstructor:
+def _load_dm(spec: ModelSpec, ctx: LoadContext, options: dict[str, Any]) -> Reconstructor:
+    location, is_local, options = _located(spec, ctx, options)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
     from .reconstructors import DiffusionReconstructor
@@ -224,21 +244,22 @@ def _load_dm(spec: ModelSpec, ctx: LoadContext, location: str, is_local: bool, o
 
 
 @dataclass(frozen=True)
-class ReconstructorKind:
-    """A reconstructor family: how to load it, and the options a user may set for it (each becomes a
-    flag and a config key: name -> (type, help)). A new kind is one row of RECONSTRUCTORS."""
+class ModelKind:
+    """A model family: how to load it (spec, context, options), and the options a user may set for it
+    (each becomes a flag and a config key: name -> (type, help)). A new kind is one row of
+    RECONSTRUCTORS or ENCODERS."""
 
-    load: Callable[[ModelSpec, LoadContext, str, bool, dict[str, Any]], Reconstructor]
-    options: dict[str, tuple[type, str]]
+    load: Callable[[ModelSpec, LoadContext, dict[str, Any]], Any]
+    options: dict[str, tuple[type, str]] = field(default_factory=dict)
 
 
 RECONSTRUCTORS = {
-    "vae": ReconstructorKind(_load_vae, {
+    "vae": ModelKind(_load_vae, {
         "sample_scale": (float, "vae: scale on the posterior std (1 = sample, 0 = the mode)"),
         "latent_noise": (float, "vae: extra isotropic Gaussian latent noise, in units of the latent's std"),
     }),
-    "ae": ReconstructorKind(_load_ae, {"noise_scale": (float, "ae: Gaussian latent noise scale")}),
-    "dm": ReconstructorKind(_load_dm, {
+    "ae": ModelKind(_load_ae, {"noise_scale": (float, "ae: Gaussian latent noise scale")}),
+    "dm": ModelKind(_load_dm, {
         "strength": (float, "dm: diffusion depth t*/T"),
         "denoise_steps": (int, "dm: DDIM steps back from t*"),
     }),
@@ -261,35 +282,16 @@ def _has_component(location: str, is_local: bool, sub: str | None, name: str, ct
     return isinstance(try_to_load_from_cache(location, filename, cache_dir=ctx.hf_cache_dir), str)
 
 
-def load_encoder(
-    spec: str,
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
-    cache_dir: str | None = None,
-    hf_cache_dir: str | None = None,
-    allow_download: bool | None = None,
-    s3_endpoint: str | None = None,
-    **options: Any,
-) -> Encoder:
-    """Load a `clip` or `imagebind` encoder."""
-    parsed = ModelSpec.parse(spec)
-    if parsed.kind not in ENCODER_KINDS:
-        raise ValueError(f"{spec!r} is a reconstructor spec, not an encoder ({', '.join(ENCODER_KINDS)})")
-    ctx = _context(device, dtype, cache_dir, hf_cache_dir, allow_download, s3_endpoint)
-    if parsed.kind == "imagebind":
-        return _load_imagebind(parsed, ctx, **options)
-
+def _load_clip(spec: ModelSpec, ctx: LoadContext, options: dict[str, Any]) -> Encoder:
     from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
 
     from .encoders import CLIPEncoder
 
-    location, is_local = resolve_location(parsed, ctx)
-    options = {**_options_file(location, is_local, parsed.subfolder), **options}
-    model = _from_pretrained(CLIPModel, parsed, ctx, location, is_local, parsed.subfolder, use_safetensors=True)
-    tokenizer = _from_pretrained(AutoTokenizer, parsed, ctx, location, is_local, parsed.subfolder)
+    location, is_local, options = _located(spec, ctx, options)
+    model = _from_pretrained(CLIPModel, spec, ctx, location, is_local, spec.subfolder, use_safetensors=True)
+    tokenizer = _from_pretrained(AutoTokenizer, spec, ctx, location, is_local, spec.subfolder)
     try:
-        processor = _from_pretrained(CLIPImageProcessorPil, parsed, ctx, location, is_local, parsed.subfolder)
+        processor = _from_pretrained(CLIPImageProcessorPil, spec, ctx, location, is_local, spec.subfolder)
         crop = processor.crop_size  # a dict-like {"height", "width"} or an int, by version
         options.setdefault("image_size", int(crop["height"]) if hasattr(crop, "__getitem__") else int(crop))
         options.setdefault("mean", tuple(processor.image_mean))
@@ -332,12 +334,13 @@ def _read_checkpoint(path: str) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def _load_imagebind(spec: ModelSpec, ctx: LoadContext, *, bpe_path: str | None = None, **options: Any) -> Encoder:
+def _load_imagebind(spec: ModelSpec, ctx: LoadContext, options: dict[str, Any]) -> Encoder:
     from .encoders import ClipBpeTokenizer, ImageBindConfig, ImageBindEncoder, ImageBindVisionText, load_imagebind_state_dict
 
     checkpoint, config_path = _imagebind_paths(spec, ctx)
     config = ImageBindConfig.from_json(config_path) if config_path else ImageBindConfig()
-    candidates = [bpe_path, os.path.join(os.path.dirname(checkpoint), BPE_FILENAME), os.environ.get("DISILLUSION_BPE_PATH")]
+    options = dict(options)
+    candidates = [options.pop("bpe_path", None), os.path.join(os.path.dirname(checkpoint), BPE_FILENAME), os.environ.get("DISILLUSION_BPE_PATH")]
     bpe = next((p for p in candidates if p and os.path.exists(p)), None)
     if bpe is None:
         raise WeightsNotFoundError(
@@ -348,3 +351,7 @@ def _load_imagebind(spec: ModelSpec, ctx: LoadContext, *, bpe_path: str | None =
     load_imagebind_state_dict(model, _read_checkpoint(checkpoint))
     tokenizer = ClipBpeTokenizer.from_file(bpe, context_length=config.context_length)
     return ImageBindEncoder(_place(model, ctx), tokenizer, **options)
+
+
+ENCODERS = {"clip": ModelKind(_load_clip), "imagebind": ModelKind(_load_imagebind)}
+ENCODER_KINDS = tuple(ENCODERS)
