@@ -29,7 +29,7 @@ import torch
 from .data.encodings import ENCODINGS, as_stored, at_working_size, stored_at_working_size
 from .data.fashion_mnist import LabelledImages
 from ..models.encoders import CLIPEncoder
-from .training.demo_models import _augment, _fit, endless_batches
+from .training.demo_models import _augment, fit, seeded
 
 
 def _distance(student: CLIPEncoder, x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
@@ -76,8 +76,7 @@ def train_witness(
     seed: int = 0,
 ) -> CLIPEncoder:
     """A FARE witness for `encoder` (left unchanged), trained on the images of `data`."""
-    torch.manual_seed(seed)
-    generator, rng = torch.Generator().manual_seed(seed), random.Random(seed)
+    generator, rng = seeded(seed), random.Random(seed)
     model = copy.deepcopy(encoder.model)
     student = CLIPEncoder(model, encoder.tokenizer, image_size=encoder.image_size,
                           mean=encoder.mean.flatten().tolist(), std=encoder.std.flatten().tolist())
@@ -85,10 +84,8 @@ def train_witness(
     for parameter in trainable:
         parameter.requires_grad_(True)
     images, _ = data.tensors()
-    batches = endless_batches(len(data), batch_size, generator)
 
-    def step(i: int) -> torch.Tensor:
-        index = next(batches)
+    def step(index: torch.Tensor) -> torch.Tensor:
         x = _augment(images[index], generator)
         if stored_share:
             x = as_scraped(x, stored_share, encodings, rng, generator)
@@ -97,7 +94,7 @@ def train_witness(
         adversarial = worst_case(student, x, anchor, eps=eps, steps=pgd_steps, generator=generator)
         return _distance(student, adversarial, anchor).mean()
 
-    _fit("witness", trainable, epochs, len(data) // batch_size, lr, step)
+    fit("witness", trainable, step, images=len(data), batch_size=batch_size, epochs=epochs, lr=lr, generator=generator)
     model.requires_grad_(False)
     return CLIPEncoder(model.eval(), encoder.tokenizer, image_size=encoder.image_size,
                        mean=encoder.mean.flatten().tolist(), std=encoder.std.flatten().tolist())

@@ -101,7 +101,18 @@ def endless_batches(count: int, batch_size: int, generator: torch.Generator):
             yield order[start : start + batch_size]
 
 
-def _fit(name: str, parameters, epochs: int, steps_per_epoch: int, lr: float, step: Callable[[int], torch.Tensor]) -> float:
+def seeded(seed: int) -> torch.Generator:
+    """Seed torch's global generator (model initialisation) and return one for the data order and augmentation."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def fit(name: str, parameters, batch_loss: Callable[[torch.Tensor], torch.Tensor], *, images: int, batch_size: int,
+        epochs: int, lr: float, generator: torch.Generator) -> float:
+    """AdamW on `parameters` for `epochs` passes over `images` training images: each step takes the
+    loss of one batch of indices (`endless_batches`). Returns the smoothed final loss."""
+    batches = endless_batches(images, batch_size, generator)
+    steps_per_epoch = images // batch_size
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4)
     total = epochs * steps_per_epoch
     warmup = max(1, total // 20)
@@ -110,7 +121,7 @@ def _fit(name: str, parameters, epochs: int, steps_per_epoch: int, lr: float, st
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start, running = time.time(), 0.0
     for i in range(total):
-        loss = step(i)
+        loss = batch_loss(next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -122,17 +133,13 @@ def _fit(name: str, parameters, epochs: int, steps_per_epoch: int, lr: float, st
 
 
 def train_clip(data: LabelledImages, tokenizer: ClipBpeTokenizer, *, epochs: int, batch_size: int = 128, seed: int = 0):
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     model = build_clip(tokenizer).train()
     images, labels = data.tensors()
     prompts = [[t.format(c) for t in TRAIN_TEMPLATES] for c in CLASSES]
     ids = torch.stack([tokenizer(p) for p in prompts])  # classes x templates x context
-    steps = len(data) // batch_size
-    batches = endless_batches(len(data), batch_size, generator)
 
-    def step(i: int) -> torch.Tensor:
-        index = next(batches)
+    def step(index: torch.Tensor) -> torch.Tensor:
         x = _augment(images[index], generator)
         y = labels[index]
         template = torch.randint(len(TRAIN_TEMPLATES), (batch_size,), generator=generator)
@@ -145,7 +152,7 @@ def train_clip(data: LabelledImages, tokenizer: ClipBpeTokenizer, *, epochs: int
         targets = same / same.sum(1, keepdim=True)
         return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
-    _fit("clip", model.parameters(), epochs, steps, 2e-3, step)
+    fit("clip", model.parameters(), step, images=len(data), batch_size=batch_size, epochs=epochs, lr=2e-3, generator=generator)
     return model.eval()
 
 
@@ -171,38 +178,32 @@ def _augment(x: torch.Tensor, generator: torch.Generator, shift: int = 2) -> tor
 
 
 def train_vae(data: LabelledImages, *, epochs: int, batch_size: int = 128, kl_weight: float = 1e-3, seed: int = 0):
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     model = build_vae().train()
     images, _ = data.tensors()
-    batches = endless_batches(len(data), batch_size, generator)
 
-    def step(i: int) -> torch.Tensor:
-        index = next(batches)
+    def step(index: torch.Tensor) -> torch.Tensor:
         x = images[index] * 2 - 1
         posterior = model.encode(x).latent_dist
         recon = model.decode(posterior.sample(generator=None)).sample
         return F.mse_loss(recon, x) + kl_weight * posterior.kl().mean() / x[0].numel()
 
-    _fit("vae", model.parameters(), epochs, len(data) // batch_size, 2e-3, step)
+    fit("vae", model.parameters(), step, images=len(data), batch_size=batch_size, epochs=epochs, lr=2e-3, generator=generator)
     return model.eval()
 
 
 def train_ae(data: LabelledImages, *, epochs: int, batch_size: int = 128, latent_noise: float = 0.1, seed: int = 0):
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     model = build_ae().train()
     images, _ = data.tensors()
-    batches = endless_batches(len(data), batch_size, generator)
 
-    def step(i: int) -> torch.Tensor:
-        index = next(batches)
+    def step(index: torch.Tensor) -> torch.Tensor:
         x = images[index] * 2 - 1
         z = model.encode(x).latents
         z = z + latent_noise * torch.randn_like(z)  # a decoder that tolerates latent noise
         return F.mse_loss(model.decode(z).sample, x)
 
-    _fit("ae", model.parameters(), epochs, len(data) // batch_size, 2e-3, step)
+    fit("ae", model.parameters(), step, images=len(data), batch_size=batch_size, epochs=epochs, lr=2e-3, generator=generator)
     return model.eval()
 
 
@@ -211,21 +212,18 @@ def train_dm(data: LabelledImages, *, epochs: int, batch_size: int = 128, max_ti
     only ever starts from t* well below that, so model capacity is spent where it is used."""
     from diffusers import DDPMScheduler
 
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     model = build_unet().train()
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     images, _ = data.tensors()
-    batches = endless_batches(len(data), batch_size, generator)
 
-    def step(i: int) -> torch.Tensor:
-        index = next(batches)
+    def step(index: torch.Tensor) -> torch.Tensor:
         x = images[index] * 2 - 1
         t = torch.randint(0, max_timestep, (x.shape[0],), generator=generator)
         noise = torch.randn(x.shape, generator=generator)
         return F.mse_loss(model(scheduler.add_noise(x, noise, t), t).sample, noise)
 
-    _fit("dm", model.parameters(), epochs, len(data) // batch_size, 2e-3, step)
+    fit("dm", model.parameters(), step, images=len(data), batch_size=batch_size, epochs=epochs, lr=2e-3, generator=generator)
     return model.eval(), scheduler
 
 
