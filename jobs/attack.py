@@ -34,12 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.research.models import load_reconstructor
-    from pipeline.research.attacks import AttackConfig
-    from pipeline.research.attacks.corpus import plant_illusions
     from pipeline.io.shards import ShardProblem, read_samples, write_samples
     from pipeline.io.storage import Storage, join, shard_name
     from pipeline.presets import get_preset
+    from pipeline.research.attacks import AttackConfig
+    from pipeline.research.attacks.corpus import plant_illusions
+    from pipeline.research.models import load_reconstructor
 
     from .evaluate import parse_fraction
 

@@ -143,9 +143,9 @@ def run(args: argparse.Namespace) -> int:
 # --- sections ---------------------------------------------------------------------------------------
 
 def models_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from pipeline.research.models import load_reconstructor
-    from pipeline.research.benchmark import benchmark_models, markdown_table
     from pipeline.presets import get_preset
+    from pipeline.research.benchmark import benchmark_models, markdown_table
+    from pipeline.research.models import load_reconstructor
 
     preset = get_preset(args.preset)
     kinds = args.reconstructors.split(",") if args.reconstructors else list(preset.reconstructors)
@@ -160,9 +160,9 @@ def models_section(args: argparse.Namespace, device: torch.device) -> list[dict]
 
 
 def attack_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from pipeline.research.models import load_reconstructor
-    from pipeline.research.benchmark import time_attack_steps
     from pipeline.presets import get_preset
+    from pipeline.research.benchmark import time_attack_steps
+    from pipeline.research.models import load_reconstructor
 
     preset = get_preset(args.preset)
     kinds = args.reconstructors.split(",") if args.reconstructors else list(preset.reconstructors)
@@ -199,8 +199,8 @@ def _ray():
 def _pipeline(config, corpus: str, output: str) -> dict:
     """One Ray run with its wall clock, the driver's CPU (from the run's summary) and the peak memory
     of every process of the run."""
-    from pipeline.process_memory import PeakMemory
     from pipeline.distributed.runner import run_corpus
+    from pipeline.process_memory import PeakMemory
 
     start = time.perf_counter()
     with PeakMemory() as memory:
@@ -222,10 +222,10 @@ def _fill(summary: dict) -> str:
 def reader_section(args: argparse.Namespace) -> dict:
     """What the sandbox that parses corpus bytes costs: read + decode in process and sandboxed, on
     the demo's 28 px PNGs and on the varied corpus of the geometry section (sides 64-768 px, 70% JPEG)."""
-    from pipeline.research.benchmark import time_reader, varied_encodings
     from pipeline.io.images import encode_png
     from pipeline.io.sandbox import Sandbox
     from pipeline.io.shards import Sample, write_samples
+    from pipeline.research.benchmark import time_reader, varied_encodings
 
     images = bench_images(args.geometry_samples, 28)
     corpora = {"fixed": [("png", encode_png(image)) for image in images], "varied": varied_encodings(images, seed=0)}
@@ -248,8 +248,8 @@ def reader_section(args: argparse.Namespace) -> dict:
 
 
 def geometry_section(args: argparse.Namespace) -> dict:
-    from pipeline.research.benchmark import varied_encodings, write_corpus
     from pipeline.io.images import encode_png
+    from pipeline.research.benchmark import varied_encodings, write_corpus
     from pipeline.sanitize.config import SanitizeConfig
 
     _ray()
@@ -277,8 +277,8 @@ def geometry_section(args: argparse.Namespace) -> dict:
 def pipeline_section(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from pipeline.research.benchmark import bare_loop, write_corpus
     from pipeline.io.images import encode_png
+    from pipeline.research.benchmark import bare_loop, write_corpus
     from pipeline.sanitize.config import SanitizeConfig
 
     ray = _ray()
@@ -336,12 +336,12 @@ def pipeline_section(args: argparse.Namespace) -> dict:
 
 
 def early_exit_section(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from pipeline.research.models import load_reconstructor
+    from pipeline.presets import get_preset
     from pipeline.research.attacks import AttackConfig, illusion_attack, pick_targets
     from pipeline.research.attacks.illusion import cosine_objective
     from pipeline.research.benchmark import early_exit_comparison
     from pipeline.research.data.fashion_mnist import load_sample
-    from pipeline.presets import get_preset
+    from pipeline.research.models import load_reconstructor
 
     preset = get_preset(args.preset)
     encoder, reconstructor, bank = preset.load_encoder(device=device), load_reconstructor(preset, device=device), preset.label_bank()

@@ -7,9 +7,10 @@ import json
 
 import torch
 
+from pipeline.defense.calibration import METHODS
+from pipeline.defense.verdict import THRESHOLDS, WITNESS_THRESHOLDS
 from pipeline.research.data.encodings import ENCODINGS
 from pipeline.research.data.fashion_mnist import DEBIAN_DIR
-from pipeline.defense.calibration import METHODS
 from pipeline.sanitize.config import SETTINGS
 
 from .options import CONSENSUS_SETTINGS, add_consensus_settings, add_setting
@@ -17,8 +18,6 @@ from .options import CONSENSUS_SETTINGS, add_consensus_settings, add_setting
 # The model flags of `sanitize` that calibrate takes too (the reconstructor and its options, as the
 # settings table lists them): thresholds belong to the models that ran.
 MODEL_SETTINGS = ("reconstructor", "witness") + tuple(s.name for s in SETTINGS if s.optional)
-THRESHOLDS = ("min_agreement", "max_drift", "flip_min_drift")  # every saved config has these
-OPTIONAL_THRESHOLDS = ("max_witness_gap", "max_witness_margin")  # present when a witness ran
 
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."
@@ -149,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         method = args.method
     config = {
         "preset": args.preset, **models, "n": args.n, "early_exit": args.early_exit, "alpha": args.alpha,
-        **{name: getattr(policy, name) for name in THRESHOLDS + OPTIONAL_THRESHOLDS},
+        **policy.thresholds(),
         "calibration": {"method": method, "target_fpr": None if args.unlabelled else args.target_fpr,
                         "groups": {name: {"samples": c.samples, "flagged": c.false_positive_rate, "uncertain": c.uncertain_rate}
                                    for name, c in per_group.items()},
@@ -166,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
 def _read_config(path: str) -> dict:
     with open(path) as handle:
         saved = json.load(handle)
-    missing = [key for key in THRESHOLDS if key not in saved]
+    missing = [key for key in THRESHOLDS if key not in saved and key not in WITNESS_THRESHOLDS]
     if missing:
         raise ValueError(f"{path} holds no verdict thresholds ({', '.join(missing)} missing): pass a file written by `calibrate --json`")
     return saved
@@ -177,8 +176,8 @@ def report_check(args: argparse.Namespace, preset, saved: dict, settings: dict, 
     from pipeline.defense import VerdictPolicy
     from pipeline.defense.calibration import rates
 
-    policy = VerdictPolicy(**{k: saved[k] for k in THRESHOLDS + OPTIONAL_THRESHOLDS if k in saved}) if saved else preset.verdict
-    report = {"thresholds": {k: getattr(policy, k) for k in THRESHOLDS + OPTIONAL_THRESHOLDS}, "settings": settings, "groups": {}}
+    policy = VerdictPolicy(**{k: saved[k] for k in THRESHOLDS if k in saved}) if saved else preset.verdict
+    report = {"thresholds": policy.thresholds(), "settings": settings, "groups": {}}
     for name, rs in results.items():
         flagged, uncertain = rates(rs, policy)
         report["groups"][name] = {"samples": len(rs), "flagged": flagged, "uncertain": uncertain}

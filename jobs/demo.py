@@ -36,14 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from pipeline.research.attacks import AttackConfig
-    from pipeline.research.attacks.corpus import plant_illusions
-    from pipeline.research.data.fashion_mnist import CLASSES, load_sample, to_rgb32
     from pipeline.distributed.runner import run_corpus
     from pipeline.io.images import encode_png
     from pipeline.io.shards import Sample, read_samples, write_samples
     from pipeline.io.storage import Storage
     from pipeline.presets import get_preset
+    from pipeline.research.attacks import AttackConfig
+    from pipeline.research.attacks.corpus import plant_illusions
+    from pipeline.research.data.fashion_mnist import CLASSES, load_sample, to_rgb32
     from pipeline.sanitize.config import SanitizeConfig
 
     from .sanitize import print_summary

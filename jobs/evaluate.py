@@ -59,12 +59,12 @@ def parse_fraction(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.presets import get_preset
     from pipeline.research.attacks import AttackConfig, illusion_attack, pick_targets
+    from pipeline.research.attacks.adaptive import DetectAdaptiveConfig
     from pipeline.research.attacks.illusion import cosine_objective
     from pipeline.research.data.fashion_mnist import load_sample
-    from pipeline.research.attacks.adaptive import DetectAdaptiveConfig
     from pipeline.research.evaluation import adaptive_inputs, detect_adaptive_inputs, evaluate_defense, rows_as_dicts
-    from pipeline.presets import get_preset
 
     from .options import describe_device, resolve_device
 
@@ -180,8 +180,8 @@ def markdown_report(report: dict) -> str:
 
 
 def _defense(name, preset, encoder, bank, text, args, device, verdict, witness):
-    from pipeline.research.models import load_reconstructor
     from pipeline.research.evaluation import blur_defense, jpeg_defense, none_defense, reconstruction_defense
+    from pipeline.research.models import load_reconstructor
 
     if name == "none":
         return none_defense(encoder, text)
@@ -204,8 +204,8 @@ def _defense(name, preset, encoder, bank, text, args, device, verdict, witness):
 
 def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, args, device) -> list[dict]:
     """vae+consensus on clean and illusion inputs: N sweep, then the posterior sampling scale at N=10."""
-    from pipeline.research.models import load_reconstructor
     from pipeline.research.evaluation import evaluate_defense, reconstruction_defense
+    from pipeline.research.models import load_reconstructor
 
     out = []
     settings = [("n", n, {}) for n in (1, 3, 5, 10, 15, 20)] + [("sample_scale", s, {"sample_scale": s}) for s in (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)]

@@ -82,13 +82,13 @@ def points(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     if args.reports:
         return join(args)
+    from pipeline.presets import get_preset
     from pipeline.research.attacks import AttackConfig, illusion_attack, pick_targets
     from pipeline.research.attacks.adaptive import DetectAdaptiveConfig
     from pipeline.research.attacks.illusion import cosine_objective
     from pipeline.research.data.encodings import stored_at_working_size
     from pipeline.research.data.fashion_mnist import held_out_test_indices, load_sample, load_split
     from pipeline.research.frontier import PARAMETERS, meets_target, run_point
-    from pipeline.presets import get_preset
 
     from .evaluate import parse_fraction, write_report
     from .options import describe_device, resolve_device

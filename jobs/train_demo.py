@@ -38,10 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.research.benchmark import machine_description
-    from pipeline.research.data.fashion_mnist import LabelledImages, load_split, write_sample
     from pipeline.models.encoders import CLIPEncoder
     from pipeline.models.reconstructors import AEReconstructor, DiffusionReconstructor, VAEReconstructor
+    from pipeline.research.benchmark import machine_description
+    from pipeline.research.data.fashion_mnist import LabelledImages, load_split, write_sample
     from pipeline.research.training import demo_models as dm
 
     torch.set_num_threads(args.threads)

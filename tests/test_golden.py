@@ -115,9 +115,9 @@ def test_evaluate_report_is_pinned(tmp_path):
 
 
 def test_calibrate_check_is_pinned(tmp_path):
+    from pipeline.io.shards import Sample, write_samples
     from pipeline.research.data.encodings import as_stored
     from pipeline.research.data.fashion_mnist import load_sample
-    from pipeline.io.shards import Sample, write_samples
 
     images, _ = load_sample().tensors(slice(200, 260))
     rng = random.Random(3)

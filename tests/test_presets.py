@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pipeline.research.data.fashion_mnist import CLASSES, load_sample
 from pipeline.presets import get_preset
+from pipeline.research.data.fashion_mnist import CLASSES, load_sample
 from pipeline.research.training.demo_models import zero_shot_accuracy
 
 

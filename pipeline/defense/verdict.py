@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 CLEAN, ILLUSION, UNCERTAIN = "clean", "illusion", "uncertain"
 
@@ -49,10 +49,14 @@ class VerdictPolicy:
             raise ValueError("max_drift must lie in [0, 2]")
         if not 0.0 <= self.flip_min_drift <= 2.0:
             raise ValueError("flip_min_drift must lie in [0, 2]")
-        for name in ("max_witness_gap", "max_witness_margin"):
+        for name in WITNESS_THRESHOLDS:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 2.0:
                 raise ValueError(f"{name} must lie in [0, 2]")
+
+    def thresholds(self) -> dict[str, float | None]:
+        """Every threshold by name (the fields, in order): what reports and saved configs record."""
+        return {name: getattr(self, name) for name in THRESHOLDS}
 
     @property
     def needs_witness(self) -> bool:
@@ -92,3 +96,7 @@ class VerdictPolicy:
         """The verdict of a `SampleResult` (or anything with its vote fields) under this policy."""
         return self.decide(result.label_original, result.label_consensus, result.agreement, result.drift,
                            getattr(result, "witness_gap", None), getattr(result, "witness_margin", None))
+
+
+THRESHOLDS = tuple(f.name for f in fields(VerdictPolicy))
+WITNESS_THRESHOLDS = ("max_witness_gap", "max_witness_margin")  # set only when a witness runs

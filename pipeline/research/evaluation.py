@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
+from ..sanitize.outputs import POLICIES
 from .attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from .attacks.illusion import AttackConfig, Objective, bpda, cosine_objective, eot_objective, illusion_attack
-from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
 from .baselines import gaussian_blur, jpeg
 
 
-POLICIES = ("purify", "drop", "keep")
 REMOVED = -1  # a downstream label: the sample was removed (quarantined)
 
 

@@ -19,15 +19,14 @@ from typing import Any
 
 import torch
 
-from .attacks.adaptive import DetectAdaptiveConfig
 from ..defense import ConsensusConfig, ConsensusPurifier
 from ..defense.calibration import calibrate_groups
+from .attacks.adaptive import DetectAdaptiveConfig
 from .evaluation import POLICIES, detect_adaptive_inputs, evaluate_defense, reconstruction_defense
 from .models import load_reconstructor
 
 # Per reconstructor kind, the option that sets how much its reconstructions vary: what the frontier sweeps.
 PARAMETERS = {"vae": "latent_noise", "ae": "noise_scale", "dm": "strength"}
-THRESHOLDS = ("min_agreement", "max_drift", "flip_min_drift", "max_witness_gap", "max_witness_margin")  # recorded per point
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ def run_point(
             entry[f"target_{policy}"] = share
             entry[f"target_{policy}_ci"] = wilson(round(share * count), count)
         metrics[row.input] = entry
-    thresholds = {name: getattr(verdict, name) for name in THRESHOLDS}
+    thresholds = verdict.thresholds()
     if relaxed is not None and witness is not None:
         metrics["witness-relaxed"] = relaxed_suite(encoder, witness, text, thresholds, relaxed,
                                                    images[:attack_images], targets[:attack_images], batch_size)

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..models.encoders import CLIPEncoder
 from .data.encodings import ENCODINGS, as_stored, at_working_size, stored_at_working_size
 from .data.fashion_mnist import LabelledImages
-from ..models.encoders import CLIPEncoder
 from .training.demo_models import _augment, fit, seeded
 
 

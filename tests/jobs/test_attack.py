@@ -5,10 +5,10 @@ import numpy as np
 from PIL import Image
 
 from jobs.cli import main
-from tests.corpora import make_shard
-from pipeline.research.data.fashion_mnist import CLASSES
 from pipeline.io.images import decode_image
 from pipeline.io.shards import read_samples, write_samples
+from pipeline.research.data.fashion_mnist import CLASSES
+from tests.corpora import make_shard
 
 
 def png(array: np.ndarray) -> bytes:

@@ -7,10 +7,10 @@ import torch
 
 from jobs.cli import main
 from jobs.sanitize import add_arguments, build_config
-from pipeline.research.data.encodings import as_stored, at_working_size
-from pipeline.research.data.fashion_mnist import load_sample
 from pipeline.io.shards import Sample, write_samples
 from pipeline.io.storage import Storage
+from pipeline.research.data.encodings import as_stored, at_working_size
+from pipeline.research.data.fashion_mnist import load_sample
 from tests.corpora import make_shard
 
 

@@ -44,14 +44,14 @@ def test_check_reports_every_file_including_bad_ones(tmp_path, bpe_path, capsys)
 
 
 def test_check_judges_a_png_and_a_jpeg_of_ones_own_with_the_defaults_as_sanitize_would(tmp_path, capsys):
-    from pipeline.research.data.fashion_mnist import load_sample
     from pipeline.io.images import encode_png
+    from pipeline.io.shards import Sample, write_samples
     from pipeline.io.storage import Storage
     from pipeline.models.noise import NoiseKey
     from pipeline.presets import get_preset
+    from pipeline.research.data.fashion_mnist import load_sample
     from pipeline.sanitize.config import SanitizeConfig
     from pipeline.sanitize.purify import process_shard
-    from pipeline.io.shards import Sample, write_samples
 
     images, _ = load_sample().tensors(slice(0, 2))
     (tmp_path / "coat.png").write_bytes(encode_png(images[0]))

@@ -3,12 +3,12 @@ import os
 
 import pytest
 
-from pipeline.research.attacks import AttackConfig
-from pipeline.research.attacks.corpus import plant_illusions
 from pipeline.io.shards import write_samples
 from pipeline.io.storage import Storage
 from pipeline.report import write_report
 from pipeline.report.stats import collect
+from pipeline.research.attacks import AttackConfig
+from pipeline.research.attacks.corpus import plant_illusions
 from pipeline.sanitize.config import SanitizeConfig
 from pipeline.sanitize.purify import process_shard
 from tests.browser import render_in_chromium

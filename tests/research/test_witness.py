@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from pipeline.research.data.fashion_mnist import LabelledImages
 from pipeline.models.registry import load_encoder
+from pipeline.research.data.fashion_mnist import LabelledImages
 from pipeline.research.witness import train_witness, witness_gaps, worst_case
 from tests.tiny_models import tiny_clip_encoder
 

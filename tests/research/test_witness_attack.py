@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from pipeline.presets import get_preset
 from pipeline.research.attacks import pick_targets
 from pipeline.research.data.fashion_mnist import load_sample
-from pipeline.presets import get_preset
 from pipeline.research.witness_attack import RelaxedPass, SuiteConfig, _checkpoints, apgd, choose_loss, square, strongest
 
 

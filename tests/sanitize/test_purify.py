@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.research.attacks import AttackConfig, illusion_attack, pick_targets
-from pipeline.research.attacks.illusion import cosine_objective
-from pipeline.research.data.fashion_mnist import CLASSES, load_sample
 from pipeline.defense import ConsensusConfig, ConsensusPurifier, VerdictPolicy
 from pipeline.io.images import encode_png
 from pipeline.io.shards import Sample, read_samples, write_samples
 from pipeline.io.storage import Storage
 from pipeline.models.noise import NoiseKey
 from pipeline.presets import get_preset
+from pipeline.research.attacks import AttackConfig, illusion_attack, pick_targets
+from pipeline.research.attacks.illusion import cosine_objective
+from pipeline.research.data.fashion_mnist import CLASSES, load_sample
 from pipeline.sanitize.purify import process_shard
 
 

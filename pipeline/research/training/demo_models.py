@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..data.fashion_mnist import CLASSES, LabelledImages
 from ...models.encoders import CLIPEncoder, ClipBpeTokenizer
+from ..data.fashion_mnist import CLASSES, LabelledImages
 
 log = logging.getLogger(__name__)
 

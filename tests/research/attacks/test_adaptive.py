@@ -2,9 +2,9 @@ from dataclasses import replace
 
 import torch
 
-from pipeline.research.attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from pipeline.defense import LabelBank
 from pipeline.models.reconstructors import VAEReconstructor
+from pipeline.research.attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from tests.tiny_models import tiny_clip_encoder, tiny_vae
 
 

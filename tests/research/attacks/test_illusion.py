@@ -1,9 +1,9 @@
 import torch
 
+from pipeline.models.reconstructors import VAEReconstructor
 from pipeline.research.attacks import AttackConfig, bpda, eot_objective, illusion_attack, pick_targets
 from pipeline.research.attacks.illusion import cosine_objective
 from pipeline.research.baselines import gaussian_blur, jpeg
-from pipeline.models.reconstructors import VAEReconstructor
 from tests.tiny_models import tiny_clip_encoder, tiny_vae
 
 PROMPTS = ["a photo of a cat.", "a photo of a dog.", "a photo of a hello."]
