@@ -274,8 +274,8 @@ def early_exit_comparison(
 # --- full-size models -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Setting:
-    """How the full-size purifier runs: weight dtype, autocast, batch sizes, memory format, compilation."""
+class RunVariant:
+    """One way to run the full-size purifier, as the benchmark tries it: weight dtype, autocast, batch sizes, memory format, compilation."""
 
     key: str
     name: str
@@ -288,30 +288,30 @@ class Setting:
     early_exit: str = "off"
 
 
-def full_size_settings(device: torch.device) -> list[Setting]:
+def full_size_settings(device: torch.device) -> list[RunVariant]:
     """Every setting tried, in the order tried; `sanitize` runs with `defaults` (SanitizeConfig.execution)."""
     from ..sanitize.config import SanitizeConfig
 
     if device.type != "cuda":  # correctness and memory on a few samples; a CPU is far too slow for more
-        return [Setting("fp32", "fp32", batch_size=1, decode_batch_size=10)]
+        return [RunVariant("fp32", "fp32", batch_size=1, decode_batch_size=10)]
     bf16, run = torch.bfloat16, SanitizeConfig().execution(device)
     defaults = {"dtype": run.dtype, "batch_size": run.batch_size, "decode_batch_size": run.decode_batch_size}
     return [
-        Setting("fp32", "fp32 (TF32 off)"),
-        Setting("autocast", "bf16 autocast", autocast=bf16),
-        Setting("bf16", "bf16 weights", dtype=bf16),
-        Setting("bf16-b16-d160", "bf16 weights, batch 16, decode 160", dtype=bf16, decode_batch_size=160),
-        Setting("bf16-b32-d32", "bf16 weights, batch 32, decode 32", dtype=bf16, batch_size=32),
-        Setting("bf16-b32", "bf16 weights, batch 32, decode 160", dtype=bf16, batch_size=32, decode_batch_size=160),
-        Setting("bf16-b64", "bf16 weights, batch 64, decode 320", dtype=bf16, batch_size=64, decode_batch_size=320),
-        Setting("bf16-b32-cl", "bf16 weights, batch 32, decode 160, channels_last", dtype=bf16, batch_size=32, decode_batch_size=160,
+        RunVariant("fp32", "fp32 (TF32 off)"),
+        RunVariant("autocast", "bf16 autocast", autocast=bf16),
+        RunVariant("bf16", "bf16 weights", dtype=bf16),
+        RunVariant("bf16-b16-d160", "bf16 weights, batch 16, decode 160", dtype=bf16, decode_batch_size=160),
+        RunVariant("bf16-b32-d32", "bf16 weights, batch 32, decode 32", dtype=bf16, batch_size=32),
+        RunVariant("bf16-b32", "bf16 weights, batch 32, decode 160", dtype=bf16, batch_size=32, decode_batch_size=160),
+        RunVariant("bf16-b64", "bf16 weights, batch 64, decode 320", dtype=bf16, batch_size=64, decode_batch_size=320),
+        RunVariant("bf16-b32-cl", "bf16 weights, batch 32, decode 160, channels_last", dtype=bf16, batch_size=32, decode_batch_size=160,
                 channels_last=True),
-        Setting("bf16-b32-certain", "bf16 weights, batch 32, decode 160, early exit certain", dtype=bf16, batch_size=32,
+        RunVariant("bf16-b32-certain", "bf16 weights, batch 32, decode 160, early exit certain", dtype=bf16, batch_size=32,
                 decode_batch_size=160, early_exit="certain"),
-        Setting("bf16-b32-compile", "bf16 weights, batch 32, decode 160, torch.compile", dtype=bf16, batch_size=32, decode_batch_size=160,
+        RunVariant("bf16-b32-compile", "bf16 weights, batch 32, decode 160, torch.compile", dtype=bf16, batch_size=32, decode_batch_size=160,
                 compile=True),
-        Setting("defaults", "sanitize defaults (bf16, batch 32, decode 160, early exit sequential)", **defaults, early_exit="sequential"),
-        Setting("defaults-compile", "sanitize defaults + --compile", **defaults, compile=True, early_exit="sequential"),
+        RunVariant("defaults", "sanitize defaults (bf16, batch 32, decode 160, early exit sequential)", **defaults, early_exit="sequential"),
+        RunVariant("defaults-compile", "sanitize defaults + --compile", **defaults, compile=True, early_exit="sequential"),
     ]
 
 
@@ -330,7 +330,7 @@ def matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> 
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def full_size_purifier(encoder_name: str, setting: Setting, device: torch.device, labels, n: int) -> ConsensusPurifier:
+def full_size_purifier(encoder_name: str, setting: RunVariant, device: torch.device, labels, n: int) -> ConsensusPurifier:
     from ..models.architectures import full_size_encoder, sd_vae_reconstructor
 
     torch.manual_seed(0)
@@ -356,7 +356,7 @@ def flops_per_sample(purifier: ConsensusPurifier, image: torch.Tensor) -> float:
     return float(counter.get_total_flops())
 
 
-def run_full_size(encoder_name: str, device: torch.device, *, count: int, n: int, settings: list[Setting], echo=print) -> list[dict[str, Any]]:
+def run_full_size(encoder_name: str, device: torch.device, *, count: int, n: int, settings: list[RunVariant], echo=print) -> list[dict[str, Any]]:
     """Samples/s per setting on random 224 x 224 images, against the FLOP floor of this device."""
     from ..presets import IMAGENET_LABELS
 
