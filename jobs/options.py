@@ -6,10 +6,8 @@ import argparse
 
 import torch
 
-from pipeline.sanitize.config import SETTINGS
+from pipeline.sanitize.config import CONSENSUS_SETTINGS, SETTINGS
 from pipeline.settings import Setting
-
-CONSENSUS_SETTINGS = ("n", "early_exit", "alpha", "seed")
 
 
 def add_setting(parser, setting: Setting, *, with_default: bool = False) -> None:
@@ -24,6 +22,13 @@ def add_setting(parser, setting: Setting, *, with_default: bool = False) -> None
     if setting.choices:
         kwargs["choices"] = [c for c in setting.choices if c is not None]
     parser.add_argument(f"--{setting.key}", type=str if setting.type is tuple else setting.type, metavar=setting.metavar, **kwargs)
+
+
+def add_table_flags(parser, table, *, skip: tuple[str, ...] = ()) -> None:
+    """Every setting of a job's own record (a `SettingsTable`) as a flag with its default."""
+    for setting in table:
+        if setting.name not in skip:
+            add_setting(parser, setting, with_default=True)
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:

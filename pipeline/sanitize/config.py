@@ -252,3 +252,5 @@ def _reconstructor_options() -> list[Setting]:
 # The flat view of `SanitizeConfig`: the flags of sanitize, audit and check, config files, `config
 # show` and run.json's `config`. A config file may also carry calibrate's provenance record.
 SETTINGS = SettingsTable(SanitizeConfig, _reconstructor_options(), records=("calibration",))
+# The consensus settings of the jobs that build a purifier of their own (calibrate, check, the research jobs).
+CONSENSUS_SETTINGS = ("n", "early_exit", "alpha", "seed")

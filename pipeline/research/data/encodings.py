@@ -64,3 +64,18 @@ def at_working_size(data: bytes, work_size: int) -> torch.Tensor:
 def stored_at_working_size(images, encoding: str, work_size: int, rng: random.Random) -> list[torch.Tensor]:
     """Each image stored as `encoding` and decoded back as `sanitize` examines it."""
     return [at_working_size(as_stored(image, encoding, rng), work_size) for image in images]
+
+
+def held_out_groups(data_dir: str, *, offset: int, limit: int, encodings: list[str], work_size: int,
+                    seed: int = 0) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
+    """Clean images from the distribution the demo corpus comes from, none of them in that corpus
+    (Fashion-MNIST test images outside the bundled sample, `limit` from `offset`), each stored by
+    every pipeline of `encodings` (a seeded random size and quality) and decoded as `sanitize` does:
+    {encoding: (images, keys)}, for `calibrate` and the frontier."""
+    from .fashion_mnist import held_out_test_indices, load_split
+
+    indices = held_out_test_indices()[offset : offset + limit]
+    x, _ = load_split("t10k", data_dir).tensors(indices)
+    rng = random.Random(seed)
+    keys = [f"t10k-{i:05d}" for i in indices]
+    return {encoding: (stored_at_working_size(x, encoding, work_size, rng), keys) for encoding in encodings}
