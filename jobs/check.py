@@ -1,19 +1,19 @@
-"""`disillusion check`: run the consensus defense on image files and print a verdict for each."""
+"""`disillusion check`: run the consensus defense on image files and print a verdict for each
+(pipeline/sanitize/check.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 NAME = "check"
 HELP = "Check image files for adversarial illusions with the consensus defense and print a verdict per file."
-# Settings of corpus runs that mean nothing for single files.
-CORPUS_ONLY = ("on_illusion", "on_uncertain", "on_error", "max_shard_bytes", "parse_budget_seconds")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.sanitize.check import CORPUS_ONLY
+
     from .options import add_device_argument
     from .sanitize import add_config_arguments
 
@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.sanitize.check import check_files, format_table, judged_by
+
     from .options import resolve_device
     from .sanitize import build_config
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args).resolved(device)  # the preset's models and thresholds unless told otherwise
     rows = check_files(config, args.images, device, save_purified=args.save_purified)
     print(judged_by(config))
-    _print_table(rows)
+    print(format_table(rows))
     if args.json:
         lines = "".join(json.dumps(row) + "\n" for row in rows)
         if args.json == "-":
@@ -41,80 +43,3 @@ def run(args: argparse.Namespace) -> int:
             with open(args.json, "w") as handle:
                 handle.write(lines)
     return 1 if any(row["status"] == "error" for row in rows) else 0
-
-
-def check_files(config, paths: list[str], device, *, save_purified: str | None = None) -> list[dict]:
-    """One row per file, in order. Files are decoded to the run's working size as `sanitize` decodes
-    shard members, and each draws its noise from the run's key, its name (as a shard's sample key:
-    `photo.png` -> `photo`) and its pixels, so a file gets the verdict it would get inside a shard."""
-    from pipeline.batching import map_batched
-    from pipeline.io.images import ImageDecodeError, decode_working, encode_png
-    from pipeline.sanitize.records import as_images
-
-    purifier, noise, size = config.build_purifier(str(device)), config.noise_key(), config.working_size()
-    judged = {"models": {k: getattr(config.models, k) for k in ("reconstructor", "encoder", "witness")},
-              "thresholds": dict(vars(config.consensus.verdict))}
-    rows: dict[str, dict] = {}
-    items = []
-    for path in dict.fromkeys(paths):
-        try:
-            with open(path, "rb") as handle:
-                items.append((path, decode_working(handle.read(), size).pixels))
-        except (OSError, ImageDecodeError) as error:
-            rows[path] = {"path": path, "status": "error", "error": str(error)}
-
-    def purify(chunk):
-        seeds = [noise.sample_seed(os.path.splitext(os.path.basename(path))[0], pixels.tobytes()) for path, pixels in chunk]
-        results = purifier.purify(as_images([pixels for _, pixels in chunk]), seeds=seeds, keep_images=bool(save_purified))
-        if save_purified:
-            os.makedirs(save_purified, exist_ok=True)
-            for (path, _), result in zip(chunk, results):
-                name = os.path.splitext(os.path.basename(path))[0] + ".purified.png"
-                with open(os.path.join(save_purified, name), "wb") as handle:
-                    handle.write(encode_png(result.image))
-        return [{**_row(path, result), **judged} for (path, _), result in zip(chunk, results)]
-
-    def failed(item, error):
-        return {"path": item[0], "status": "error", "error": f"purification failed: {type(error).__name__}: {error}"}
-
-    outcome = map_batched(items, config.runtime.batch_size, purify, key=lambda item: item[1].shape, on_error=failed)
-    rows.update((row["path"], row) for row in outcome)
-    return [rows[path] for path in paths]
-
-
-def judged_by(config) -> str:
-    """The models and thresholds behind the verdicts, in one line."""
-    models, verdict = config.models, config.consensus.verdict
-    thresholds = ", ".join(f"{name} {value:g}" for name, value in vars(verdict).items() if value is not None)
-    noise = f"public seed {config.consensus.seed}" if config.consensus.seed is not None else "secret"
-    return (f"judged by preset {models.preset}: reconstructor {models.reconstructor}, encoder {models.encoder}, witness {models.witness}; "
-            f"N={config.consensus.n}, {thresholds}; noise {noise}")
-
-
-def _row(path, result) -> dict:
-    return {
-        "path": path,
-        "status": "ok",
-        "error": None,
-        "verdict": result.verdict,
-        "label_original": result.label_original_name,
-        "label_consensus": result.label_consensus_name,
-        "agreement": round(result.agreement, 4),
-        "samples_used": result.samples_used,
-        "drift": round(result.drift, 6),
-        "witness_gap": None if result.witness_gap is None else round(result.witness_gap, 6),
-        "witness_margin": None if result.witness_margin is None else round(result.witness_margin, 6),
-        "votes": [result.labels[v] for v in result.votes],
-    }
-
-
-def _print_table(rows) -> None:
-    print(f"{'verdict':<10} {'original':<16} {'consensus':<16} {'agree':>5} {'n':>3} {'drift':>7}  file")
-    for row in rows:
-        if row["status"] == "error":
-            print(f"{'error':<10} {'':<16} {'':<16} {'':>5} {'':>3} {'':>7}  {row['path']}: {row['error']}")
-            continue
-        print(
-            f"{row['verdict']:<10} {row['label_original'][:16]:<16} {row['label_consensus'][:16]:<16} "
-            f"{row['agreement']:>5.2f} {row['samples_used']:>3} {row['drift']:>7.4f}  {row['path']}"
-        )
