@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .sanitize import add_corpus_arguments, run_job
+from .options import add_corpus_arguments
+from .sanitize import run_job
 
 NAME = "audit"
 HELP = "Audit WebDataset shards: a verdict per sample and a summary, without writing purified shards."

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pipeline.sanitize.check import CORPUS_ONLY
 
     from .options import add_device_argument
-    from .sanitize import add_config_arguments
+    from .options import add_config_arguments
 
     parser.add_argument("images", nargs="+", help="image files (any format the corpus reader takes: PNG, JPEG, WebP, ...)")
     add_config_arguments(parser, skip=CORPUS_ONLY)
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.sanitize.check import check_files, format_table, judged_by
 
     from .options import resolve_device
-    from .sanitize import build_config
+    from .options import build_config
 
     device = resolve_device(args.device)
     config = build_config(args).resolved(device)  # the preset's models and thresholds unless told otherwise

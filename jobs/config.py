@@ -10,7 +10,7 @@ HELP = "Show the resolved configuration of a run (preset defaults, then --config
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .options import add_device_argument
-    from .sanitize import add_config_arguments
+    from .options import add_config_arguments
 
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = actions.add_parser("show", help=HELP, description=HELP + " Every default is written out: the preset's models, "
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.settings import to_json_text, to_yaml
 
     from .options import resolve_device
-    from .sanitize import build_config
+    from .options import build_config
 
     device = resolve_device(args.device)
     settings = build_config(args).resolved(device).to_json()

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from jobs.cli import build_parser
-from jobs.sanitize import build_config
+from jobs.options import build_config
 from pipeline import __version__
 from tests.deploy import manifests
 

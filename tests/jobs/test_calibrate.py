@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from jobs.cli import main
-from jobs.sanitize import add_arguments, build_config
+from jobs.options import build_config
+from jobs.sanitize import add_arguments
 from pipeline.io.shards import Sample, write_samples
 from pipeline.io.storage import Storage
 from pipeline.research.data.encodings import as_stored, at_working_size
