@@ -9,12 +9,9 @@ decoded or whose label is unknown are copied unchanged and counted.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 
 NAME = "attack"
 HELP = "Write illusion shards: a seeded fraction of samples carries an adversarial illusion, with ground truth."
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,41 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.io.shards import ShardProblem, read_samples, write_samples
-    from pipeline.io.storage import Storage, join, shard_name
+    from pipeline.io.storage import Storage
     from pipeline.presets import get_preset
     from pipeline.research.attacks import AttackConfig
-    from pipeline.research.attacks.corpus import plant_illusions
-    from pipeline.research.models import load_reconstructor
+    from pipeline.research.attacks.corpus import attack_corpus
 
-    from .evaluate import parse_fraction
+    from .options import parse_fraction
 
-    if not 0.0 <= args.fraction <= 1.0:
-        raise ValueError("--fraction must lie in [0, 1]")
-    preset = get_preset(args.preset)
-    encoder = preset.load_encoder()
     config = AttackConfig(eps=parse_fraction(args.eps), step_size=parse_fraction(args.step_size), steps=args.steps, seed=args.seed)
-    reconstructor = load_reconstructor(preset) if args.adaptive else None
-    storage = Storage(args.s3_endpoint)
-
-    problems = 0
-    for uri in storage.expand(args.input):
-        target_uri = join(args.output, f"{shard_name(uri)}.tar")
-        if storage.exists(target_uri) and not args.overwrite:
-            log.info("%s exists, skipping (use --overwrite to redo)", target_uri)
-            continue
-        samples = []
-        for item in read_samples(storage.read_bytes(uri)):
-            if isinstance(item, ShardProblem):
-                problems += 1
-                log.error("%s: %s", uri, item.message)
-            else:
-                samples.append(item)
-        attacked = plant_illusions(
-            samples, encoder, preset.label_bank(), config, fraction=args.fraction, seed=args.seed,
-            reconstructor=reconstructor, eot_samples=args.eot_samples, batch_size=args.batch_size,
-        )
-        storage.write_bytes(target_uri, write_samples(attacked))
-        count = sum(json.loads(s.members["json"])["illusion"] for s in attacked)
-        print(f"{shard_name(uri)}: {len(attacked)} samples, {count} illusions -> {target_uri}", flush=True)
+    problems = attack_corpus(Storage(args.s3_endpoint), args.input, args.output, get_preset(args.preset), config, fraction=args.fraction,
+                             seed=args.seed, adaptive=args.adaptive, eot_samples=args.eot_samples, batch_size=args.batch_size,
+                             overwrite=args.overwrite, echo=lambda line: print(line, flush=True))
     return 1 if problems else 0

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.sanitize.outputs import ON_UNCERTAIN
 
-from .options import add_consensus_settings, add_device_argument
+from .options import add_consensus_settings, add_device_argument, parse_fraction
 
 NAME = "evaluate"
 HELP = "Evaluate defenses against clean, illusion and adaptive inputs (Top-1/Top-5, ASR, cosines, time)."
@@ -49,13 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the images chosen, the attacks and the defenses' draws (default 0)")
     parser.add_argument("--threads", type=int, default=None)
     add_device_argument(parser)
-
-
-def parse_fraction(text: str) -> float:
-    if "/" in text:
-        numerator, denominator = text.split("/", 1)
-        return float(numerator) / float(denominator)
-    return float(text)
 
 
 def run(args: argparse.Namespace) -> int:

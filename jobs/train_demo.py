@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.research.witness import train_witness, witness_metrics
 
         clip = load_encoder(f"clip:{os.path.join(args.out, 'clip')}")
-        from .evaluate import parse_fraction
+        from .options import parse_fraction
 
         eps = parse_fraction(args.witness_eps)
         witness = timed("witness", lambda: train_witness(clip, train, epochs=args.witness_epochs, eps=eps,

@@ -94,3 +94,38 @@ def plant_illusions(
     for index, sample in enumerate(out):
         sample.members["json"] = json.dumps(truth[index]).encode()
     return out
+
+
+def attack_corpus(storage, input_spec: str, output: str, preset, config: AttackConfig, *, fraction: float, seed: int,
+                  adaptive: bool = False, eot_samples: int = 4, batch_size: int = 64, overwrite: bool = False,
+                  echo=print) -> int:
+    """Each shard of `input_spec` with illusions planted (`plant_illusions`) under `output`, keys and
+    order kept; shards already there are skipped unless `overwrite`. With `adaptive`, EOT through the
+    preset's reconstructor. Returns how many unreadable parts of shards were skipped (and logged)."""
+    from ...io.shards import ShardProblem, read_samples, write_samples
+    from ...io.storage import join, shard_name
+    from ..models import load_reconstructor
+
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError("--fraction must lie in [0, 1]")
+    encoder, bank = preset.load_encoder(), preset.label_bank()
+    reconstructor = load_reconstructor(preset) if adaptive else None
+    problems = 0
+    for uri in storage.expand(input_spec):
+        target_uri = join(output, f"{shard_name(uri)}.tar")
+        if storage.exists(target_uri) and not overwrite:
+            log.info("%s exists, skipping (use --overwrite to redo)", target_uri)
+            continue
+        samples = []
+        for item in read_samples(storage.read_bytes(uri)):
+            if isinstance(item, ShardProblem):
+                problems += 1
+                log.error("%s: %s", uri, item.message)
+            else:
+                samples.append(item)
+        attacked = plant_illusions(samples, encoder, bank, config, fraction=fraction, seed=seed, reconstructor=reconstructor,
+                                   eot_samples=eot_samples, batch_size=batch_size)
+        storage.write_bytes(target_uri, write_samples(attacked))
+        count = sum(json.loads(s.members["json"])["illusion"] for s in attacked)
+        echo(f"{shard_name(uri)}: {len(attacked)} samples, {count} illusions -> {target_uri}")
+    return problems
