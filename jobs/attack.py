@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.presets import get_preset
     from pipeline.research.attacks import AttackConfig
     from pipeline.research.attacks.corpus import attack_corpus
-
-    from .options import parse_fraction
+    from pipeline.settings import parse_fraction
 
     config = AttackConfig(eps=parse_fraction(args.eps), step_size=parse_fraction(args.step_size), steps=args.steps, seed=args.seed)
     problems = attack_corpus(Storage(args.s3_endpoint), args.input, args.output, get_preset(args.preset), config, fraction=args.fraction,

@@ -12,7 +12,9 @@ import torch
 
 from pipeline.sanitize.outputs import ON_UNCERTAIN
 
-from .options import add_consensus_settings, add_device_argument, parse_fraction
+from pipeline.settings import parse_fraction
+
+from .options import add_consensus_settings, add_device_argument
 
 NAME = "evaluate"
 HELP = "Evaluate defenses against clean, illusion and adaptive inputs (Top-1/Top-5, ASR, cosines, time)."

@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.research.data.encodings import stored_at_working_size
     from pipeline.research.data.fashion_mnist import held_out_test_indices, load_sample, load_split
     from pipeline.research.frontier import PARAMETERS, meets_target, run_point
+    from pipeline.settings import parse_fraction
 
     from .evaluate import write_report
-    from .options import parse_fraction
     from .options import describe_device, resolve_device
 
     if args.preset != "demo":
@@ -201,8 +201,7 @@ def relaxed_suite_inputs(args: argparse.Namespace, labels: int, device):
     from pipeline.research.attacks import pick_targets
     from pipeline.research.data.fashion_mnist import load_sample
     from pipeline.research.witness_attack import Selection, SuiteConfig
-
-    from .options import parse_fraction
+    from pipeline.settings import parse_fraction
 
     if args.select_offset < args.offset + args.limit and args.offset < args.select_offset + args.select_limit:
         raise ValueError("the selection images (--select-offset/--select-limit) overlap the reported ones (--offset/--limit)")

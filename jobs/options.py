@@ -57,14 +57,6 @@ def add_consensus_settings(parser, names: tuple[str, ...] = CONSENSUS_SETTINGS) 
         add_setting(parser, SETTINGS.by_name[name], with_default=True)
 
 
-def parse_fraction(text: str) -> float:
-    """'16/255' or '0.0627' -> a float (epsilons and step sizes are given in 255ths)."""
-    if "/" in text:
-        numerator, denominator = text.split("/", 1)
-        return float(numerator) / float(denominator)
-    return float(text)
-
-
 def add_device_argument(parser) -> None:
     parser.add_argument("--device", default="auto", help="where the models run: cpu, cuda, cuda:1, or auto (default)")
 

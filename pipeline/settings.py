@@ -169,6 +169,14 @@ def _walk(cls: type, path: tuple[str, ...]) -> list[Setting]:
     return found
 
 
+def parse_fraction(text: str) -> float:
+    """'16/255' or '0.0627' -> a float (epsilons and step sizes are given in 255ths)."""
+    if "/" in text:
+        numerator, denominator = text.split("/", 1)
+        return float(numerator) / float(denominator)
+    return float(text)
+
+
 def to_yaml(flat: dict[str, Any]) -> str:
     import yaml
 
