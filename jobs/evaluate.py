@@ -11,7 +11,6 @@ from dataclasses import asdict
 import torch
 
 from pipeline.sanitize.outputs import ON_UNCERTAIN
-
 from pipeline.settings import parse_fraction
 
 from .options import add_consensus_settings, add_device_argument
