@@ -194,8 +194,8 @@ def _process(run: Run) -> FirstShard | None:
     nothing (CannotProgress)."""
     import ray
 
-    from .rows import uri_field
-    from .stages import plan_stages
+    from ..sanitize.rows import uri_field
+    from .stages import apply, plan_stages
 
     fruitless, total = 0, len(run.todo)
     ray.data.DataContext.get_current().enable_progress_bars = False  # `echo` reports each finished shard
@@ -205,7 +205,7 @@ def _process(run: Run) -> FirstShard | None:
         run.summary["actors"] = run.record.resources.actors
         dataset = ray.data.from_items([{"uri": uri_field(u)} for u in run.todo], override_num_blocks=len(run.todo))
         for stage in plan_stages(run.config, run.output, run.record.resources, run.record.noise):
-            dataset = stage.apply(dataset)
+            dataset = apply(stage, dataset)
         before = run.summary["processed"]
         try:
             _collect(dataset, total, run)

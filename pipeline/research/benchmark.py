@@ -195,21 +195,12 @@ def write_corpus(directory: str, encodings: list[tuple[str, bytes]], per_shard: 
 
 
 def bare_loop(config, shards: list[str], output: str) -> dict[str, Any]:
-    """The baseline for the Ray pipeline: the same shards through the same steps in this process,
-    model loading included (the pipeline's actors load theirs inside its time too)."""
-    from ..io.storage import Storage
+    """The baseline for the Ray pipeline: the same shards through the same stage objects, run by the
+    in-process executor, model loading included (the pipeline's actors load theirs inside its time too)."""
+    from ..sanitize.stages import run_in_process, shard_stages
 
-    try:
-        from ..sanitize.purify import process_shard
-    except ImportError:  # the code before the working geometry, measured with this file copied in (BENCHMARKS.md)
-        from ..sanitize.shard import process_shard
-    batch_size = config.execution().batch_size if hasattr(config, "execution") else config.batch_size
-    # The noise as the code measured draws it: a run's key now, a seed in the code before keys.
-    noise = {"noise": config.noise_key()} if hasattr(config, "noise_key") else {"seed": config.consensus.seed if hasattr(config, "consensus") else config.seed}
-    start, samples = time.perf_counter(), 0
-    purifier = config.build_purifier()
-    for uri in shards:
-        samples += process_shard(Storage(), uri, output, purifier, policy=config.policy, batch_size=batch_size, **noise)["samples"]
+    start = time.perf_counter()
+    samples = sum(manifest["samples"] for manifest in run_in_process(shard_stages(config, output, config.noise_key()), shards))
     seconds = time.perf_counter() - start
     return {"samples": samples, "seconds": round(seconds, 2), "samples_per_second": round(samples / seconds, 3)}
 

@@ -1,20 +1,16 @@
-"""The purification step of a shard's work (torch), and the whole of a shard's work in one process."""
+"""The purification step of a shard's work (torch): verdict rows and purified images for its records."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from ..batching import map_batched
 from ..defense.consensus import ConsensusPurifier
-from ..io.images import DEFAULT_MAX_PIXELS, to_uint8
-from ..io.sandbox import Budgets, Sandbox, shared_sandbox
-from ..io.shards import DEFAULT_MAX_SHARD_BYTES
-from ..io.storage import Storage
+from ..io.images import to_uint8
 from ..models.noise import NoiseKey
 from .records import Record, as_images
-from .shard import Purified, decode_shard, finish_shard, read_shard
+from .shard import Purified
 from .verdicts import error_row, ok_row, outcome, sample_row
 
 
@@ -59,39 +55,6 @@ def purify_records(
         out.rows[key] = sample_row(member_rows)
         out.members[key] = {r["member"]: outcome(r) for r in member_rows if r["member"] is not None}
     return out
-
-
-def process_shard(
-    storage: Storage,
-    uri: str,
-    output: str,
-    purifier: ConsensusPurifier,
-    *,
-    policy: str | None,
-    work_size: int | None = None,
-    noise: NoiseKey | None = None,
-    batch_size: int = 16,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-    on_error: str = "keep",
-    on_uncertain: str = "drop",
-    budgets: Budgets = Budgets(),
-    sandbox: Sandbox | None = None,
-) -> dict[str, Any]:
-    """Read, decode, purify and write one shard in this process (the steps a Ray run spreads over
-    workers; reading and decoding in this process's sandbox). `work_size` defaults to the encoder's
-    input size; `noise` to a fresh secret (pass the run's key to every shard of one run)."""
-    start = time.perf_counter()
-    noise = noise or NoiseKey.fresh()
-    work_size = work_size or purifier.encoder.image_size
-    sandbox = sandbox or shared_sandbox(budgets)
-    shard = read_shard(storage, uri, max_shard_bytes, sandbox)
-    records = decode_shard(shard, work_size, max_pixels, sandbox)
-    purified = purify_records(purifier, records, shard.name, noise=noise, batch_size=batch_size, want_images=policy == "purify")
-    return finish_shard(
-        storage, output, shard, purified, dim=purifier.encoder.dim, policy=policy, seconds=time.perf_counter() - start,
-        fingerprints=fingerprints(purifier, noise), work_size=work_size, on_error=on_error, on_uncertain=on_uncertain,
-    )
 
 
 def fingerprints(purifier: ConsensusPurifier, noise: NoiseKey) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pipeline.io.shards import read_samples, write_samples
 from pipeline.io.storage import Storage
 from pipeline.presets import get_preset
 from pipeline.sanitize.config import SanitizeConfig
-from pipeline.sanitize.purify import process_shard
+from pipeline.sanitize.stages import process_shard
 from tests.corpora import write_corpus
 
 CONFIG = SanitizeConfig.resolve(preset="demo", n=4, batch_size=8)

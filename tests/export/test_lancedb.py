@@ -10,7 +10,7 @@ from pipeline.export.lancedb import Target, export, parse_exclude
 from pipeline.io.shards import Sample, write_samples
 from pipeline.io.storage import Storage
 from pipeline.sanitize.config import SanitizeConfig
-from pipeline.sanitize.purify import process_shard
+from pipeline.sanitize.stages import process_shard
 from tests.corpora import corpus_samples
 
 PER_SHARD = 100

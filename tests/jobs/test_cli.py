@@ -51,7 +51,7 @@ def test_check_judges_a_png_and_a_jpeg_of_ones_own_with_the_defaults_as_sanitize
     from pipeline.presets import get_preset
     from pipeline.research.data.fashion_mnist import load_sample
     from pipeline.sanitize.config import SanitizeConfig
-    from pipeline.sanitize.purify import process_shard
+    from pipeline.sanitize.stages import process_shard
 
     images, _ = load_sample().tensors(slice(0, 2))
     (tmp_path / "coat.png").write_bytes(encode_png(images[0]))

@@ -10,7 +10,7 @@ from pipeline.report.stats import collect
 from pipeline.research.attacks import AttackConfig
 from pipeline.research.attacks.corpus import plant_illusions
 from pipeline.sanitize.config import SanitizeConfig
-from pipeline.sanitize.purify import process_shard
+from pipeline.sanitize.stages import process_shard
 from tests.browser import render_in_chromium
 from tests.corpora import corpus_samples
 

@@ -13,7 +13,7 @@ from pipeline.defense import ConsensusConfig, ConsensusPurifier, VerdictPolicy
 from pipeline.io.shards import is_image_extension, key_bytes, read_samples, safe_key
 from pipeline.io.storage import Storage, shard_name
 from pipeline.presets import get_preset
-from pipeline.sanitize.purify import process_shard
+from pipeline.sanitize.stages import process_shard
 from tests.hostile import EXPECTED, TINY_CAP, hostile_corpus
 
 

@@ -19,7 +19,7 @@ from pipeline.presets import get_preset
 from pipeline.research.attacks import AttackConfig, illusion_attack, pick_targets
 from pipeline.research.attacks.illusion import cosine_objective
 from pipeline.research.data.fashion_mnist import CLASSES, load_sample
-from pipeline.sanitize.purify import process_shard
+from pipeline.sanitize.stages import process_shard
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:

@@ -31,7 +31,7 @@ from ...io.sandbox import HEADROOM_BYTES, Budgets, Sandbox
 from ...io.shards import key_bytes, plain_tar, read_shard_bytes, safe_key
 from ...io.storage import Storage
 from ...sanitize.outputs import output_paths
-from ...sanitize.purify import process_shard
+from ...sanitize.stages import process_shard
 from .mutations import fuzz_shard
 
 POLICIES = ("drop", "purify", "keep", None)  # rotated over shards: every writer path is exercised (None: audit)

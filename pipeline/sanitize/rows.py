@@ -1,5 +1,5 @@
-"""The row format between pipeline stages: one row per input shard, plain strings, integers and
-bytes, so Arrow carries them as they are.
+"""The row codec between a shard's stages (pipeline/sanitize/stages.py), whichever executor runs
+them: one row per input shard, plain strings, integers and bytes, so Arrow carries them as they are.
 
 A shard's row keeps the samples as they were read (an index in JSON and their members' bytes in one
 blob) all the way to the writer: the outputs come from exactly the bytes that were examined, the
@@ -16,8 +16,8 @@ import numpy as np
 
 from ..io.shards import Sample
 from ..io.storage import shard_name
-from ..sanitize.records import Record
-from ..sanitize.shard import Purified, ShardInput
+from .records import Record
+from .shard import Purified, ShardInput
 
 
 # What every stage passes on unchanged: the shard, its samples as read and its problems, the working size.
