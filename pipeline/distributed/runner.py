@@ -27,7 +27,7 @@ from ..io.shards import display
 from ..io.storage import OutputWriteError, Storage, is_inside, join, shard_name
 from ..models.noise import NoiseKey
 from ..sanitize.config import SanitizeConfig
-from ..sanitize.outputs import output_paths
+from ..sanitize.outputs import is_done, output_paths
 from ..stops import RESUMABLY, CannotProgress, RunStopped
 
 log = logging.getLogger(__name__)
@@ -97,16 +97,6 @@ def plan_resources(cluster: dict[str, float], actors: int | tuple[int, int] | No
     per_actor = 2.0
     count = actors or max(1, int((cpus - 1) // per_actor))
     return PlanResources(count, cpus_per_actor=per_actor, gpus_per_actor=0.0, task_cpus=0.5, threads_per_actor=int(per_actor))
-
-
-def is_done(storage: Storage, output: str, uri: str) -> bool:
-    path = output_paths(output, shard_name(uri))["manifest"]
-    if not storage.exists(path):
-        return False
-    try:
-        return bool(json.loads(storage.read_bytes(path)).get("complete", True))
-    except ValueError:
-        return False
 
 
 def run_corpus(

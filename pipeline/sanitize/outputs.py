@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..io.shards import Sample, as_text, display, write_samples
-from ..io.storage import Storage, join
+from ..io.storage import Storage, join, shard_name
 
 POLICIES = ("purify", "drop", "keep")  # for samples judged `illusion`
 ON_ERROR = ("keep", "drop")  # for samples that could not be examined
@@ -124,6 +124,17 @@ def write_shard_outputs(
         storage.write_bytes(paths["quarantine"], write_samples(quarantined))
     storage.write_bytes(paths["manifest"], json.dumps(manifest, indent=2, sort_keys=True).encode())
     return paths
+
+
+def is_done(storage: Storage, output: str, uri: str) -> bool:
+    """Whether the shard `uri` has a complete manifest under `output` (resume skips it)."""
+    path = output_paths(output, shard_name(uri))["manifest"]
+    if not storage.exists(path):
+        return False
+    try:
+        return bool(json.loads(storage.read_bytes(path)).get("complete", True))
+    except ValueError:
+        return False
 
 
 def read_manifests(storage: Storage, output: str) -> list[dict[str, Any]]:
