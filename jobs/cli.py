@@ -56,10 +56,10 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    from pipeline.heap import keep_freed_memory
+    from pipeline.malloc_tuning import keep_freed_memory
     from pipeline.stops import RunStopped
 
-    keep_freed_memory()  # jobs that purify or attack in this process reuse their freed batches (pipeline/heap.py)
+    keep_freed_memory()  # jobs that purify or attack in this process reuse their freed batches (pipeline/malloc_tuning.py)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -184,7 +184,7 @@ def _process(run: Run) -> FirstShard | None:
     nothing (CannotProgress)."""
     import ray
 
-    from ..sanitize.rows import uri_field
+    from ..sanitize.row_codec import uri_field
     from .stages import apply, plan_stages
 
     fruitless, total = 0, len(run.todo)

@@ -3,7 +3,7 @@
     ReadDecode (task)  ->  Purify (models loaded once per instance: an actor, GPU when there is one)
                        ->  WriteOutputs (task; manifest last)  ->  {"manifest", "stop"}
 
-A row is one input shard (the codec: rows.py). Stages hand each other rows only, so two executors run
+A row is one input shard (the codec: row_codec.py). Stages hand each other rows only, so two executors run
 the same objects: `run_in_process` below (one process, one shard after another; `process_shard` runs
 one shard with a purifier already built: the benchmark, the fuzzer, the tests) and Ray Data (pipeline/distributed/stages.py). The read and write
 stages hold plain settings and never import torch (a Ray worker's start-up would cost seconds).
@@ -21,7 +21,7 @@ from ..io.sandbox import Budgets, Sandbox, shared_sandbox
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from ..io.storage import Storage, StoreUnreachable, shard_name
 from ..stops import RunStopped
-from .rows import decoded_row, purified_of, purified_row, row_records, shard_of, uri_field, uri_of
+from .row_codec import decoded_row, purified_of, purified_row, row_records, shard_of, uri_field, uri_of
 from .shard import ShardInput, decode_shard, finish_shard, read_shard
 
 if TYPE_CHECKING:
@@ -83,12 +83,12 @@ class Purify:
 
         import torch
 
-        from ..heap import keep_freed_memory
+        from ..malloc_tuning import keep_freed_memory
         from .purify import fingerprints
 
         if threads is not None:  # Ray sets OMP_NUM_THREADS=1 in workers; give torch the threads this actor was granted
             torch.set_num_threads(max(1, int(os.environ.get("DISILLUSION_ACTOR_THREADS", threads))))
-            keep_freed_memory()  # a fresh process otherwise page-faults through every batch (heap.py)
+            keep_freed_memory()  # a fresh process otherwise page-faults through every batch (malloc_tuning.py)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.noise, self.batch_size, self.want_images = noise, config.execution(device).batch_size, config.policy == "purify"
         self.purifier = purifier or config.build_purifier(device)

@@ -18,7 +18,7 @@ def test_read_and_write_stages_never_import_a_model_library():
 def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):
     """The input shard is replaced between reading and writing (a producer re-uploading it): the
     outputs still hold exactly the samples and bytes that were examined, with their verdicts."""
-    from pipeline.sanitize.rows import uri_field
+    from pipeline.sanitize.row_codec import uri_field
 
     config = SanitizeConfig.resolve(preset="demo", n=2, on_illusion="keep")
     examined, replacement = corpus_samples(0, 3), [Sample("never-examined", {"png": b"\x89PNG swapped in"})]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pipeline.sanitize.rows import decoded_row, purified_of, purified_row, row_records, shard_of
+from pipeline.sanitize.row_codec import decoded_row, purified_of, purified_row, row_records, shard_of
 from pipeline.io.shards import Sample
 from pipeline.sanitize.records import Record
 from pipeline.sanitize.shard import Purified, ShardInput

@@ -13,7 +13,7 @@ import pytest
 CYCLES = """
 import resource, sys
 import numpy as np
-from pipeline.heap import keep_freed_memory
+from pipeline.malloc_tuning import keep_freed_memory
 
 applied = keep_freed_memory()
 def cycle():
