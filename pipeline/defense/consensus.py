@@ -112,6 +112,17 @@ class SampleResult:
         return self.labels[self.label_consensus]
 
 
+@dataclass
+class _Draws:
+    """What the rounds of reconstructions gave, per image: vote counts by label, the votes in draw
+    order, the embeddings of each round, and (when asked for) the reconstructions."""
+
+    counts: torch.Tensor  # images x labels
+    votes: list[list[int]]
+    embeddings: list[list[torch.Tensor]]
+    kept: list[list[torch.Tensor]]
+
+
 class ConsensusPurifier:
     def __init__(
         self,
@@ -212,21 +223,31 @@ class ConsensusPurifier:
             return self._purify(images, seeds, captions, keep_images)
 
     def _purify(self, images, seeds, captions, keep_images) -> list[SampleResult]:
-        cfg = self.config
         text = self.label_embeddings()
-        num_labels = text.shape[0]
         original = self.encoder.embed_images(images).float()
         original_sims = original @ text.T
         gaps, margins = self._witness_measures(images, original, original_sims, text)
-        encoded = self.reconstructor.encode(images)
+        draws = self._draw(images, seeds, text, keep_images)
+        caption_emb = self._caption_embeddings(captions, original.device)
+        results = []
+        for i in range(images.shape[0]):
+            caption = caption_emb[i] if caption_emb is not None else None
+            result = self._result(draws, i, text, original[i], original_sims[i], gaps[i], margins[i], caption)
+            if keep_images:
+                result.image = torch.cat(draws.kept[i])[result.representative_index]
+            results.append(result)
+        if keep_images:
+            self._check_images(results, text)
+        return results
 
-        batch = images.shape[0]
-        counts = torch.zeros(batch, num_labels, dtype=torch.long)
-        embeddings: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-        votes: list[list[int]] = [[] for _ in range(batch)]
-        kept: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-        active = list(range(batch))
-        drawn = 0
+    def _draw(self, images: torch.Tensor, seeds: Sequence[int], text: torch.Tensor, keep_images: bool) -> _Draws:
+        """Reconstructions of every image in rounds (`_round_sizes`), each embedded and voted on, until
+        N draws or the early exit settles an image's majority; only unsettled images are decoded again."""
+        encoded = self.reconstructor.encode(images)
+        batch, num_labels = images.shape[0], text.shape[0]
+        draws = _Draws(torch.zeros(batch, num_labels, dtype=torch.long), [[] for _ in range(batch)], [[] for _ in range(batch)],
+                       [[] for _ in range(batch)])
+        active, drawn = list(range(batch)), 0
         for size in self._round_sizes():
             if not active:
                 break
@@ -235,55 +256,53 @@ class ConsensusPurifier:
             emb = self.encoder.embed_images(recon.flatten(0, 1)).float().unflatten(0, (len(active), size))
             labels = (emb @ text.T).argmax(dim=-1).cpu()
             for row, i in enumerate(active):
-                embeddings[i].append(emb[row])
-                votes[i].extend(labels[row].tolist())
-                counts[i] += torch.bincount(labels[row], minlength=num_labels)
+                draws.embeddings[i].append(emb[row])
+                draws.votes[i].extend(labels[row].tolist())
+                draws.counts[i] += torch.bincount(labels[row], minlength=num_labels)
                 if keep_images:
-                    kept[i].append(recon[row].float().cpu())
+                    draws.kept[i].append(recon[row].float().cpu())
             drawn += size
-            active = [i for i in active if not self._finished(counts[i], cfg.n - drawn)]
+            active = [i for i in active if not self._finished(draws.counts[i], self.config.n - drawn)]
+        return draws
 
-        caption_emb = self._caption_embeddings(captions, original.device)
-        results = []
-        for i in range(batch):
-            emb = torch.cat(embeddings[i])  # used x D
-            sims = emb @ text.T
-            order = rank_labels(counts[i], sims.mean(0).cpu())
-            consensus = int(order[0])
-            majority = torch.tensor([v == consensus for v in votes[i]], device=emb.device)
-            purified = F.normalize(emb[majority].mean(0), dim=-1)
-            representative = int(torch.where(majority, emb @ purified, torch.tensor(-math.inf, device=emb.device)).argmax())
-            agreement = float(counts[i, consensus]) / len(votes[i])
-            drift = float(1.0 - original[i] @ purified)
-            label_original = int(original_sims[i].argmax())
-            result = SampleResult(
-                labels=self.labels.labels,
-                label_original=label_original,
-                topk_original=original_sims[i].topk(min(cfg.top_k, num_labels)).indices.tolist(),
-                votes=votes[i],
-                label_consensus=consensus,
-                topk_consensus=order[: cfg.top_k].tolist(),
-                agreement=agreement,
-                samples_used=len(votes[i]),
-                embedding_original=original[i].cpu(),
-                embedding=purified.cpu(),
-                drift=drift,
-                witness_gap=gaps[i],
-                witness_margin=margins[i],
-                similarity_original=original_sims[i].cpu(),
-                similarity_purified=(purified @ text.T).cpu(),
-                representative_index=representative,
-                verdict=cfg.verdict.decide(label_original, consensus, agreement, drift, gaps[i], margins[i]),
-            )
-            if caption_emb is not None and caption_emb[i] is not None:
-                result.caption_cos_original = float(original[i] @ caption_emb[i])
-                result.caption_cos_purified = float(purified @ caption_emb[i])
-            if keep_images:
-                result.image = torch.cat(kept[i])[representative]
-            results.append(result)
-        if keep_images:
-            self._check_images(results, text)
-        return results
+    def _result(self, draws: _Draws, i: int, text: torch.Tensor, original: torch.Tensor, original_sims: torch.Tensor,
+                gap: float | None, margin: float | None, caption: torch.Tensor | None) -> SampleResult:
+        """Image i's consensus: the majority label, the mean embedding of the reconstructions that voted
+        for it (the purified embedding), its drift from the original, the verdict, and with a caption
+        embedding, its cosine to the original and to the purified embedding."""
+        cfg, counts, votes = self.config, draws.counts[i], draws.votes[i]
+        emb = torch.cat(draws.embeddings[i])  # used x D
+        order = rank_labels(counts, (emb @ text.T).mean(0).cpu())
+        consensus = int(order[0])
+        majority = torch.tensor([v == consensus for v in votes], device=emb.device)
+        purified = F.normalize(emb[majority].mean(0), dim=-1)
+        representative = int(torch.where(majority, emb @ purified, torch.tensor(-math.inf, device=emb.device)).argmax())
+        agreement = float(counts[consensus]) / len(votes)
+        drift = float(1.0 - original @ purified)
+        label_original = int(original_sims.argmax())
+        result = SampleResult(
+            labels=self.labels.labels,
+            label_original=label_original,
+            topk_original=original_sims.topk(min(cfg.top_k, text.shape[0])).indices.tolist(),
+            votes=votes,
+            label_consensus=consensus,
+            topk_consensus=order[: cfg.top_k].tolist(),
+            agreement=agreement,
+            samples_used=len(votes),
+            embedding_original=original.cpu(),
+            embedding=purified.cpu(),
+            drift=drift,
+            witness_gap=gap,
+            witness_margin=margin,
+            similarity_original=original_sims.cpu(),
+            similarity_purified=(purified @ text.T).cpu(),
+            representative_index=representative,
+            verdict=cfg.verdict.decide(label_original, consensus, agreement, drift, gap, margin),
+        )
+        if caption is not None:
+            result.caption_cos_original = float(original @ caption)
+            result.caption_cos_purified = float(purified @ caption)
+        return result
 
     def _check_images(self, results: list[SampleResult], text: torch.Tensor) -> None:
         """Re-embed each purified image as it will be written (8-bit): an image that would deliver
