@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.research.frontier import PARAMETERS, meets_target, run_point
     from pipeline.settings import parse_fraction
 
-    from .evaluate import write_report
     from .options import describe_device, resolve_device
+    from pipeline.research.evaluate import write_tables
 
     if args.preset != "demo":
         raise ValueError("the frontier runs on the demo preset's bundled sample")
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         log.info("%s: %.0f s", point.label, result.seconds)
         print(summary_line(result, undefended_top1), flush=True)
-        write_report(report(results, [], complete=False), args.json, args.markdown, markdown)
+        write_tables(report(results, [], complete=False), args.json, args.markdown, markdown)
     sanity = []
     if args.sanity:
         from pipeline.defense import VerdictPolicy
@@ -158,13 +158,13 @@ def run(args: argparse.Namespace) -> int:
         for entry in grid:
             sanity.append(entry)
             print(f"sanity {entry['knob']}={entry['value']:.4g}: purify {entry['target_purify']:.3f} drop {entry['target_drop']:.3f}", flush=True)
-            write_report(report(results, sanity, complete=False), args.json, args.markdown, markdown)
+            write_tables(report(results, sanity, complete=False), args.json, args.markdown, markdown)
     if args.suite_sanity and relaxed is not None:
         count = min(args.attack_limit, args.limit, SANITY_IMAGES)
         sanity += relaxed_sanity(results[0], encoder, witness, text, relaxed, images[:count], targets[:count], args.batch_size,
-                                 lambda: write_report(report(results, sanity, complete=False), args.json, args.markdown, markdown))
+                                 lambda: write_tables(report(results, sanity, complete=False), args.json, args.markdown, markdown))
     final = report(results, sanity, complete=True)
-    write_report(final, args.json, args.markdown, markdown)
+    write_tables(final, args.json, args.markdown, markdown)
     if args.plot:
         plot(final, args.plot)
     return 0
@@ -213,10 +213,10 @@ def relaxed_suite_inputs(args: argparse.Namespace, labels: int, device):
 
 def join(args: argparse.Namespace) -> int:
     """`--from`: no models load; the saved reports become one table, JSON and plot."""
-    from .evaluate import write_report
+    from pipeline.research.evaluate import write_tables
 
     joined = join_reports({path: json.loads(Path(path).read_text()) for path in args.reports})
-    write_report(joined, args.json, args.markdown, markdown)
+    write_tables(joined, args.json, args.markdown, markdown)
     if args.plot:
         plot(joined, args.plot)
     print(markdown(joined), end="")

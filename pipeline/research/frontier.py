@@ -22,7 +22,7 @@ import torch
 from ..defense import ConsensusConfig, ConsensusPurifier
 from ..defense.calibration import calibrate_groups
 from .attacks.adaptive import DetectAdaptiveConfig
-from .evaluation import POLICIES, detect_adaptive_inputs, evaluate_defense, reconstruction_defense
+from .defense_harness import POLICIES, detect_adaptive_inputs, evaluate_defense, reconstruction_defense
 from .models import load_reconstructor
 
 # Per reconstructor kind, the option that sets how much its reconstructions vary: what the frontier sweeps.

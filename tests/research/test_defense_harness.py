@@ -3,7 +3,7 @@ import torch
 from pipeline.defense import LabelBank
 from pipeline.models.reconstructors import VAEReconstructor
 from pipeline.research.attacks import AttackConfig
-from pipeline.research.evaluation import adaptive_inputs, blur_defense, evaluate_defense, jpeg_defense, none_defense, reconstruction_defense
+from pipeline.research.defense_harness import adaptive_inputs, blur_defense, evaluate_defense, jpeg_defense, none_defense, reconstruction_defense
 from tests.tiny_models import tiny_clip_encoder, tiny_vae
 
 LABELS = ["cat", "dog", "hello", "photo"]
