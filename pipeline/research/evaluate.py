@@ -85,30 +85,22 @@ def run_evaluate(settings: EvaluateSettings, device: torch.device, device_name: 
     images, labels = sample.tensors(slice(0, count))
     images = images.to(device)  # labels and targets stay on the CPU, where the rows are scored
     targets = pick_targets(labels.tolist(), len(bank), seed=settings.seed)
-    attack = AttackConfig(eps=parse_fraction(settings.eps), step_size=parse_fraction(settings.step_size), steps=settings.steps, seed=settings.seed)
-    adaptive = AttackConfig(eps=attack.eps, step_size=max(attack.step_size, attack.eps / max(1, settings.adaptive_steps) * 2.5), steps=settings.adaptive_steps, seed=settings.seed) if settings.adaptive_steps else None
+    attack, adaptive, detect = _attacks(settings)
 
-    start = attack_start = time.perf_counter()
-    illusions = torch.cat([
+    start = time.perf_counter()
+    illusions = _timed(f"illusion attack on {count} images", lambda: torch.cat([
         illusion_attack(images[i : i + settings.batch_size], cosine_objective(encoder.embed_images, text[targets[i : i + settings.batch_size]]), attack)
         for i in range(0, count, settings.batch_size)
-    ])
-    log.info("illusion attack on %d images: %.1f s", count, time.perf_counter() - attack_start)
+    ]))
 
-    detect = DetectAdaptiveConfig(eps=attack.eps, step_size=attack.step_size, steps=settings.detect_steps, eot=settings.eot,
-                                  restarts=settings.restarts, seed=settings.seed) if settings.detect_steps else None
     adaptive_count = min(count, settings.adaptive_limit or count)
     detect_count = min(count, settings.detect_limit or adaptive_count)
     config = {
-        "preset": settings.preset, "images": count, "n": settings.n, "eps": attack.eps, "steps": attack.steps,
-        "step_size": attack.step_size, "adaptive_steps": settings.adaptive_steps, "adaptive_images": adaptive_count if adaptive else 0,
-        "adaptive_step_size": adaptive.step_size if adaptive else None, "eot_samples": settings.eot_samples,
-        "dm_attack_steps": settings.dm_attack_steps, "reconstructor_options": preset.reconstructor_options,
-        "detect_adaptive": {"steps": settings.detect_steps, "eot": settings.eot, "restarts": settings.restarts, "images": detect_count if detect else 0,
-                            "step_size": attack.step_size},
-        "verdict_policy": asdict(verdict), "witness": preset.witness if witness else None,
-        "seed": settings.seed, "threads": torch.get_num_threads(), "device": device_name,
+        **_recorded(settings, attack, adaptive, detect), "images": count, "adaptive_images": adaptive_count if adaptive else 0,
+        "reconstructor_options": preset.reconstructor_options, "verdict_policy": asdict(verdict),
+        "witness": preset.witness if witness else None, "threads": torch.get_num_threads(), "device": device_name,
     }
+    config["detect_adaptive"]["images"] = detect_count if detect else 0
 
     def report(rows, ablations, complete: bool) -> dict:
         # Written after every defense too (complete: false), so that a long run keeps what it measured.
@@ -121,14 +113,12 @@ def run_evaluate(settings: EvaluateSettings, device: torch.device, device_name: 
         inputs = {"clean": images, "illusion": illusions}
         if adaptive is not None:
             if defense.attack_key not in adaptive_cache:
-                adaptive_start = time.perf_counter()
-                adaptive_cache[defense.attack_key] = adaptive_inputs(defense, text, images[:adaptive_count], targets[:adaptive_count], adaptive, settings.batch_size)
-                log.info("adaptive attack against %s on %d images: %.1f s", defense.attack_key, adaptive_count, time.perf_counter() - adaptive_start)
+                adaptive_cache[defense.attack_key] = _timed(f"adaptive attack against {defense.attack_key} on {adaptive_count} images", lambda: adaptive_inputs(
+                    defense, text, images[:adaptive_count], targets[:adaptive_count], adaptive, settings.batch_size))
             inputs["adaptive"] = adaptive_cache[defense.attack_key]
         if detect is not None and defense.detect_objective is not None:
-            detect_start = time.perf_counter()
-            inputs["detect-adaptive"] = detect_adaptive_inputs(defense, text, images[:detect_count], targets[:detect_count], detect, settings.batch_size)
-            log.info("detect-adaptive attack against %s on %d images: %.1f s", defense.name, detect_count, time.perf_counter() - detect_start)
+            inputs["detect-adaptive"] = _timed(f"detect-adaptive attack against {defense.name} on {detect_count} images", lambda: detect_adaptive_inputs(
+                defense, text, images[:detect_count], targets[:detect_count], detect, settings.batch_size))
         new = evaluate_defense(defense, text, inputs, labels, targets, settings.batch_size)
         echo(format_rows(new, header=not rows))
         rows += new
@@ -138,6 +128,36 @@ def run_evaluate(settings: EvaluateSettings, device: torch.device, device_name: 
     final = report(rows, ablations, complete=True)
     write_tables(final, settings.json, settings.markdown, markdown_report)
     return final
+
+
+def _attacks(settings: EvaluateSettings) -> tuple[AttackConfig, AttackConfig | None, DetectAdaptiveConfig | None]:
+    """The published attack, the adaptive (EOT) attacks' and the detect-adaptive attack's settings (None: skipped)."""
+    attack = AttackConfig(eps=parse_fraction(settings.eps), step_size=parse_fraction(settings.step_size), steps=settings.steps, seed=settings.seed)
+    adaptive = AttackConfig(eps=attack.eps, step_size=max(attack.step_size, attack.eps / max(1, settings.adaptive_steps) * 2.5),
+                            steps=settings.adaptive_steps, seed=settings.seed) if settings.adaptive_steps else None
+    detect = DetectAdaptiveConfig(eps=attack.eps, step_size=attack.step_size, steps=settings.detect_steps, eot=settings.eot,
+                                  restarts=settings.restarts, seed=settings.seed) if settings.detect_steps else None
+    return attack, adaptive, detect
+
+
+def _recorded(settings: EvaluateSettings, attack: AttackConfig, adaptive: AttackConfig | None,
+              detect: DetectAdaptiveConfig | None) -> dict:
+    """The settings a report records (the run adds what it found: images, threads, device)."""
+    return {
+        "preset": settings.preset, "n": settings.n, "eps": attack.eps, "steps": attack.steps, "step_size": attack.step_size,
+        "adaptive_steps": settings.adaptive_steps, "adaptive_step_size": adaptive.step_size if adaptive else None,
+        "eot_samples": settings.eot_samples, "dm_attack_steps": settings.dm_attack_steps,
+        "detect_adaptive": {"steps": settings.detect_steps, "eot": settings.eot, "restarts": settings.restarts, "images": 0,
+                            "step_size": attack.step_size},
+        "seed": settings.seed,
+    }
+
+
+def _timed(what: str, compute):
+    start = time.perf_counter()
+    result = compute()
+    log.info("%s: %.1f s", what, time.perf_counter() - start)
+    return result
 
 
 def write_tables(report: dict, json_path: str | None, markdown_path: str | None, markdown) -> None:
