@@ -1,0 +1,197 @@
+"""`disillusion frontier`: the robustness frontier over the reconstruction's randomness: per point,
+thresholds recalibrated on held-out clean images, then clean cost against the detect-adaptive
+attacker (and, with the witness, the relaxed suite), with its settings record (the flags, and what
+makes two runs comparable) and its reports (frontier_report.py)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+
+from ..defense import VerdictPolicy
+from ..presets import get_preset
+from ..sanitize.outputs import ON_UNCERTAIN
+from ..settings import SettingsTable, parse_fraction
+from .attacks import AttackConfig, illusion_attack, pick_targets
+from .attacks.adaptive import DetectAdaptiveConfig
+from .attacks.illusion import cosine_objective
+from .data.encodings import stored_at_working_size
+from .data.fashion_mnist import held_out_test_indices, load_sample, load_split
+from .evaluate import write_tables
+from .frontier import PARAMETERS, Point, attack_sanity, meets_target, relaxed_pass, run_point
+from .frontier_report import markdown, plot, summary_line
+from .witness_attack import Selection, SuiteConfig, sanity_curves
+
+log = logging.getLogger(__name__)
+
+
+def _setting(default, text: str, comparable: bool = False, absent=None, **more):
+    """A field of the record: `comparable` settings must agree between runs joined into one report;
+    `absent`: what a report written before the setting existed stands for."""
+    metadata = {"help": text, **more}
+    if comparable:
+        metadata.update(comparable=True, absent=absent)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class FrontierSettings:
+    preset: str = _setting("demo", "the preset (the frontier runs on the demo's bundled sample)", comparable=True, absent="demo")
+    vae: str = _setting("0,0.5,1,1.5", "VAE latent_noise values ('' skips the VAE)")
+    ae: str = _setting("0.5,1.5", "AE noise_scale values")
+    dm: str = _setting("0.15,0.3", "DM strength values")
+    n: str = _setting("10", "reconstructions per vote, one or more values")
+    limit: int = _setting(200, "clean evaluation images (K of the bundled sample, from --offset)", comparable=True)
+    offset: int = _setting(0, "skip the bundled sample's first K images: report on images no earlier choice of settings looked at",
+                           comparable=True, absent=0)
+    witness: bool = _setting(False, "put the preset's robust witness in the verdict (its thresholds calibrated per point); the attacker "
+                                    "aims under it too", comparable=True, absent=False)
+    on_uncertain: str = _setting("drop", "what downstream gets of uncertain samples (default: nothing, as `sanitize` does)",
+                                 comparable=True, absent="keep", choices=ON_UNCERTAIN)
+    suite_steps: int = _setting(500, "with --witness, the relaxed suite: APGD steps", comparable=True)
+    suite_restarts: int = _setting(3, "relaxed suite: APGD starts (the first at the clean image)", comparable=True)
+    suite_queries: int = _setting(2000, "relaxed suite: Square attack queries (0 skips it)", comparable=True)
+    select_offset: int = _setting(0, "relaxed suite: the loss weights are chosen on the bundled sample's images from here", comparable=True)
+    select_limit: int = _setting(50, "... this many (keep them apart from --offset/--limit)", comparable=True)
+    suite_sanity: bool = _setting(False, "at the first point, on its first 100 attacked images, the relaxed suite's sanity curves: "
+                                         "eps 4-64/255, a fifth and twice --suite-steps, 5 restarts")
+    attack_limit: int = _setting(40, "images attacked by the detect-adaptive attacker at each point")
+    calibrate_on: str = _setting("fashion-mnist", "held-out clean images for the thresholds: Fashion-MNIST test images outside the bundled "
+                                                  "sample (needs the dataset), or the bundled sample's second half",
+                                 comparable=True, absent="fashion-mnist", choices=("fashion-mnist", "sample"))
+    calibration_limit: int = _setting(500, "held-out clean images for the thresholds", comparable=True)
+    encodings: str = _setting("png", "store each calibration image as these scraper pipelines would and meet the target on each "
+                                     "(pipeline/research/data/encodings.py)", comparable=True, absent="png")
+    target_fpr: float = _setting(0.03, "false-positive rate each point is calibrated to", comparable=True)
+    eps: str = _setting("16/255", "L-inf budget of the attacks", comparable=True)
+    steps: int = _setting(100, "steps of the published illusion", comparable=True)
+    detect_steps: int = _setting(200, "steps of the detect-adaptive attacker", comparable=True)
+    eot: int = _setting(16, "reconstruction draws per step of the detect-adaptive attacker", comparable=True)
+    restarts: int = _setting(1, "starts of the detect-adaptive attacker", comparable=True)
+    dm_attack_steps: int | None = _setting(None, "dm points: attack through a surrogate with this many denoising steps (default: the full chain)",
+                                           comparable=True)
+    seed: int = _setting(0, "seed of the images, targets, attacks and draws", comparable=True)
+    batch_size: int = _setting(100, "images per attack batch (memory: a dm batch keeps batch x eot denoising chains for the gradient)")
+    sanity: bool = _setting(False, "also check the attack at the first point: success as eps, steps and EOT draws grow")
+    json: str | None = _setting(None, "write the report here (rewritten after every point)", metavar="FILE")
+    markdown: str | None = _setting(None, "also write its tables as Markdown", metavar="FILE")
+    plot: str | None = _setting(None, "also plot clean Top-1 against what reaches downstream", metavar="PNG")
+
+
+FRONTIER_SETTINGS = SettingsTable(FrontierSettings)
+# What makes two runs comparable (the same clean images, thresholds calibrated the same way, the same
+# attacker): setting -> what a report written before it existed stands for (None: every report has it).
+# The number of attacked images, the batch size and the machine may differ (each point reports its own counts).
+COMPARABLE = {f.name: f.metadata.get("absent") for f in fields(FrontierSettings) if f.metadata.get("comparable")}
+
+
+def run_frontier(settings: FrontierSettings, device: torch.device, device_name: str, echo=print) -> dict:
+    """Measure every point; the report is rewritten after each (complete: false). Returns the final report."""
+    if settings.preset != "demo":
+        raise ValueError("the frontier runs on the demo preset's bundled sample")
+    if settings.calibrate_on == "sample" and settings.offset + settings.limit + settings.calibration_limit > 1000:
+        raise ValueError("--offset + --limit + --calibration-limit must not exceed the bundled sample's 1000 images")
+    start = time.perf_counter()
+    preset = get_preset(settings.preset)
+    encoder, bank = preset.load_encoder(device=device), preset.label_bank()
+    witness = preset.load_witness(device=device) if settings.witness else None
+    relaxed = relaxed_suite_inputs(settings, len(bank), device) if witness is not None else None
+    text = bank.embeddings(encoder)
+    images, labels = load_sample().tensors(slice(settings.offset, settings.offset + settings.limit))
+    calibration = calibration_images(settings, preset.work_size, device)
+    images = images.to(device)  # labels and targets stay on the CPU
+    targets = pick_targets(labels.tolist(), len(bank), seed=settings.seed)
+    eps = parse_fraction(settings.eps)
+    illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(eps=eps, steps=settings.steps, seed=settings.seed))
+    with torch.no_grad():
+        undefended_top1 = float(((encoder.embed_images(images) @ text.T).argmax(-1).cpu() == labels).float().mean())
+    attack = DetectAdaptiveConfig(eps=eps, steps=settings.detect_steps, eot=settings.eot, restarts=settings.restarts, seed=settings.seed)
+
+    def report(results, sanity, complete: bool) -> dict:
+        # Written after every point too (complete: false): a long sweep keeps what it measured.
+        config = {"job": "frontier", **asdict(settings), "device": str(device)}
+        return {
+            "config": {**config, "eps": eps, "undefended_top1": undefended_top1, "seconds": round(time.perf_counter() - start, 1),
+                       "threads": torch.get_num_threads(), "device_name": device_name, "complete": complete},
+            "points": [{"kind": r.point.kind, "parameter": PARAMETERS[r.point.kind],
+                        "value": r.point.value, "n": r.point.n, "thresholds": r.thresholds, "calibration_fpr": r.calibration_fpr,
+                        "metrics": r.metrics, "meets_target": meets_target(r, undefended_top1), "seconds": round(r.seconds, 1)} for r in results],
+            "sanity": sanity,
+        }
+
+    results = []
+    for point in points(settings):
+        result = run_point(point, preset, encoder, bank, calibration_images=calibration, images=images, labels=labels, targets=targets,
+                           illusions=illusions, attack=attack, attack_images=min(settings.attack_limit, settings.limit),
+                           target_fpr=settings.target_fpr, seed=settings.seed, dm_attack_steps=settings.dm_attack_steps, batch_size=settings.batch_size, device=device,
+                           witness=witness, on_uncertain=settings.on_uncertain, relaxed=relaxed)
+        results.append(result)
+        log.info("%s: %.0f s", point.label, result.seconds)
+        echo(summary_line(result, undefended_top1))
+        write_tables(report(results, [], complete=False), settings.json, settings.markdown, markdown)
+    sanity = []
+    if settings.sanity:
+        first = results[0]
+        count = min(settings.attack_limit, settings.limit)
+        grid = attack_sanity(first.point, preset, encoder, bank, images=images[:count], targets=targets[:count], attack=attack,
+                             policy=VerdictPolicy(**first.thresholds), eps_values=[4 / 255, 16 / 255, 64 / 255],
+                             step_values=[settings.detect_steps // 4, settings.detect_steps, 2 * settings.detect_steps],
+                             eot_values=[max(1, settings.eot // 4), settings.eot, 2 * settings.eot], seed=settings.seed, batch_size=settings.batch_size,
+                             device=device, witness=witness, on_uncertain=settings.on_uncertain)
+        for entry in grid:
+            sanity.append(entry)
+            echo(f"sanity {entry['knob']}={entry['value']:.4g}: purify {entry['target_purify']:.3f} drop {entry['target_drop']:.3f}")
+            write_tables(report(results, sanity, complete=False), settings.json, settings.markdown, markdown)
+    if settings.suite_sanity and relaxed is not None:
+        count = min(settings.attack_limit, settings.limit, SANITY_IMAGES)
+        sanity += relaxed_sanity(results[0], encoder, witness, text, relaxed, images[:count], targets[:count], settings.batch_size,
+                                 lambda: write_tables(report(results, sanity, complete=False), settings.json, settings.markdown, markdown), echo)
+    final = report(results, sanity, complete=True)
+    write_tables(final, settings.json, settings.markdown, markdown)
+    if settings.plot:
+        plot(final, settings.plot)
+    return final
+
+
+def calibration_images(settings: FrontierSettings, work_size: int, device) -> dict[str, torch.Tensor]:
+    """Held-out clean images for each point's thresholds, stored by each scraper pipeline asked for."""
+    if settings.calibrate_on == "sample":
+        calibration, _ = load_sample().tensors(slice(1000 - settings.calibration_limit, 1000))
+    else:
+        calibration, _ = load_split("t10k").tensors(held_out_test_indices()[: settings.calibration_limit])
+    return {encoding: torch.stack(stored_at_working_size(calibration, encoding, work_size, random.Random(settings.seed))).to(device)
+            for encoding in settings.encodings.split(",")}
+
+
+SANITY_IMAGES = 100  # the relaxed suite's sanity curves run on the first 100 attacked images
+
+
+def relaxed_sanity(first, encoder, witness, text, relaxed, images, targets, batch_size: int, save, echo=print) -> list[dict]:
+    """The relaxed suite's sanity curves at the first point, with the loss chosen there."""
+    config, chosen = relaxed.config, first.metrics["witness-relaxed"]["chosen"]
+    condition = relaxed_pass(encoder, witness, text, first.thresholds, targets)
+    entries = []
+    for entry in sanity_curves(condition, images, config, chosen["weight"], chosen["limit"], batch_size):
+        entries.append({**entry, "knob": f"relaxed {entry['knob']}"})
+        echo(f"sanity {entries[-1]['knob']}={entry['value']:.4g}: passed {entry['passed']}/{entry['images']}")
+        save()
+    return entries
+
+
+def relaxed_suite_inputs(settings: FrontierSettings, labels: int, device):
+    """The relaxed suite's settings and selection images (`witness_attack.Selection`)."""
+    if settings.select_offset < settings.offset + settings.limit and settings.offset < settings.select_offset + settings.select_limit:
+        raise ValueError("the selection images (--select-offset/--select-limit) overlap the reported ones (--offset/--limit)")
+    images, labels_ = load_sample().tensors(slice(settings.select_offset, settings.select_offset + settings.select_limit))
+    config = SuiteConfig(eps=parse_fraction(settings.eps), steps=settings.suite_steps, restarts=settings.suite_restarts, queries=settings.suite_queries,
+                         seed=settings.seed)
+    return Selection(config, images.to(device), pick_targets(labels_.tolist(), labels, seed=settings.seed + 1))
+
+
+def points(settings: FrontierSettings) -> list[Point]:
+    values = {kind: [float(v) for v in getattr(settings, kind).split(",") if v.strip()] for kind in ("vae", "ae", "dm")}
+    return [Point(kind, value, int(n)) for kind, vs in values.items() for value in vs for n in settings.n.split(",")]
