@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.sanitize.calibrate import CALIBRATE_SETTINGS, MODEL_SETTINGS, CalibrateSettings
+from pipeline.sanitize.calibrate import CALIBRATE_SETTINGS, MODEL_SETTINGS
 from pipeline.sanitize.config import CONSENSUS_SETTINGS, SETTINGS
 
 from .options import add_consensus_settings, add_setting, add_table_flags
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.presets import get_preset
     from pipeline.sanitize.calibrate import calibrate, shard_groups
 
-    settings = CalibrateSettings(**{s.name: getattr(args, s.name) for s in CALIBRATE_SETTINGS})
+    settings = CALIBRATE_SETTINGS.build(args)
     work_size = get_preset(settings.preset).work_size  # the geometry `sanitize` will examine them at
     if settings.input:
         from pipeline.io.storage import Storage

@@ -19,11 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.research.evaluate import EvaluateSettings, run_evaluate
+    from pipeline.research.evaluate import run_evaluate
 
     from .options import describe_device, resolve_device
 
     device = resolve_device(args.device)
-    settings = EvaluateSettings(**{s.name: getattr(args, s.name) for s in EVALUATE_SETTINGS})
+    settings = EVALUATE_SETTINGS.build(args)
     run_evaluate(settings, device, describe_device(device), echo=lambda text: print(text, flush=True))
     return 0

@@ -22,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.research.frontier_run import FrontierSettings, run_frontier
+    from pipeline.research.frontier_run import run_frontier
 
     from .options import describe_device, resolve_device
 
-    settings = FrontierSettings(**{s.name: getattr(args, s.name) for s in FRONTIER_SETTINGS})
+    settings = FRONTIER_SETTINGS.build(args)
     if args.reports:
         return join(args.reports, settings)
     device = resolve_device(args.device)

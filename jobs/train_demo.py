@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.research.training.bundle import TrainDemoSettings, train_demo
+    from pipeline.research.training.bundle import train_demo
 
-    settings = TrainDemoSettings(**{s.name: getattr(args, s.name) for s in TRAIN_DEMO_SETTINGS})
+    settings = TRAIN_DEMO_SETTINGS.build(args)
     metrics = train_demo(settings, command="disillusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     print(json.dumps(metrics, indent=2))
     return 0

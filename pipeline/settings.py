@@ -64,6 +64,7 @@ class SettingsTable:
     `records`: keys a config file may carry that are records, not settings (skipped on reading)."""
 
     def __init__(self, record: type, extra: Iterable[Setting] = (), records: tuple[str, ...] = ()):
+        self.record = record
         self.settings = _walk(record, ()) + list(extra)
         self.by_name = {s.name: s for s in self.settings}
         if len(self.by_name) != len(self.settings):
@@ -72,6 +73,22 @@ class SettingsTable:
 
     def __iter__(self):
         return iter(self.settings)
+
+    def build(self, values: dict[str, Any] | Any):
+        """The record from every setting's value (a mapping by name, or an object with them as
+        attributes, such as parsed flags); for records without sections."""
+        get = values.get if isinstance(values, dict) else lambda name: getattr(values, name)
+        return self.record(**{s.field: get(s.name) for s in self.settings if not s.path})
+
+    def command_words(self, record: Any, skip: tuple[str, ...] = ()) -> list[str]:
+        """The flags that give `record` again, every setting spelled out (None and false left out)."""
+        words = []
+        for setting in self.settings:
+            value = getattr(record, setting.field)
+            if setting.name in skip or value is None or value is False:
+                continue
+            words += [f"--{setting.key}"] if value is True else [f"--{setting.key}", str(value)]
+        return words
 
     def normalise(self, flat: dict[str, Any], source: str = "settings") -> dict[str, Any]:
         """Dashed or underscored keys -> setting names, values coerced; unknown keys are an error."""
