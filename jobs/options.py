@@ -24,11 +24,10 @@ def add_setting(parser, setting: Setting, *, with_default: bool = False) -> None
     parser.add_argument(f"--{setting.key}", type=str if setting.type is tuple else setting.type, metavar=setting.metavar, **kwargs)
 
 
-def add_table_flags(parser, table, *, skip: tuple[str, ...] = ()) -> None:
+def add_table_flags(parser, table) -> None:
     """Every setting of a job's own record (a `SettingsTable`) as a flag with its default."""
     for setting in table:
-        if setting.name not in skip:
-            add_setting(parser, setting, with_default=True)
+        add_setting(parser, setting, with_default=True)
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
