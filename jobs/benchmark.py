@@ -8,7 +8,7 @@ import json
 
 from pipeline.research.benchmark_run import BENCHMARK_SETTINGS
 
-from .options import add_device_argument, add_table_flags
+from .options import add_device_argument, add_table_flags, record_from
 
 NAME = "benchmark"
 HELP = "Measure samples/s and memory: stages, working geometry, the Ray pipeline, early exit, full-size models."
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .options import resolve_device
 
-    settings = BENCHMARK_SETTINGS.build(args)
+    settings = record_from(BENCHMARK_SETTINGS, args)
     report = run_benchmark(settings, resolve_device(args.device), args.device, echo=lambda line: print(line, flush=True))
     if settings.json:
         with open(settings.json, "w") as handle:

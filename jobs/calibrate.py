@@ -9,14 +9,14 @@ import json
 from pipeline.sanitize.calibrate import CALIBRATE_SETTINGS, MODEL_SETTINGS
 from pipeline.sanitize.config import CONSENSUS_SETTINGS, SETTINGS
 
-from .options import add_consensus_settings, add_setting, add_table_flags
+from .options import add_consensus_settings, add_setting, add_table_flags, record_from
 
 NAME = "calibrate"
 HELP = "Choose verdict thresholds on clean data for a target false-positive rate; writes a JSON config."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_table_flags(parser, CALIBRATE_SETTINGS)
+    add_table_flags(parser, CALIBRATE_SETTINGS, config_file=False)  # its --config is the thresholds --check reads
     add_consensus_settings(parser)  # as the run will use them
     models = parser.add_argument_group("models (default: the preset's; written into --json, so that `sanitize --config` runs the same)")
     for name in MODEL_SETTINGS:
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.presets import get_preset
     from pipeline.sanitize.calibrate import calibrate, shard_groups
 
-    settings = CALIBRATE_SETTINGS.build(args)
+    settings = record_from(CALIBRATE_SETTINGS, args)
     work_size = get_preset(settings.preset).work_size  # the geometry `sanitize` will examine them at
     if settings.input:
         from pipeline.io.storage import Storage

@@ -7,7 +7,7 @@ import argparse
 
 from pipeline.research.evaluate import EVALUATE_SETTINGS
 
-from .options import add_device_argument, add_table_flags
+from .options import add_device_argument, add_table_flags, record_from
 
 NAME = "evaluate"
 HELP = "Evaluate defenses against clean, illusion and adaptive inputs (Top-1/Top-5, ASR, cosines, time)."
@@ -24,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
     from .options import describe_device, resolve_device
 
     device = resolve_device(args.device)
-    settings = EVALUATE_SETTINGS.build(args)
+    settings = record_from(EVALUATE_SETTINGS, args)
     run_evaluate(settings, device, describe_device(device), echo=lambda text: print(text, flush=True))
     return 0

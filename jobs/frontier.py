@@ -7,7 +7,7 @@ import argparse
 
 from pipeline.research.frontier_run import FRONTIER_SETTINGS
 
-from .options import add_device_argument, add_table_flags
+from .options import add_device_argument, add_table_flags, record_from
 
 NAME = "frontier"
 HELP = "Sweep reconstruction randomness: clean cost against a detect-adaptive attacker, thresholds recalibrated per point."
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .options import describe_device, resolve_device
 
-    settings = FRONTIER_SETTINGS.build(args)
+    settings = record_from(FRONTIER_SETTINGS, args)
     if args.reports:
         return join(args.reports, settings)
     device = resolve_device(args.device)

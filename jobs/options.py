@@ -24,10 +24,22 @@ def add_setting(parser, setting: Setting, *, with_default: bool = False) -> None
     parser.add_argument(f"--{setting.key}", type=str if setting.type is tuple else setting.type, metavar=setting.metavar, **kwargs)
 
 
-def add_table_flags(parser, table) -> None:
-    """Every setting of a job's own record (a `SettingsTable`) as a flag with its default."""
+def add_table_flags(parser, table, *, config_file: bool = True) -> None:
+    """Every setting of a job's own record (a `SettingsTable`) as a flag, and `--config FILE` for the
+    same settings as YAML or JSON. Flags are None unless given: a flag overrides the file, the file
+    the record's defaults (`record_from`)."""
+    if config_file:
+        parser.add_argument("--config", metavar="FILE",
+                            help="YAML or JSON settings with the flags' names (dashes or underscores); flags override it")
     for setting in table:
-        add_setting(parser, setting, with_default=True)
+        add_setting(parser, setting)
+
+
+def record_from(table, args: argparse.Namespace):
+    """The job's record: its defaults, then --config (when the job takes one), then the flags given."""
+    values = table.read_file(args.config) if table.by_name.get("config") is None and getattr(args, "config", None) else {}
+    values.update({s.name: getattr(args, s.name) for s in table if getattr(args, s.name, None) is not None})
+    return table.record(**{table.by_name[name].field: value for name, value in values.items()})
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:

@@ -10,7 +10,7 @@ import sys
 
 from pipeline.research.training.bundle import TRAIN_DEMO_SETTINGS
 
-from .options import add_table_flags
+from .options import add_table_flags, record_from
 
 NAME = "train-demo"
 HELP = "Train the small demo models (CLIP, VAE, AE, diffusion) on Fashion-MNIST and save them with metrics."
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.research.training.bundle import train_demo
 
-    settings = TRAIN_DEMO_SETTINGS.build(args)
+    settings = record_from(TRAIN_DEMO_SETTINGS, args)
     metrics = train_demo(settings, command="disillusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     print(json.dumps(metrics, indent=2))
     return 0

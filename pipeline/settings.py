@@ -74,12 +74,6 @@ class SettingsTable:
     def __iter__(self):
         return iter(self.settings)
 
-    def build(self, values: dict[str, Any] | Any):
-        """The record from every setting's value (a mapping by name, or an object with them as
-        attributes, such as parsed flags); for records without sections."""
-        get = values.get if isinstance(values, dict) else lambda name: getattr(values, name)
-        return self.record(**{s.field: get(s.name) for s in self.settings if not s.path})
-
     def command_words(self, record: Any, skip: tuple[str, ...] = ()) -> list[str]:
         """The flags that give `record` again, every setting spelled out (None and false left out)."""
         words = []
