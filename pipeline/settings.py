@@ -180,6 +180,12 @@ def _walk(cls: type, path: tuple[str, ...]) -> list[Setting]:
     return found
 
 
+def setting(default: Any, help: str, **metadata: Any):
+    """A field of a settings record: its default, its help text (what makes it a setting) and any
+    other metadata (`choices`, `metavar`, `name` for a flag spelled otherwise, a job's own marks)."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
 def parse_fraction(text: str) -> float:
     """'16/255' or '0.0627' -> a float (epsilons and step sizes are given in 255ths)."""
     if "/" in text:

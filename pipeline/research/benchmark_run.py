@@ -20,44 +20,41 @@ import os
 import shlex
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..settings import SettingsTable
+from ..settings import SettingsTable, setting
 
 SECTIONS = ("models", "reader", "geometry", "pipeline", "early-exit", "attack")
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "attack")  # the attack section runs when named
 
 
-def _help(text: str, **more) -> dict:
-    return {"help": text, **more}
-
 
 @dataclass(frozen=True)
 class BenchmarkSettings:
-    preset: str = field(default="demo", metadata=_help("the preset measured"))
-    sections: str = field(default=",".join(DEFAULT_SECTIONS), metadata=_help(f"comma-separated, from {', '.join(SECTIONS)} (default: all but attack)"))
-    samples: int = field(default=256, metadata=_help("models section: images per stage (from the bundled sample)"))
-    n: int = field(default=10, metadata=_help("reconstructions per sample"))
-    batch_size: int = field(default=32, metadata=_help("models and early-exit sections (the pipeline uses its own default, 16)"))
-    geometry_samples: int = field(default=400, metadata=_help("geometry section: corpus size"))
-    pipeline_samples: int = field(default=320, metadata=_help("pipeline section: the 1x corpus (10x is run too)"))
-    shard_size: int = field(default=200, metadata=_help("samples per shard in the corpora of the Ray sections"))
-    early_exit_samples: int = field(default=500, metadata=_help("early-exit section: corpus size"))
-    illusion_fraction: float = field(default=0.1, metadata=_help("early-exit section: share of planted illusions"))
-    attack_images: int = field(default=20, metadata=_help("attack section: images per attack batch"))
-    eot: int = field(default=16, metadata=_help("attack section: reconstruction draws per image and step"))
-    reconstructors: str | None = field(default=None, metadata=_help("models section: comma-separated kinds (default: all of the preset's)"))
-    image_size: int | None = field(default=None, metadata=_help("models section: resize the images to this size (default: the preset's working size)"))
-    threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)"))
-    full_size: bool = field(default=False, metadata=_help("only the full-size section (real architectures, random weights)"))
-    encoder: str = field(default="imagebind", metadata=_help("full-size section: the encoder", choices=("imagebind", "clip-l14")))
-    full_size_samples: int | None = field(default=None, metadata=_help("full-size section: images per setting (default 128 on CUDA, 2 on CPU)"))
-    variants: str | None = field(default=None, metadata=_help(
-        "full-size section: comma-separated run variants (default: every one; see pipeline/research/benchmark.py)", name="settings"))
-    quick: bool = field(default=False, metadata=_help("small sizes everywhere: a smoke run, not a measurement"))
-    json: str | None = field(default=None, metadata=_help("write the raw numbers here", metavar="FILE"))
+    preset: str = setting("demo", "the preset measured")
+    sections: str = setting(",".join(DEFAULT_SECTIONS), f"comma-separated, from {', '.join(SECTIONS)} (default: all but attack)")
+    samples: int = setting(256, "models section: images per stage (from the bundled sample)")
+    n: int = setting(10, "reconstructions per sample")
+    batch_size: int = setting(32, "models and early-exit sections (the pipeline uses its own default, 16)")
+    geometry_samples: int = setting(400, "geometry section: corpus size")
+    pipeline_samples: int = setting(320, "pipeline section: the 1x corpus (10x is run too)")
+    shard_size: int = setting(200, "samples per shard in the corpora of the Ray sections")
+    early_exit_samples: int = setting(500, "early-exit section: corpus size")
+    illusion_fraction: float = setting(0.1, "early-exit section: share of planted illusions")
+    attack_images: int = setting(20, "attack section: images per attack batch")
+    eot: int = setting(16, "attack section: reconstruction draws per image and step")
+    reconstructors: str | None = setting(None, "models section: comma-separated kinds (default: all of the preset's)")
+    image_size: int | None = setting(None, "models section: resize the images to this size (default: the preset's working size)")
+    threads: int | None = setting(None, "torch CPU threads (default: torch's choice)")
+    full_size: bool = setting(False, "only the full-size section (real architectures, random weights)")
+    encoder: str = setting("imagebind", "full-size section: the encoder", choices=("imagebind", "clip-l14"))
+    full_size_samples: int | None = setting(None, "full-size section: images per setting (default 128 on CUDA, 2 on CPU)")
+    variants: str | None = setting(None,
+        "full-size section: comma-separated run variants (default: every one; see pipeline/research/benchmark.py)", name="settings")
+    quick: bool = setting(False, "small sizes everywhere: a smoke run, not a measurement")
+    json: str | None = setting(None, "write the raw numbers here", metavar="FILE")
 
     def quickened(self) -> BenchmarkSettings:
         """With `quick`: small sizes everywhere."""

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
 from ..presets import get_preset
 from ..sanitize.outputs import ON_UNCERTAIN
-from ..settings import SettingsTable, parse_fraction
+from ..settings import SettingsTable, parse_fraction, setting
 from .attacks import AttackConfig, illusion_attack, pick_targets
 from .attacks.adaptive import DetectAdaptiveConfig
 from .attacks.illusion import cosine_objective
@@ -27,38 +27,35 @@ log = logging.getLogger(__name__)
 ALL_DEFENSES = ("none", "jpeg", "blur", "ae", "ae+consensus", "vae", "vae+consensus", "dm", "dm+consensus")
 
 
-def _help(text: str, **more) -> dict:
-    return {"help": text, **more}
-
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    preset: str = field(default="demo", metadata=_help("the preset evaluated"))
-    limit: int = field(default=1000, metadata=_help("evaluate the first K images of the sample"))
-    json: str | None = field(default=None, metadata=_help("write {'rows': [...], 'ablations': [...], 'config': {...}}", metavar="FILE"))
-    markdown: str | None = field(default=None, metadata=_help("also write the tables as Markdown (for EVALUATION.md)", metavar="FILE"))
-    defenses: str = field(default=",".join(ALL_DEFENSES), metadata=_help("comma-separated subset of " + ",".join(ALL_DEFENSES)))
-    n: int = field(default=10, metadata=_help("reconstructions per sample of the consensus defenses"))
-    eps: str = field(default="16/255", metadata=_help("L-inf budget, e.g. 16/255 or 0.0627"))
-    steps: int = field(default=300, metadata=_help("I-FGSM steps of the illusion attack"))
-    step_size: str = field(default="1/255", metadata=_help("step of the illusion attack"))
-    adaptive_steps: int = field(default=30, metadata=_help("steps of the adaptive attacks (0 skips them)"))
-    adaptive_limit: int | None = field(default=None, metadata=_help("run the adaptive attacks on the first K images only"))
-    eot_samples: int = field(default=2, metadata=_help("reconstructions averaged per EOT step"))
-    detect_steps: int = field(default=200, metadata=_help("steps of the detect-adaptive attack on consensus defenses (0 skips it)"))
-    eot: int = field(default=16, metadata=_help("reconstruction draws per step of the detect-adaptive attack"))
-    restarts: int = field(default=1, metadata=_help("starts of the detect-adaptive attack (after the first: random)"))
-    detect_limit: int | None = field(default=None, metadata=_help("run the detect-adaptive attack on the first K images only (default: --adaptive-limit)"))
-    dm_attack_steps: int | None = field(default=None, metadata=_help(
-        "dm: attack through a surrogate with this many denoising steps (default: the full chain, as the defense runs it)"))
-    witness: bool = field(default=True, metadata=_help(
-        "consensus defenses: the preset's robust witness in the verdict, as `sanitize` runs it (the attacks aim under it)"))
-    on_uncertain: str = field(default="drop", metadata=_help(
-        "consensus defenses: what downstream gets of uncertain samples (default: nothing, as `sanitize` does)", choices=ON_UNCERTAIN))
-    ablations: bool = field(default=False, metadata=_help("also sweep N and the sampling scale for vae+consensus"))
-    batch_size: int = field(default=100, metadata=_help("images per attack and defense call"))
-    seed: int = field(default=0, metadata=_help("seed of the images chosen, the attacks and the defenses' draws"))
-    threads: int | None = field(default=None, metadata=_help("torch threads (default: torch's)"))
+    preset: str = setting("demo", "the preset evaluated")
+    limit: int = setting(1000, "evaluate the first K images of the sample")
+    json: str | None = setting(None, "write {'rows': [...], 'ablations': [...], 'config': {...}}", metavar="FILE")
+    markdown: str | None = setting(None, "also write the tables as Markdown (for EVALUATION.md)", metavar="FILE")
+    defenses: str = setting(",".join(ALL_DEFENSES), "comma-separated subset of " + ",".join(ALL_DEFENSES))
+    n: int = setting(10, "reconstructions per sample of the consensus defenses")
+    eps: str = setting("16/255", "L-inf budget, e.g. 16/255 or 0.0627")
+    steps: int = setting(300, "I-FGSM steps of the illusion attack")
+    step_size: str = setting("1/255", "step of the illusion attack")
+    adaptive_steps: int = setting(30, "steps of the adaptive attacks (0 skips them)")
+    adaptive_limit: int | None = setting(None, "run the adaptive attacks on the first K images only")
+    eot_samples: int = setting(2, "reconstructions averaged per EOT step")
+    detect_steps: int = setting(200, "steps of the detect-adaptive attack on consensus defenses (0 skips it)")
+    eot: int = setting(16, "reconstruction draws per step of the detect-adaptive attack")
+    restarts: int = setting(1, "starts of the detect-adaptive attack (after the first: random)")
+    detect_limit: int | None = setting(None, "run the detect-adaptive attack on the first K images only (default: --adaptive-limit)")
+    dm_attack_steps: int | None = setting(None,
+        "dm: attack through a surrogate with this many denoising steps (default: the full chain, as the defense runs it)")
+    witness: bool = setting(True,
+        "consensus defenses: the preset's robust witness in the verdict, as `sanitize` runs it (the attacks aim under it)")
+    on_uncertain: str = setting("drop",
+        "consensus defenses: what downstream gets of uncertain samples (default: nothing, as `sanitize` does)", choices=ON_UNCERTAIN)
+    ablations: bool = setting(False, "also sweep N and the sampling scale for vae+consensus")
+    batch_size: int = setting(100, "images per attack and defense call")
+    seed: int = setting(0, "seed of the images chosen, the attacks and the defenses' draws")
+    threads: int | None = setting(None, "torch threads (default: torch's)")
 
 
 EVALUATE_SETTINGS = SettingsTable(EvaluateSettings)

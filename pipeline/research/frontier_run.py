@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
 from ..defense import VerdictPolicy
 from ..presets import get_preset
 from ..sanitize.outputs import ON_UNCERTAIN
-from ..settings import SettingsTable, parse_fraction
+from ..settings import SettingsTable, parse_fraction, setting
 from .attacks import AttackConfig, illusion_attack, pick_targets
 from .attacks.adaptive import DetectAdaptiveConfig
 from .attacks.illusion import cosine_objective
@@ -29,57 +29,48 @@ from .witness_attack import Selection, SuiteConfig, sanity_curves
 log = logging.getLogger(__name__)
 
 
-def _setting(default, text: str, comparable: bool = False, absent=None, **more):
-    """A field of the record: `comparable` settings must agree between runs joined into one report;
-    `absent`: what a report written before the setting existed stands for."""
-    metadata = {"help": text, **more}
-    if comparable:
-        metadata.update(comparable=True, absent=absent)
-    return field(default=default, metadata=metadata)
-
-
 @dataclass(frozen=True)
 class FrontierSettings:
-    preset: str = _setting("demo", "the preset (the frontier runs on the demo's bundled sample)", comparable=True, absent="demo")
-    vae: str = _setting("0,0.5,1,1.5", "VAE latent_noise values ('' skips the VAE)")
-    ae: str = _setting("0.5,1.5", "AE noise_scale values")
-    dm: str = _setting("0.15,0.3", "DM strength values")
-    n: str = _setting("10", "reconstructions per vote, one or more values")
-    limit: int = _setting(200, "clean evaluation images (K of the bundled sample, from --offset)", comparable=True)
-    offset: int = _setting(0, "skip the bundled sample's first K images: report on images no earlier choice of settings looked at",
+    preset: str = setting("demo", "the preset (the frontier runs on the demo's bundled sample)", comparable=True, absent="demo")
+    vae: str = setting("0,0.5,1,1.5", "VAE latent_noise values ('' skips the VAE)")
+    ae: str = setting("0.5,1.5", "AE noise_scale values")
+    dm: str = setting("0.15,0.3", "DM strength values")
+    n: str = setting("10", "reconstructions per vote, one or more values")
+    limit: int = setting(200, "clean evaluation images (K of the bundled sample, from --offset)", comparable=True)
+    offset: int = setting(0, "skip the bundled sample's first K images: report on images no earlier choice of settings looked at",
                            comparable=True, absent=0)
-    witness: bool = _setting(False, "put the preset's robust witness in the verdict (its thresholds calibrated per point); the attacker "
+    witness: bool = setting(False, "put the preset's robust witness in the verdict (its thresholds calibrated per point); the attacker "
                                     "aims under it too", comparable=True, absent=False)
-    on_uncertain: str = _setting("drop", "what downstream gets of uncertain samples (default: nothing, as `sanitize` does)",
+    on_uncertain: str = setting("drop", "what downstream gets of uncertain samples (default: nothing, as `sanitize` does)",
                                  comparable=True, absent="keep", choices=ON_UNCERTAIN)
-    suite_steps: int = _setting(500, "with --witness, the relaxed suite: APGD steps", comparable=True)
-    suite_restarts: int = _setting(3, "relaxed suite: APGD starts (the first at the clean image)", comparable=True)
-    suite_queries: int = _setting(2000, "relaxed suite: Square attack queries (0 skips it)", comparable=True)
-    select_offset: int = _setting(0, "relaxed suite: the loss weights are chosen on the bundled sample's images from here", comparable=True)
-    select_limit: int = _setting(50, "... this many (keep them apart from --offset/--limit)", comparable=True)
-    suite_sanity: bool = _setting(False, "at the first point, on its first 100 attacked images, the relaxed suite's sanity curves: "
+    suite_steps: int = setting(500, "with --witness, the relaxed suite: APGD steps", comparable=True)
+    suite_restarts: int = setting(3, "relaxed suite: APGD starts (the first at the clean image)", comparable=True)
+    suite_queries: int = setting(2000, "relaxed suite: Square attack queries (0 skips it)", comparable=True)
+    select_offset: int = setting(0, "relaxed suite: the loss weights are chosen on the bundled sample's images from here", comparable=True)
+    select_limit: int = setting(50, "... this many (keep them apart from --offset/--limit)", comparable=True)
+    suite_sanity: bool = setting(False, "at the first point, on its first 100 attacked images, the relaxed suite's sanity curves: "
                                          "eps 4-64/255, a fifth and twice --suite-steps, 5 restarts")
-    attack_limit: int = _setting(40, "images attacked by the detect-adaptive attacker at each point")
-    calibrate_on: str = _setting("fashion-mnist", "held-out clean images for the thresholds: Fashion-MNIST test images outside the bundled "
+    attack_limit: int = setting(40, "images attacked by the detect-adaptive attacker at each point")
+    calibrate_on: str = setting("fashion-mnist", "held-out clean images for the thresholds: Fashion-MNIST test images outside the bundled "
                                                   "sample (needs the dataset), or the bundled sample's second half",
                                  comparable=True, absent="fashion-mnist", choices=("fashion-mnist", "sample"))
-    calibration_limit: int = _setting(500, "held-out clean images for the thresholds", comparable=True)
-    encodings: str = _setting("png", "store each calibration image as these scraper pipelines would and meet the target on each "
+    calibration_limit: int = setting(500, "held-out clean images for the thresholds", comparable=True)
+    encodings: str = setting("png", "store each calibration image as these scraper pipelines would and meet the target on each "
                                      "(pipeline/research/data/encodings.py)", comparable=True, absent="png")
-    target_fpr: float = _setting(0.03, "false-positive rate each point is calibrated to", comparable=True)
-    eps: str = _setting("16/255", "L-inf budget of the attacks", comparable=True)
-    steps: int = _setting(100, "steps of the published illusion", comparable=True)
-    detect_steps: int = _setting(200, "steps of the detect-adaptive attacker", comparable=True)
-    eot: int = _setting(16, "reconstruction draws per step of the detect-adaptive attacker", comparable=True)
-    restarts: int = _setting(1, "starts of the detect-adaptive attacker", comparable=True)
-    dm_attack_steps: int | None = _setting(None, "dm points: attack through a surrogate with this many denoising steps (default: the full chain)",
+    target_fpr: float = setting(0.03, "false-positive rate each point is calibrated to", comparable=True)
+    eps: str = setting("16/255", "L-inf budget of the attacks", comparable=True)
+    steps: int = setting(100, "steps of the published illusion", comparable=True)
+    detect_steps: int = setting(200, "steps of the detect-adaptive attacker", comparable=True)
+    eot: int = setting(16, "reconstruction draws per step of the detect-adaptive attacker", comparable=True)
+    restarts: int = setting(1, "starts of the detect-adaptive attacker", comparable=True)
+    dm_attack_steps: int | None = setting(None, "dm points: attack through a surrogate with this many denoising steps (default: the full chain)",
                                            comparable=True)
-    seed: int = _setting(0, "seed of the images, targets, attacks and draws", comparable=True)
-    batch_size: int = _setting(100, "images per attack batch (memory: a dm batch keeps batch x eot denoising chains for the gradient)")
-    sanity: bool = _setting(False, "also check the attack at the first point: success as eps, steps and EOT draws grow")
-    json: str | None = _setting(None, "write the report here (rewritten after every point)", metavar="FILE")
-    markdown: str | None = _setting(None, "also write its tables as Markdown", metavar="FILE")
-    plot: str | None = _setting(None, "also plot clean Top-1 against what reaches downstream", metavar="PNG")
+    seed: int = setting(0, "seed of the images, targets, attacks and draws", comparable=True)
+    batch_size: int = setting(100, "images per attack batch (memory: a dm batch keeps batch x eot denoising chains for the gradient)")
+    sanity: bool = setting(False, "also check the attack at the first point: success as eps, steps and EOT draws grow")
+    json: str | None = setting(None, "write the report here (rewritten after every point)", metavar="FILE")
+    markdown: str | None = setting(None, "also write its tables as Markdown", metavar="FILE")
+    plot: str | None = setting(None, "also plot clean Top-1 against what reaches downstream", metavar="PNG")
 
 
 FRONTIER_SETTINGS = SettingsTable(FrontierSettings)

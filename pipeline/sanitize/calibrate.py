@@ -10,7 +10,7 @@ the demo preset, from held-out Fashion-MNIST stored by each scraper pipeline (th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from ..io.storage import Storage
 from ..models.noise import seed_for_key
 from ..presets import get_preset
-from ..settings import SettingsTable
+from ..settings import SettingsTable, setting
 from .config import CONSENSUS_SETTINGS, SETTINGS, SanitizeConfig
 from .records import as_images
 from .shard import decode_shard, read_shard
@@ -33,40 +33,37 @@ Groups = dict[str, tuple[list[torch.Tensor], list[str]]]
 MODEL_SETTINGS = ("reconstructor", "witness") + tuple(s.name for s in SETTINGS if s.optional)
 
 
-def _help(text: str, **more: Any) -> dict[str, Any]:
-    return {"help": text, **more}
-
 
 @dataclass(frozen=True)
 class CalibrateSettings:
     """What a calibration run uses besides the models and consensus settings of `sanitize`."""
 
-    preset: str = field(default="demo", metadata=_help("the preset whose models are calibrated"))
-    input: str | None = field(default=None, metadata=_help(
-        "clean WebDataset shards (default for demo: Fashion-MNIST test images outside the bundled sample)", metavar="SPEC"))
-    data: str | None = field(default=None, metadata=_help(
-        "demo without --input: the Fashion-MNIST directory (default: the Debian package's)", metavar="DIR"))
-    limit: int = field(default=1000, metadata=_help("clean samples to use"))
-    offset: int = field(default=0, metadata=_help("demo: skip the first K held-out test images (e.g. to check on images calibration did not see)"))
-    encodings: str = field(default="png,jpeg,jpeg-any,upscaled,webp", metadata=_help(
+    preset: str = setting("demo", "the preset whose models are calibrated")
+    input: str | None = setting(None,
+        "clean WebDataset shards (default for demo: Fashion-MNIST test images outside the bundled sample)", metavar="SPEC")
+    data: str | None = setting(None,
+        "demo without --input: the Fashion-MNIST directory (default: the Debian package's)", metavar="DIR")
+    limit: int = setting(1000, "clean samples to use")
+    offset: int = setting(0, "demo: skip the first K held-out test images (e.g. to check on images calibration did not see)")
+    encodings: str = setting("png,jpeg,jpeg-any,upscaled,webp",
         "demo: store each clean image as each of these scraper pipelines would (pipeline/research/data/encodings.py: png as is; "
         "jpeg, jpeg-any, upscaled and webp at random sizes, filters and qualities); --input shards are grouped by their image "
-        "format. Thresholds hold for every group."))
-    check: bool = field(default=False, metadata=_help("report the false-positive rate of the preset's thresholds (or --config's) per group; choose none"))
-    config: str | None = field(default=None, metadata=_help(
+        "format. Thresholds hold for every group.")
+    check: bool = setting(False, "report the false-positive rate of the preset's thresholds (or --config's) per group; choose none")
+    config: str | None = setting(None,
         "with --check: the thresholds, models, N and early exit of this JSON (as written by --json); model flags given here "
-        "override its models", metavar="FILE"))
-    unlabelled: bool = field(default=False, metadata=_help("with --input: thresholds from the corpus itself, for audits without a clean reference (see --spread)"))
-    spread: float = field(default=3.0, metadata=_help("--unlabelled: the drift threshold sits this many robust standard deviations of log-drift above the median"))
-    target_fpr: float = field(default=0.05, metadata=_help("the share of clean images a threshold may flag, on every group"))
-    method: str = field(default="drift", metadata=_help("drift: flag embeddings that move under purification; votes: flag any label flip", choices=METHODS))
-    min_agreement: float = field(default=0.5, metadata=_help("drift method: vote share below which a sample is 'uncertain'"))
-    witness_share: float = field(default=0.5, metadata=_help("drift method with a witness: the share of the false-positive budget the witness tests may spend"))
-    margin_share: float = field(default=0.5, metadata=_help("... and the share of that the witness margin test takes (the rest: the gap test; 0: no margin test)"))
-    batch_size: int = field(default=50, metadata=_help("images per purifier call"))
-    max_shard_bytes: int = field(default=DEFAULT_MAX_SHARD_BYTES, metadata=_help("--input: the largest shard read (as sanitize's)", metavar="BYTES"))
-    s3_endpoint: str | None = field(default=None, metadata=_help("S3-compatible endpoint URL", metavar="URL"))
-    json: str | None = field(default=None, metadata=_help("write the config (or the check's report) here", metavar="FILE"))
+        "override its models", metavar="FILE")
+    unlabelled: bool = setting(False, "with --input: thresholds from the corpus itself, for audits without a clean reference (see --spread)")
+    spread: float = setting(3.0, "--unlabelled: the drift threshold sits this many robust standard deviations of log-drift above the median")
+    target_fpr: float = setting(0.05, "the share of clean images a threshold may flag, on every group")
+    method: str = setting("drift", "drift: flag embeddings that move under purification; votes: flag any label flip", choices=METHODS)
+    min_agreement: float = setting(0.5, "drift method: vote share below which a sample is 'uncertain'")
+    witness_share: float = setting(0.5, "drift method with a witness: the share of the false-positive budget the witness tests may spend")
+    margin_share: float = setting(0.5, "... and the share of that the witness margin test takes (the rest: the gap test; 0: no margin test)")
+    batch_size: int = setting(50, "images per purifier call")
+    max_shard_bytes: int = setting(DEFAULT_MAX_SHARD_BYTES, "--input: the largest shard read (as sanitize's)", metavar="BYTES")
+    s3_endpoint: str | None = setting(None, "S3-compatible endpoint URL", metavar="URL")
+    json: str | None = setting(None, "write the config (or the check's report) here", metavar="FILE")
 
     def __post_init__(self):
         if self.unlabelled and not self.input:

@@ -10,13 +10,13 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from ...models.encoders import CLIPEncoder
 from ...models.reconstructors import AEReconstructor, DiffusionReconstructor, VAEReconstructor
-from ...settings import SettingsTable, parse_fraction
+from ...settings import SettingsTable, parse_fraction, setting
 from ..benchmark import machine_description
 from ..data.fashion_mnist import DEBIAN_DIR, LabelledImages, load_split, write_sample
 from . import demo_models as dm
@@ -27,23 +27,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainDemoSettings:
-    out: str = field(default="", metadata={"help": "output directory (clip/, vae/, ae/, dm/, witness/, sample, metrics, card)", "metavar": "DIR"})
-    data: str = field(default=DEBIAN_DIR, metadata={"help": "directory with the Fashion-MNIST IDX .gz files", "metavar": "DIR"})
-    models: str = field(default="clip,vae,ae,dm,witness", metadata={
-        "help": "comma-separated subset to train (witness: a robust copy of the CLIP in --out, trained after it)"})
-    train_size: int = field(default=60000, metadata={"help": "use the first K training images"})
-    clip_epochs: int = field(default=20, metadata={"help": "epochs of the CLIP"})
-    vae_epochs: int = field(default=2, metadata={"help": "epochs of the VAE"})
-    ae_epochs: int = field(default=2, metadata={"help": "epochs of the AE"})
-    dm_epochs: int = field(default=2, metadata={"help": "epochs of the diffusion model"})
-    witness_epochs: int = field(default=3, metadata={"help": "epochs of the witness"})
-    witness_eps: str = field(default="16/255", metadata={"help": "the L-inf radius the witness is trained to withstand"})
-    witness_stored_share: float = field(default=0.0, metadata={
-        "help": "the share of each witness batch stored as a random scraper pipeline would store it (resized, upscaled, JPEG, "
-                "WebP; pipeline/research/data/encodings.py) and decoded back, so that the witness agrees with the encoder on "
-                "clean re-encoded images too"})
-    seed: int = field(default=0, metadata={"help": "seed of every model's initialisation, data order and augmentation"})
-    threads: int = field(default=os.cpu_count() or 1, metadata={"help": "torch threads (the machine's cores by default)"})
+    out: str = setting("", "output directory (clip/, vae/, ae/, dm/, witness/, sample, metrics, card)", metavar="DIR")
+    data: str = setting(DEBIAN_DIR, "directory with the Fashion-MNIST IDX .gz files", metavar="DIR")
+    models: str = setting("clip,vae,ae,dm,witness", "comma-separated subset to train (witness: a robust copy of the CLIP in --out, "
+                                                      "trained after it)")
+    train_size: int = setting(60000, "use the first K training images")
+    clip_epochs: int = setting(20, "epochs of the CLIP")
+    vae_epochs: int = setting(2, "epochs of the VAE")
+    ae_epochs: int = setting(2, "epochs of the AE")
+    dm_epochs: int = setting(2, "epochs of the diffusion model")
+    witness_epochs: int = setting(3, "epochs of the witness")
+    witness_eps: str = setting("16/255", "the L-inf radius the witness is trained to withstand")
+    witness_stored_share: float = setting(0.0, "the share of each witness batch stored as a random scraper pipeline would store it "
+                                               "(resized, upscaled, JPEG, WebP; pipeline/research/data/encodings.py) and decoded back, "
+                                               "so that the witness agrees with the encoder on clean re-encoded images too")
+    seed: int = setting(0, "seed of every model's initialisation, data order and augmentation")
+    threads: int = setting(os.cpu_count() or 1, "torch threads (the machine's cores by default)")
 
     def __post_init__(self):
         if not self.out:
