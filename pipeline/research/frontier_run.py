@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..defense import VerdictPolicy
+from ..models import load_encoder
 from ..presets import get_preset
 from ..sanitize.outputs import ON_UNCERTAIN
 from ..settings import SettingsTable, parse_fraction, setting
@@ -41,6 +42,8 @@ class FrontierSettings:
                            comparable=True, absent=0)
     witness: bool = setting(False, "put the preset's robust witness in the verdict (its thresholds calibrated per point); the attacker "
                                     "aims under it too", comparable=True, absent=False)
+    witness_model: str | None = setting(None, "with --witness, this witness (a model spec, e.g. clip:/dir from `train-demo --models "
+                                                "witness`) instead of the preset's", comparable=True, absent=None, metavar="SPEC")
     on_uncertain: str = setting("drop", "what downstream gets of uncertain samples (default: nothing, as `sanitize` does)",
                                  comparable=True, absent="keep", choices=ON_UNCERTAIN)
     suite_steps: int = setting(500, "with --witness, the relaxed suite: APGD steps", comparable=True)
@@ -89,7 +92,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
     start = time.perf_counter()
     preset = get_preset(settings.preset)
     encoder, bank = preset.load_encoder(device=device), preset.label_bank()
-    witness = preset.load_witness(device=device) if settings.witness else None
+    witness = load_witness(settings, preset, device)
     relaxed = relaxed_suite_inputs(settings, len(bank), device) if witness is not None else None
     text = bank.embeddings(encoder)
     images, labels = load_sample().tensors(slice(settings.offset, settings.offset + settings.limit))
@@ -159,6 +162,17 @@ def calibration_images(settings: FrontierSettings, work_size: int, device) -> di
 
 
 SANITY_IMAGES = 100  # the relaxed suite's sanity curves run on the first 100 attacked images
+
+
+def load_witness(settings: FrontierSettings, preset, device: torch.device):
+    """The witness in the verdict: none without --witness, else --witness-model or the preset's."""
+    if not settings.witness:
+        if settings.witness_model:
+            raise ValueError("--witness-model needs --witness")
+        return None
+    if settings.witness_model:
+        return load_encoder(settings.witness_model, device=device)
+    return preset.load_witness(device=device)
 
 
 def relaxed_sanity(first, encoder, witness, text, relaxed, images, targets, batch_size: int, save, echo=print) -> list[dict]:

@@ -39,9 +39,10 @@ def _distance(student: CLIPEncoder, x: torch.Tensor, anchor: torch.Tensor) -> to
 
 def worst_case(student: CLIPEncoder, x: torch.Tensor, anchor: torch.Tensor, *, eps: float, steps: int,
                generator: torch.Generator) -> torch.Tensor:
-    """PGD (signed steps of eps/4, random start) for the perturbed image furthest from the anchor."""
+    """PGD (signed steps of eps/4, random start) for the perturbed image furthest from the anchor.
+    The start is drawn on the CPU `generator` whatever the device, so a seed means the same start."""
     step = eps / 4
-    delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    delta = ((torch.rand(x.shape, generator=generator) * 2 - 1) * eps).to(x.device)
     for _ in range(steps):
         delta.requires_grad_(True)
         loss = _distance(student, (x + delta).clamp(0, 1), anchor).sum()
@@ -72,11 +73,19 @@ def train_witness(
     batch_size: int = 128,
     lr: float = 5e-4,
     stored_share: float = 0.0,
+    clean_weight: float = 0.0,
     encodings: Sequence[str] = ENCODINGS,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> CLIPEncoder:
-    """A FARE witness for `encoder` (left unchanged), trained on the images of `data`."""
+    """A FARE witness for `encoder` (left unchanged), trained on the images of `data`.
+
+    `clean_weight` adds that multiple of the same distance on the clean image (0: FARE as published):
+    the verdict's witness thresholds are set by how far the witness strays from the encoder on clean
+    images, so this term pulls on what the thresholds measure. `device`: where the models run; the
+    data order, augmentation and PGD starts are drawn on the CPU from the same seed either way."""
     generator, rng = seeded(seed), random.Random(seed)
+    encoder = _moved(encoder, device)
     model = copy.deepcopy(encoder.model)
     student = CLIPEncoder(model, encoder.tokenizer, image_size=encoder.image_size,
                           mean=encoder.mean.flatten().tolist(), std=encoder.std.flatten().tolist())
@@ -89,14 +98,26 @@ def train_witness(
         x = _augment(images[index], generator)
         if stored_share:
             x = as_scraped(x, stored_share, encodings, rng, generator)
+        x = x.to(device)
         with torch.no_grad():
             anchor = encoder.embed_images(x)
         adversarial = worst_case(student, x, anchor, eps=eps, steps=pgd_steps, generator=generator)
-        return _distance(student, adversarial, anchor).mean()
+        loss = _distance(student, adversarial, anchor).mean()
+        if clean_weight:
+            loss = loss + clean_weight * _distance(student, x, anchor).mean()
+        return loss
 
     fit("witness", trainable, step, images=len(data), batch_size=batch_size, epochs=epochs, lr=lr, generator=generator)
     model.requires_grad_(False)
-    return CLIPEncoder(model.eval(), encoder.tokenizer, image_size=encoder.image_size,
+    return _moved(CLIPEncoder(model.eval(), encoder.tokenizer, image_size=encoder.image_size,
+                              mean=encoder.mean.flatten().tolist(), std=encoder.std.flatten().tolist()), "cpu")
+
+
+def _moved(encoder: CLIPEncoder, device: str | torch.device) -> CLIPEncoder:
+    """`encoder` itself when it is on `device` already, else a copy there."""
+    if encoder.device == torch.device(device):
+        return encoder
+    return CLIPEncoder(copy.deepcopy(encoder.model).to(device), encoder.tokenizer, image_size=encoder.image_size,
                        mean=encoder.mean.flatten().tolist(), std=encoder.std.flatten().tolist())
 
 
@@ -108,15 +129,16 @@ def witness_gaps(encoder: CLIPEncoder, witness: CLIPEncoder, images: torch.Tenso
 
 
 def witness_metrics(encoder: CLIPEncoder, witness: CLIPEncoder, test: LabelledImages, *, eps: float, count: int = 1000,
-                    attacked: int = 500, seed: int = 0) -> dict[str, float]:
+                    attacked: int = 500, seed: int = 0, device: str | torch.device = "cpu") -> dict[str, float]:
     """Zero-shot Top-1 of the witness; its gap from the encoder on clean test images (median, 95th
     percentile), and on the same images stored by each scraper pipeline the gap's and the witness
     margin's 98.5th percentile (what a 1.5% budget per test would set the thresholds to); and how far a
     20-step PGD inside eps moves each model's embedding away from the encoder's clean one (median 1 - cos),
-    the witness against the encoder it copies."""
+    the witness against the encoder it copies. Both models run on `device`."""
     from ..defense.consensus import witness_measures
     from .training.demo_models import CLASSES, EVAL_TEMPLATE, zero_shot_accuracy
 
+    encoder, witness = _moved(encoder, device), _moved(witness, device)
     x, _ = test.tensors(slice(0, count))
     clean = witness_gaps(encoder, witness, x)
     anchor = encoder.embed_images(x[:attacked]).detach()

@@ -234,7 +234,7 @@ def zero_shot_accuracy(encoder: CLIPEncoder, data: LabelledImages, template: str
     correct = 0
     for start in range(0, len(data), batch_size):
         x, y = data.tensors(slice(start, start + batch_size))
-        correct += int(((encoder.embed_images(x) @ text.T).argmax(-1) == y).sum())
+        correct += int(((encoder.embed_images(x) @ text.T).argmax(-1).cpu() == y).sum())
     return correct / len(data)
 
 
