@@ -44,10 +44,10 @@ class RelaxedPass:
         """(margin, gap, witness margin): margin < 0 when the encoder's label is the target; the witness
         margin is how much better the witness likes its own best label than the target."""
         original, witnessed = self.encoder.embed_images(x), self.witness.embed_images(x)
-        sims = original @ self.text.T
-        target = sims.gather(1, self.targets[:, None]).squeeze(1)
-        others = sims.masked_fill(F.one_hot(self.targets, sims.shape[1]).bool(), -2.0).max(-1).values
-        gap, witness_margin = witness_measures(original, witnessed, self.text, self.targets)
+        sims, targets = original @ self.text.T, self.targets.to(self.text.device)
+        target = sims.gather(1, targets[:, None]).squeeze(1)
+        others = sims.masked_fill(F.one_hot(targets, sims.shape[1]).bool(), -2.0).max(-1).values
+        gap, witness_margin = witness_measures(original, witnessed, self.text, targets)
         return others - target, gap, witness_margin
 
     def loss(self, weight: float, aim: float, kappa: float = 0.02) -> Loss:

@@ -62,8 +62,9 @@ def detect_adaptive_objective(
 ) -> Objective:
     """The loss above for images whose target labels are `targets` (indices into `text`, L x D);
     `witness` embeds images as the verdict's robust witness does (None: no witness term)."""
+    targets = targets.to(text.device)
     target_text = text[targets]
-    others = F.one_hot(targets, text.shape[0]).bool().to(text.device)
+    others = F.one_hot(targets, text.shape[0]).bool()
 
     def objective(x: torch.Tensor, step: int) -> torch.Tensor:
         batch = x.shape[0]

@@ -110,7 +110,7 @@ def train_demo(settings: TrainDemoSettings, command: str) -> dict:
             stored_share=settings.witness_stored_share, clean_weight=settings.witness_clean_weight, seed=settings.seed,
             device=settings.witness_device))
         witness.save_pretrained(os.path.join(settings.out, "witness"))
-        metrics["witness"].update(epochs=settings.witness_epochs, eps=settings.witness_eps, stored_share=settings.witness_stored_share,
+        metrics["witness"].update(machine=machine_description(torch.device(settings.witness_device)), epochs=settings.witness_epochs, eps=settings.witness_eps, stored_share=settings.witness_stored_share,
                                   **_witness_recipe(settings), **witness_metrics(clip, witness, test, eps=eps, device=settings.witness_device))
     for name in ("vae", "ae", "dm"):
         if os.path.isdir(os.path.join(settings.out, name)):
