@@ -142,6 +142,10 @@ class ConsensusPurifier:
         if self.config.verdict.needs_witness and witness is None:
             raise ValueError("the verdict has witness thresholds (max_witness_gap, max_witness_margin) but no witness was given")
 
+    def with_consensus(self, config: ConsensusConfig) -> ConsensusPurifier:
+        """The same models and labels under other consensus settings (N, early exit, verdict)."""
+        return ConsensusPurifier(self.reconstructor, self.encoder, self.labels, config, witness=self.witness)
+
     # --- helpers ------------------------------------------------------------------------------
     def _witness_measures(self, images, original, original_sims, text) -> tuple[list, list]:
         """Per image, how far the witness stands from the encoder: the gap between their embeddings,

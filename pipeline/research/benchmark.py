@@ -81,9 +81,7 @@ def time_stage(
 
 
 def benchmark_models(
-    reconstructors: dict[str, Any],
-    encoder,
-    labels,
+    purifiers: dict[str, ConsensusPurifier],
     images: torch.Tensor,
     *,
     n: int = ConsensusConfig.n,
@@ -91,17 +89,20 @@ def benchmark_models(
     device: torch.device = torch.device("cpu"),
     seed: int = 0,
 ) -> list[Measurement]:
-    """Embedding alone, then per reconstructor: N reconstructions alone, and the whole consensus with
-    early exit off (exactly N) and `certain` (stop when the vote is settled)."""
+    """Embedding alone (the first purifier's encoder), then per reconstructor (a purifier of each kind,
+    sharing one encoder): N reconstructions alone, and the whole consensus with early exit off
+    (exactly N) and `certain` (stop when the vote is settled)."""
     def seeds(batch: torch.Tensor, first: int) -> list[int]:
         return list(range(seed + first, seed + first + len(batch)))
 
+    encoder = next(iter(purifiers.values())).encoder
     rows = [time_stage("embed", "-", images, batch_size, lambda x, _: encoder.embed_images(x), device)]
-    for kind, reconstructor in reconstructors.items():
+    for kind, base in purifiers.items():
+        reconstructor = base.reconstructor
         rows.append(time_stage(f"reconstruct x{n}", kind, images, batch_size,
                                lambda x, first: reconstructor.reconstruct(x, n, seeds(x, first)), device, {"n": n}))
         for early_exit in ("off", "certain"):
-            purifier = ConsensusPurifier(reconstructor, encoder, labels, ConsensusConfig(n=n, early_exit=early_exit, seed=seed))
+            purifier = base.with_consensus(ConsensusConfig(n=n, early_exit=early_exit, seed=seed))
             rows.append(time_stage(f"consensus ({early_exit})", kind, images, batch_size,
                                    lambda x, first: purifier.purify(x, seeds=seeds(x, first)), device,
                                    {"n": n, "early_exit": early_exit}))
@@ -229,21 +230,20 @@ def time_reader(shards: list[bytes], work_size: int, sandbox=None, repeats: int 
 # --- early exit -------------------------------------------------------------------------------------
 
 def early_exit_comparison(
-    reconstructor, encoder, labels, images: torch.Tensor, *, n: int, batch_size: int, modes: list[tuple[str, float]], seed: int = 0,
+    purifier: ConsensusPurifier, images: torch.Tensor, *, n: int, batch_size: int, modes: list[tuple[str, float]], seed: int = 0,
     verdict=None,
 ) -> list[dict[str, Any]]:
-    """Each early-exit mode against drawing all n: samples/s, mean draws, and the share of verdicts
-    and consensus labels identical to the full-N run (same seeds, same images)."""
+    """Each early-exit mode against drawing all n, with the models of `purifier`: samples/s, mean draws,
+    and the share of verdicts and consensus labels identical to the full-N run (same seeds, same images)."""
     from ..defense import VerdictPolicy
 
     def run(mode: str, alpha: float):
-        config = ConsensusConfig(n=n, early_exit=mode, alpha=alpha, seed=seed, verdict=verdict or VerdictPolicy())
-        purifier = ConsensusPurifier(reconstructor, encoder, labels, config)
-        purifier.purify(images[:2], seeds=[0, 1])  # warm-up
+        configured = purifier.with_consensus(ConsensusConfig(n=n, early_exit=mode, alpha=alpha, seed=seed, verdict=verdict or VerdictPolicy()))
+        configured.purify(images[:2], seeds=[0, 1])  # warm-up
         start, results = time.perf_counter(), []
         for first in range(0, len(images), batch_size):
             batch = images[first : first + batch_size]
-            results += purifier.purify(batch, seeds=list(range(seed + first, seed + first + len(batch))))
+            results += configured.purify(batch, seeds=list(range(seed + first, seed + first + len(batch))))
         return time.perf_counter() - start, results
 
     base_seconds, base = run("off", 0.01)
@@ -340,7 +340,7 @@ def flops_per_sample(purifier: ConsensusPurifier, image: torch.Tensor) -> float:
     """Counted, not estimated: one image through the whole consensus with every draw."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    full = ConsensusPurifier(purifier.reconstructor, purifier.encoder, purifier.labels, ConsensusConfig(n=purifier.config.n, early_exit="off"))
+    full = purifier.with_consensus(ConsensusConfig(n=purifier.config.n, early_exit="off"))
     full.label_embeddings()  # prompts are embedded once per run, not per sample
     with FlopCounterMode(display=False) as counter:
         full.purify(image[None])

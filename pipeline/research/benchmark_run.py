@@ -119,16 +119,16 @@ def bench_images(count: int, size: int) -> torch.Tensor:
 
 def models_section(settings: BenchmarkSettings, device: torch.device, echo=print) -> list[dict]:
     from ..presets import get_preset
+    from ..defense import ConsensusConfig
     from .benchmark import benchmark_models, markdown_table
-    from .models import load_reconstructor
+    from .models import preset_purifier
 
     preset = get_preset(settings.preset)
     kinds = settings.reconstructors.split(",") if settings.reconstructors else list(preset.reconstructors)
     size = settings.image_size or preset.work_size
     images = bench_images(settings.samples, size)
-    encoder = preset.load_encoder(device=device)
-    reconstructors = {kind: load_reconstructor(preset, kind, device=device) for kind in kinds}
-    rows = benchmark_models(reconstructors, encoder, preset.label_bank(), images, n=settings.n, batch_size=settings.batch_size, device=device)
+    purifiers = {kind: preset_purifier(preset, kind, ConsensusConfig(n=settings.n), device=device) for kind in kinds}
+    rows = benchmark_models(purifiers, images, n=settings.n, batch_size=settings.batch_size, device=device)
     echo(f"\n### Stages (in process; images {size}x{size}, batch {settings.batch_size})\n")
     echo(markdown_table(rows))
     return [r.as_dict() for r in rows]
@@ -314,12 +314,14 @@ def early_exit_section(settings: BenchmarkSettings, device: torch.device, echo=p
     from ..presets import get_preset
     from .attacks import AttackConfig, illusion_attack, pick_targets
     from .attacks.illusion import cosine_objective
+    from ..defense import ConsensusConfig
     from .benchmark import early_exit_comparison
     from .data.fashion_mnist import load_sample
-    from .models import load_reconstructor
+    from .models import preset_purifier
 
     preset = get_preset(settings.preset)
-    encoder, reconstructor, bank = preset.load_encoder(device=device), load_reconstructor(preset, device=device), preset.label_bank()
+    purifier = preset_purifier(preset, None, ConsensusConfig(n=settings.n), device=device)
+    encoder, bank = purifier.encoder, purifier.labels
     sample = load_sample()
     count = settings.early_exit_samples
     images = bench_images(count, preset.work_size)
@@ -330,7 +332,7 @@ def early_exit_section(settings: BenchmarkSettings, device: torch.device, echo=p
     objective = cosine_objective(encoder.embed_images, bank.embeddings(encoder)[targets])
     images[chosen] = illusion_attack(images[chosen].to(device), objective, AttackConfig(steps=100)).cpu()
     modes = [("certain", 0.01), ("sequential", 0.01), ("sequential", 0.02), ("sequential", 0.05)]
-    rows = early_exit_comparison(reconstructor, encoder, bank, images.to(device), n=settings.n, batch_size=settings.batch_size,
+    rows = early_exit_comparison(purifier, images.to(device), n=settings.n, batch_size=settings.batch_size,
                                  modes=modes, verdict=preset.verdict.without_witness())  # the draws, not the witness
     echo(f"\n### Early exit ({count} samples, {len(chosen)} planted illusions, N={settings.n}, batch {settings.batch_size}, "
           f"preset {preset.name} with its verdict thresholds)\n")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from ..defense import ConsensusConfig, ConsensusPurifier, LabelBank, VerdictPolicy
+from ..defense import ConsensusPurifier, VerdictPolicy
 from ..sanitize.outputs import POLICIES
 from .attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from .attacks.illusion import AttackConfig, Objective, bpda, cosine_objective, eot_objective, illusion_attack
@@ -95,20 +95,18 @@ def transform_defense(name: str, encoder, text: torch.Tensor, transform, differe
 
 
 def reconstruction_defense(
-    name: str, reconstructor, encoder, labels: LabelBank, *, n: int, eot_samples: int, seed: int, attack_reconstructor=None,
-    verdict: VerdictPolicy | None = None, witness=None, on_uncertain: str = "keep",
+    name: str, purifier: ConsensusPurifier, *, eot_samples: int, seed: int, attack_reconstructor=None, on_uncertain: str = "keep",
 ) -> Defense:
-    """n == 1: a single stochastic reconstruction; n > 1: the consensus vote over n reconstructions,
-    with the sanitisation verdict under `verdict` (default: uncalibrated; with `witness`, a robust
-    copy of the encoder whose gap the verdict may threshold) and what each policy hands downstream
-    when `uncertain` samples are kept or dropped (`on_uncertain`, `downstream_labels`).
+    """The defense of `purifier` (from `research.models.preset_purifier`): its n == 1, a single
+    stochastic reconstruction; n > 1, the consensus vote over n reconstructions, with the
+    sanitisation verdict of its config (with its witness, if any) and what each policy hands
+    downstream when `uncertain` samples are kept or dropped (`on_uncertain`, `downstream_labels`).
 
     The adaptive attack is EOT through `attack_reconstructor` (default: the defense's own), the same
     for the single and the consensus variant, since both draw from the same reconstruction distribution.
     """
-    text = labels.embeddings(encoder)
-    config = ConsensusConfig(n=n, early_exit="off", top_k=len(labels), seed=seed, verdict=verdict or VerdictPolicy())
-    purifier = ConsensusPurifier(reconstructor, encoder, labels, config, witness=witness)
+    reconstructor, encoder, witness, n = purifier.reconstructor, purifier.encoder, purifier.witness, purifier.config.n
+    text = purifier.labels.embeddings(encoder)
     counter = {"calls": 0}
 
     def apply(images: torch.Tensor) -> DefenseOutput:
@@ -134,7 +132,7 @@ def reconstruction_defense(
         detect_objective=(lambda targets, cfg: detect_adaptive_objective(
             through.reconstruct, encoder.embed_images, text, targets, cfg, witness=witness.embed_images if witness else None))
         if n > 1 else None,
-        verdict=config.verdict,
+        verdict=purifier.config.verdict,
     )
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..defense import ConsensusConfig
 from ..presets import get_preset
 from ..sanitize.outputs import ON_UNCERTAIN
 from ..settings import SettingsTable, parse_fraction, setting
@@ -20,7 +21,7 @@ from .attacks.illusion import cosine_objective
 from .data.fashion_mnist import load_sample
 from .defense_harness import (adaptive_inputs, blur_defense, detect_adaptive_inputs, evaluate_defense, jpeg_defense, none_defense,
                               reconstruction_defense, rows_as_dicts)
-from .models import load_reconstructor
+from .models import load_reconstructor, preset_purifier
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def run_evaluate(settings: EvaluateSettings, device: torch.device, device_name: 
         raise ValueError(f"unknown defenses {sorted(unknown)}; choose from {', '.join(ALL_DEFENSES)}")
 
     encoder = preset.load_encoder(device=device)
-    witness = preset.load_witness(device=device) if settings.witness and preset.witness else None
+    witness = preset.witness if settings.witness else None  # a model spec, loaded by each consensus defense's purifier
     verdict = preset.verdict if witness else preset.verdict.without_witness()
     bank = preset.label_bank()
     text = bank.embeddings(encoder)
@@ -95,7 +96,7 @@ def run_evaluate(settings: EvaluateSettings, device: torch.device, device_name: 
     config = {
         **_recorded(settings, attack, adaptive, detect), "images": count, "adaptive_images": adaptive_count if adaptive else 0,
         "reconstructor_options": preset.reconstructor_options, "verdict_policy": asdict(verdict),
-        "witness": preset.witness if witness else None, "threads": torch.get_num_threads(), "device": device_name,
+        "witness": witness, "threads": torch.get_num_threads(), "device": device_name,
     }
     config["detect_adaptive"]["images"] = detect_count if detect else 0
 
@@ -121,7 +122,7 @@ def run_evaluate(settings: EvaluateSettings, device: torch.device, device_name: 
         rows += new
         write_tables(report(rows, [], complete=False), settings.json, settings.markdown, markdown_report)
 
-    ablations = _ablations(preset, encoder, bank, text, images, labels, targets, illusions, settings, device) if settings.ablations else []
+    ablations = _ablations(preset, bank, text, images, labels, targets, illusions, settings, device) if settings.ablations else []
     final = report(rows, ablations, complete=True)
     write_tables(final, settings.json, settings.markdown, markdown_report)
     return final
@@ -203,25 +204,27 @@ def _defense(name, preset, encoder, bank, text, settings, device, verdict, witne
     if name == "blur":
         return blur_defense(encoder, text, sigma=1.0)
     kind, _, consensus = name.partition("+")
-    reconstructor = load_reconstructor(preset, kind, device=device)
+    n = settings.n if consensus else 1
+    consensus = ConsensusConfig(n=n, early_exit="off", top_k=len(bank), seed=settings.seed, verdict=verdict)
+    purifier = preset_purifier(preset, kind, consensus, witness=witness, device=device)
     surrogate = None
     if kind == "dm" and settings.dm_attack_steps:
         # Backpropagating through the whole reverse chain is slow on CPUs: a shorter DDIM chain of the
         # same model from the same depth t* is the cheaper (and weaker) attack.
         surrogate = load_reconstructor(preset, kind, denoise_steps=settings.dm_attack_steps, device=device)
-    return reconstruction_defense(
-        name, reconstructor, encoder, bank, n=settings.n if consensus else 1, eot_samples=settings.eot_samples, seed=settings.seed,
-        attack_reconstructor=surrogate, verdict=verdict, witness=witness, on_uncertain=settings.on_uncertain,
-    )
+    return reconstruction_defense(name, purifier, eot_samples=settings.eot_samples, seed=settings.seed,
+                                  attack_reconstructor=surrogate, on_uncertain=settings.on_uncertain)
 
 
-def _ablations(preset, encoder, bank, text, images, labels, targets, illusions, settings, device) -> list[dict]:
+def _ablations(preset, bank, text, images, labels, targets, illusions, settings, device) -> list[dict]:
     """vae+consensus on clean and illusion inputs: N sweep, then the posterior sampling scale at N=10."""
     out = []
-    settings = [("n", n, {}) for n in (1, 3, 5, 10, 15, 20)] + [("sample_scale", s, {"sample_scale": s}) for s in (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)]
-    for parameter, value, options in settings:
+    grid = [("n", n, {}) for n in (1, 3, 5, 10, 15, 20)] + [("sample_scale", s, {"sample_scale": s}) for s in (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)]
+    for parameter, value, options in grid:
         n = value if parameter == "n" else settings.n
-        defense = reconstruction_defense("vae+consensus", load_reconstructor(preset, "vae", **options, device=device), encoder, bank, n=n, eot_samples=settings.eot_samples, seed=settings.seed)
+        consensus = ConsensusConfig(n=n, early_exit="off", top_k=len(bank), seed=settings.seed)
+        purifier = preset_purifier(preset, "vae", consensus, device=device, **options)
+        defense = reconstruction_defense("vae+consensus", purifier, eot_samples=settings.eot_samples, seed=settings.seed)
         for row in evaluate_defense(defense, text, {"clean": images, "illusion": illusions}, labels, targets, settings.batch_size):
             out.append({"parameter": parameter, "value": value, **row.__dict__})
         log.info("ablation %s=%s done", parameter, value)

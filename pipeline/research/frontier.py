@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from ..defense import ConsensusConfig, ConsensusPurifier
+from ..defense import ConsensusConfig
 from ..defense.calibration import calibrate_groups
 from .attacks.adaptive import DetectAdaptiveConfig
 from .defense_harness import POLICIES, detect_adaptive_inputs, evaluate_defense, reconstruction_defense
-from .models import load_reconstructor
+from .models import load_reconstructor, preset_purifier
 
 # Per reconstructor kind, the option that sets how much its reconstructions vary: what the frontier sweeps.
 PARAMETERS = {"vae": "latent_noise", "ae": "noise_scale", "dm": "strength"}
@@ -81,24 +81,26 @@ def run_point(
     on_uncertain: str = "keep",
     relaxed=None,
 ) -> PointResult:
-    """`witness`: a robust copy of the encoder in the verdict (its gap threshold calibrated with the
-    drift's), which the attacker knows and aims under too; `on_uncertain`: what downstream gets of
+    """`witness`: the model spec of a robust copy of the encoder in the verdict (its thresholds
+    calibrated with the drift's), which the attacker knows and aims under too; `on_uncertain`: what downstream gets of
     `uncertain` samples; `relaxed`: a `research.witness_attack.Selection`, to also run the
     relaxed suite against the witness test (`research/witness_attack.py`): loss weights chosen on the
     selection images, reported on the attacked ones."""
     start = time.perf_counter()
-    options = {PARAMETERS[point.kind]: point.value, "device": device}
-    reconstructor = load_reconstructor(preset, point.kind, **options)
+    options = {PARAMETERS[point.kind]: point.value}
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that
     # meet the target on each group of them (e.g. as PNG and as JPEG of other sizes).
-    purifier = ConsensusPurifier(reconstructor, encoder, bank, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17), witness=witness)
+    purifier = preset_purifier(preset, point.kind, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17), witness=witness,
+                               device=device, **options)
     clean_results = {group: [r for i in range(0, len(x), batch_size) for r in purifier.purify(x[i : i + batch_size])]
                      for group, x in calibration_images.items()}
     verdict, per_group = calibrate_groups(clean_results, target_fpr)
     # The attack differentiates through the whole denoising chain unless given a shorter surrogate.
-    surrogate = load_reconstructor(preset, "dm", **options, denoise_steps=dm_attack_steps) if point.kind == "dm" and dm_attack_steps else None
-    defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
-                                     attack_reconstructor=surrogate, verdict=verdict, witness=witness, on_uncertain=on_uncertain)
+    surrogate = (load_reconstructor(preset, "dm", **options, denoise_steps=dm_attack_steps, device=device)
+                 if point.kind == "dm" and dm_attack_steps else None)
+    defended = purifier.with_consensus(ConsensusConfig(n=point.n, early_exit="off", top_k=len(bank), seed=seed, verdict=verdict))
+    defense = reconstruction_defense(f"{point.kind}+consensus", defended, eot_samples=2, seed=seed, attack_reconstructor=surrogate,
+                                     on_uncertain=on_uncertain)
     text = bank.embeddings(encoder)
     adaptive = detect_adaptive_inputs(defense, text, images[:attack_images], targets[:attack_images], attack, batch_size)
     rows = evaluate_defense(defense, text, {"clean": images, "illusion": illusions, "detect-adaptive": adaptive}, labels, targets, batch_size)
@@ -115,7 +117,7 @@ def run_point(
         metrics[row.input] = entry
     thresholds = verdict.thresholds()
     if relaxed is not None and witness is not None:
-        metrics["witness-relaxed"] = relaxed_suite(encoder, witness, text, thresholds, relaxed,
+        metrics["witness-relaxed"] = relaxed_suite(encoder, defended.witness, text, thresholds, relaxed,
                                                    images[:attack_images], targets[:attack_images], batch_size)
     return PointResult(point, thresholds,
                        max(c.false_positive_rate for c in per_group.values()), metrics, time.perf_counter() - start)
@@ -152,20 +154,22 @@ def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.1
 
 def attack_sanity(
     point: Point, preset, encoder, bank, *, images: torch.Tensor, targets: torch.Tensor, attack: DetectAdaptiveConfig,
-    policy, eps_values, step_values, eot_values, seed: int = 0, batch_size: int = 100, device: str | torch.device = "cpu",
-    witness=None, on_uncertain: str = "keep",
+    policy, eps_values, step_values, eot_values, restart_values=(), seed: int = 0, batch_size: int = 100,
+    device: str | torch.device = "cpu", witness: str | None = None, on_uncertain: str = "keep",
 ) -> Iterator[dict[str, Any]]:
     """Checks that the attack, not its budget, sets the frontier: downstream target success (purify)
     of the detect-adaptive attack as the budget epsilon grows (it should approach 100%), and as its
-    steps and EOT draws grow (it should level off). Yields one entry per budget, as each is measured."""
-    reconstructor = load_reconstructor(preset, point.kind, **{PARAMETERS[point.kind]: point.value}, device=device)
-    defense = reconstruction_defense(f"{point.kind}+consensus", reconstructor, encoder, bank, n=point.n, eot_samples=2, seed=seed,
-                                     verdict=policy, witness=witness, on_uncertain=on_uncertain)
+    steps, EOT draws and starts grow (it should level off). Yields one entry per budget, as each is
+    measured. `witness`: as `run_point`'s."""
+    consensus = ConsensusConfig(n=point.n, early_exit="off", top_k=len(bank), seed=seed, verdict=policy)
+    purifier = preset_purifier(preset, point.kind, consensus, witness=witness, device=device, **{PARAMETERS[point.kind]: point.value})
+    defense = reconstruction_defense(f"{point.kind}+consensus", purifier, eot_samples=2, seed=seed, on_uncertain=on_uncertain)
     text = bank.embeddings(encoder)
     labels = torch.zeros_like(targets)  # unused by the downstream shares
     grid = ([("eps", e, replace(attack, eps=e, step_size=max(attack.step_size, e / 20))) for e in eps_values]
             + [("steps", s, replace(attack, steps=s)) for s in step_values]
-            + [("eot", k, replace(attack, eot=k)) for k in eot_values])
+            + [("eot", k, replace(attack, eot=k)) for k in eot_values]
+            + [("restarts", r, replace(attack, restarts=r)) for r in restart_values])
     for knob, value, config in grid:
         adversarial = detect_adaptive_inputs(defense, text, images, targets, config, batch_size)
         (row,) = evaluate_defense(defense, text, {"detect-adaptive": adversarial}, labels, targets, batch_size)

@@ -70,7 +70,7 @@ class FrontierSettings:
                                            comparable=True)
     seed: int = setting(0, "seed of the images, targets, attacks and draws", comparable=True)
     batch_size: int = setting(100, "images per attack batch (memory: a dm batch keeps batch x eot denoising chains for the gradient)")
-    sanity: bool = setting(False, "also check the attack at the first point: success as eps, steps and EOT draws grow")
+    sanity: bool = setting(False, "also check the attack at the first point: success as eps, steps, EOT draws and starts (5) grow")
     json: str | None = setting(None, "write the report here (rewritten after every point)", metavar="FILE")
     markdown: str | None = setting(None, "also write its tables as Markdown", metavar="FILE")
     plot: str | None = setting(None, "also plot clean Top-1 against what reaches downstream", metavar="PNG")
@@ -92,7 +92,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
     start = time.perf_counter()
     preset = get_preset(settings.preset)
     encoder, bank = preset.load_encoder(device=device), preset.label_bank()
-    witness = load_witness(settings, preset, device)
+    witness = witness_spec(settings, preset)
     relaxed = relaxed_suite_inputs(settings, len(bank), device) if witness is not None else None
     text = bank.embeddings(encoder)
     images, labels = load_sample().tensors(slice(settings.offset, settings.offset + settings.limit))
@@ -134,7 +134,8 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
         grid = attack_sanity(first.point, preset, encoder, bank, images=images[:count], targets=targets[:count], attack=attack,
                              policy=VerdictPolicy(**first.thresholds), eps_values=[4 / 255, 16 / 255, 64 / 255],
                              step_values=[settings.detect_steps // 4, settings.detect_steps, 2 * settings.detect_steps],
-                             eot_values=[max(1, settings.eot // 4), settings.eot, 2 * settings.eot], seed=settings.seed, batch_size=settings.batch_size,
+                             eot_values=[max(1, settings.eot // 4), settings.eot, 2 * settings.eot],
+                             restart_values=[5] if settings.restarts < 5 else [], seed=settings.seed, batch_size=settings.batch_size,
                              device=device, witness=witness, on_uncertain=settings.on_uncertain)
         for entry in grid:
             sanity.append(entry)
@@ -142,7 +143,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
             write_tables(report(results, sanity, complete=False), settings.json, settings.markdown, markdown)
     if settings.suite_sanity and relaxed is not None:
         count = min(settings.attack_limit, settings.limit, SANITY_IMAGES)
-        sanity += relaxed_sanity(results[0], encoder, witness, text, relaxed, images[:count], targets[:count], settings.batch_size,
+        sanity += relaxed_sanity(results[0], encoder, load_encoder(witness, device=device), text, relaxed, images[:count], targets[:count], settings.batch_size,
                                  lambda: write_tables(report(results, sanity, complete=False), settings.json, settings.markdown, markdown), echo)
     final = report(results, sanity, complete=True)
     write_tables(final, settings.json, settings.markdown, markdown)
@@ -164,15 +165,16 @@ def calibration_images(settings: FrontierSettings, work_size: int, device) -> di
 SANITY_IMAGES = 100  # the relaxed suite's sanity curves run on the first 100 attacked images
 
 
-def load_witness(settings: FrontierSettings, preset, device: torch.device):
-    """The witness in the verdict: none without --witness, else --witness-model or the preset's."""
+def witness_spec(settings: FrontierSettings, preset) -> str | None:
+    """The witness in the verdict (a model spec): none without --witness, else --witness-model or the preset's."""
     if not settings.witness:
         if settings.witness_model:
             raise ValueError("--witness-model needs --witness")
         return None
-    if settings.witness_model:
-        return load_encoder(settings.witness_model, device=device)
-    return preset.load_witness(device=device)
+    spec = settings.witness_model or preset.witness
+    if spec is None:
+        raise ValueError(f"preset {preset.name!r} has no witness: give one with --witness-model SPEC")
+    return spec
 
 
 def relaxed_sanity(first, encoder, witness, text, relaxed, images, targets, batch_size: int, save, echo=print) -> list[dict]:

@@ -42,7 +42,8 @@ def test_frontier_recalibrates_each_point_and_reports_what_reaches_downstream(fr
     assert md.read_text().count("| vae latent_noise=") == 2
     assert Image.open(png).size[0] > 0
     assert [(e["knob"], e["value"]) for e in report["sanity"]] == [
-        ("eps", 4 / 255), ("eps", 16 / 255), ("eps", 64 / 255), ("steps", 1), ("steps", 4), ("steps", 8), ("eot", 1), ("eot", 2), ("eot", 4)]
+        ("eps", 4 / 255), ("eps", 16 / 255), ("eps", 64 / 255), ("steps", 1), ("steps", 4), ("steps", 8), ("eot", 1), ("eot", 2), ("eot", 4),
+        ("restarts", 5)]
     assert "| eps | 64/255 |" in md.read_text()
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from pipeline.defense import LabelBank
+from pipeline.defense import ConsensusConfig, ConsensusPurifier, LabelBank
 from pipeline.models.reconstructors import VAEReconstructor
 from pipeline.research.attacks import AttackConfig
 from pipeline.research.defense_harness import adaptive_inputs, blur_defense, evaluate_defense, jpeg_defense, none_defense, reconstruction_defense
@@ -23,12 +23,16 @@ def setup(bpe_path):
 def test_rows_for_every_input_and_metric_ranges(bpe_path):
     encoder, bank, text, images, labels, targets = setup(bpe_path)
     attack = AttackConfig(steps=5, step_size=4 / 255)
+
+    def purifier(n: int) -> ConsensusPurifier:
+        return ConsensusPurifier(VAEReconstructor(tiny_vae()), encoder, bank, ConsensusConfig(n=n, early_exit="off", top_k=len(bank), seed=0))
+
     defenses = [
         none_defense(encoder, text),
         jpeg_defense(encoder, text),
         blur_defense(encoder, text),
-        reconstruction_defense("vae", VAEReconstructor(tiny_vae()), encoder, bank, n=1, eot_samples=2, seed=0),
-        reconstruction_defense("vae+consensus", VAEReconstructor(tiny_vae()), encoder, bank, n=3, eot_samples=2, seed=0),
+        reconstruction_defense("vae", purifier(1), eot_samples=2, seed=0),
+        reconstruction_defense("vae+consensus", purifier(3), eot_samples=2, seed=0),
     ]
     assert defenses[3].attack_key == defenses[4].attack_key == "vae"
     for defense in defenses:
