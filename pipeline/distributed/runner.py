@@ -1,6 +1,6 @@
 """Run a sanitisation or audit over a corpus on Ray Data.
 
-    shard URIs -> read + decode (CPU tasks) -> purify (actor pool) -> write outputs (CPU tasks)
+    shard URIs -> read + decode (CPU tasks) -> judge (actor pool) -> write outputs (CPU tasks)
                -> driver: one manifest per shard, a line per finished shard, a summary at the end
 
 Workers own whole shards; the driver handles shard URIs and manifests only, so its work grows with

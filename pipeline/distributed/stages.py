@@ -1,6 +1,6 @@
 """The Ray Data executor of a shard's stage objects (pipeline/sanitize/stages.py):
 
-    read + decode (CPU tasks)  ->  purify (actor pool: models loaded once per actor, GPU when there is one)
+    read + decode (CPU tasks)  ->  judge (actor pool: models loaded once per actor, GPU when there is one)
                                ->  write outputs, manifest last (CPU tasks)  ->  the driver gets the manifest
 
 A row is one input shard. Workers own whole shards: the bytes read, the pixels decoded and the
@@ -47,6 +47,6 @@ def apply(stage: Stage, dataset):
 
 def plan_stages(config: SanitizeConfig, output: str, resources, noise: NoiseKey) -> list[Stage]:
     """The run's stages with the resources of this plan (runner.plan_resources)."""
-    purify = Resources(num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
-                       max_actors=resources.max_actors)
-    return shard_stages(config, output, noise, task_cpus=resources.task_cpus, purify=purify, threads=resources.threads_per_actor)
+    judge = Resources(num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor, actors=resources.actors,
+                      max_actors=resources.max_actors)
+    return shard_stages(config, output, noise, task_cpus=resources.task_cpus, judge=judge, threads=resources.threads_per_actor)

@@ -17,7 +17,7 @@ import numpy as np
 from ..io.shards import Sample
 from ..io.storage import shard_name
 from .records import Record
-from .shard import Purified, ShardInput
+from .shard import Judgement, ShardInput
 
 
 # What every stage passes on unchanged: the shard, its samples as read and its problems, the working size.
@@ -91,30 +91,30 @@ def row_records(row: dict[str, Any]) -> list[Record]:
     return records
 
 
-def purified_row(row: dict[str, Any], purified: Purified, *, seconds: float, models: dict[str, str], dim: int) -> dict[str, Any]:
-    """What the purification stage passes on: the shard's bytes, its verdict rows and purified images
+def judgement_row(row: dict[str, Any], judgement: Judgement, *, seconds: float, models: dict[str, str], dim: int) -> dict[str, Any]:
+    """What the judging stage passes on: the shard's bytes, its verdict rows and purified images
     (raw pixels: PNG encoding is host work for the writer, not for the actor that holds the GPU)."""
-    rows = purified.rows.values()
+    rows = judgement.rows.values()
     embeddings = [r["embedding"] for r in rows if r.get("embedding") is not None]
-    keys = list(purified.images)
+    keys = list(judgement.images)
     return {
         **{name: row[name] for name in PASSED_ON},
         "verdicts": json.dumps([{k: v for k, v in r.items() if k != "embedding"} for r in rows]),
         "embeddings": np.asarray(embeddings, dtype=np.float32).tobytes() if embeddings else b"",
         "dim": dim,
         "purified_keys": json.dumps(keys),  # (key, member) pairs
-        "members": json.dumps(purified.members),
-        "purified": np.stack([purified.images[k] for k in keys]).tobytes() if keys else b"",
-        "batch_size": purified.batch_size,
-        "batches": purified.batches,
-        "batched_images": purified.batched_images,
+        "members": json.dumps(judgement.members),
+        "purified": np.stack([judgement.images[k] for k in keys]).tobytes() if keys else b"",
+        "batch_size": judgement.batch_size,
+        "batches": judgement.batches,
+        "batched_images": judgement.batched_images,
         "seconds": seconds,
         "models": json.dumps(models),
     }
 
 
-def purified_of(row: dict[str, Any]) -> Purified:
-    """Inverse of `purified_row`."""
+def judgement_of(row: dict[str, Any]) -> Judgement:
+    """Inverse of `judgement_row`."""
     dim, size = int(row["dim"]), int(row["work_size"])
     embeddings = np.frombuffer(bytes(row["embeddings"]), dtype=np.float32).reshape(-1, dim)
     rows, used = {}, 0
@@ -126,4 +126,4 @@ def purified_of(row: dict[str, Any]) -> Purified:
         rows[verdict["key"]] = verdict
     pixels = np.frombuffer(bytes(row["purified"]), dtype=np.uint8).reshape(-1, size, size, 3)
     images = {tuple(member): image for member, image in zip(json.loads(row["purified_keys"]), pixels)}
-    return Purified(rows, images, int(row["batch_size"]), int(row["batches"]), int(row["batched_images"]), json.loads(row["members"]))
+    return Judgement(rows, images, int(row["batch_size"]), int(row["batches"]), int(row["batched_images"]), json.loads(row["members"]))

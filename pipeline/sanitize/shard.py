@@ -60,8 +60,8 @@ def decode_shard(shard: ShardInput, work_size: int, max_pixels: int = DEFAULT_MA
 
 
 @dataclass
-class Purified:
-    """What purification produced for one shard's records."""
+class Judgement:
+    """What judging produced for one shard's records: their verdict rows and the purified images of its illusions."""
 
     rows: dict[str, dict[str, Any]]  # verdict row by key, errors included
     images: dict[tuple[str, str], np.ndarray]  # (key, member) -> purified image (H x W x 3 uint8) of each illusion, when asked for
@@ -75,7 +75,7 @@ def finish_shard(
     storage: Storage,
     output: str,
     shard: ShardInput,
-    purified: Purified,
+    judgement: Judgement,
     *,
     dim: int,
     policy: str | None,
@@ -90,11 +90,11 @@ def finish_shard(
     A shard that was not read in full (unreadable, truncated, empty, over the size cap) still gets
     its outputs and a manifest that reports the problem, marked incomplete so that the next run
     tries the shard again."""
-    rows = purified.rows
+    rows = judgement.rows
     ordered = [{**rows[s.key], "truth": truth_of(s)} for s in shard.samples]
-    pngs = {member: encode_png(image) for member, image in purified.images.items()} if policy == "purify" else {}
+    pngs = {member: encode_png(image) for member, image in judgement.images.items()} if policy == "purify" else {}
     kept, quarantined = (None, []) if policy is None else sanitised_samples(
-        shard.samples, rows, purified.members, pngs, policy=policy, on_error=on_error, on_uncertain=on_uncertain, work_size=work_size)
+        shard.samples, rows, judgement.members, pngs, policy=policy, on_error=on_error, on_uncertain=on_uncertain, work_size=work_size)
     verdicts = Counter(r["verdict"] for r in ordered if r["status"] == "ok")
     manifest = {
         "shard": shard.name,
@@ -106,8 +106,8 @@ def finish_shard(
         "verdicts": {v: verdicts.get(v, 0) for v in ("clean", "illusion", "uncertain")},
         "purified": len(pngs),
         # illusions whose purified image failed its re-embedding check: quarantined, never replaced
-        "replacements_rejected": sum(outcome == "illusion" and (key, ext) not in purified.images
-                                     for key, outcomes in purified.members.items() for ext, outcome in outcomes.items())
+        "replacements_rejected": sum(outcome == "illusion" and (key, ext) not in judgement.images
+                                     for key, outcomes in judgement.members.items() for ext, outcome in outcomes.items())
                                  if policy == "purify" else 0,
         "quarantined": len(quarantined),
         "problems": shard.problems,
@@ -115,7 +115,7 @@ def finish_shard(
         "on_error": on_error if policy else None,
         "on_uncertain": on_uncertain if policy else None,
         "work_size": work_size,
-        "batches": {"count": purified.batches, "images": purified.batched_images, "size": purified.batch_size},
+        "batches": {"count": judgement.batches, "images": judgement.batched_images, "size": judgement.batch_size},
         "seconds": round(seconds, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": fingerprints,

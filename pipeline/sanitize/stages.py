@@ -1,6 +1,6 @@
 """A shard's work as three stage objects, each declaring the resources it needs:
 
-    ReadDecode (task)  ->  Purify (models loaded once per instance: an actor, GPU when there is one)
+    ReadDecode (task)  ->  Judge (models loaded once per instance: an actor, GPU when there is one)
                        ->  WriteOutputs (task; manifest last)  ->  {"manifest", "stop"}
 
 A row is one input shard (the codec: row_codec.py). Stages hand each other rows only, so two executors run
@@ -21,7 +21,7 @@ from ..io.sandbox import Budgets, Sandbox, shared_sandbox
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from ..io.storage import Storage, StoreUnreachable, shard_name
 from ..stops import RunStopped
-from .row_codec import decoded_row, purified_of, purified_row, row_records, shard_of, uri_field, uri_of
+from .row_codec import decoded_row, judgement_of, judgement_row, row_records, shard_of, uri_field, uri_of
 from .shard import ShardInput, decode_shard, finish_shard, read_shard
 
 if TYPE_CHECKING:
@@ -73,8 +73,8 @@ class ReadDecode:
         return decoded_row(shard, decode_shard(shard, self.work_size, sandbox=sandbox), self.work_size)
 
 
-class Purify:
-    """Consensus purification of every sample of a shard, in full batches. The purifier is built from
+class Judge:
+    """The verdict on every sample of a shard by consensus purification, in full batches. The purifier is built from
     the config once per instance (`purifier`: one already built, as `process_shard` is given)."""
 
     def __init__(self, config: SanitizeConfig, noise: NoiseKey, threads: int | None = None,
@@ -84,7 +84,7 @@ class Purify:
         import torch
 
         from ..malloc_tuning import keep_freed_memory
-        from .purify import fingerprints
+        from .judge import fingerprints
 
         if threads is not None:  # Ray sets OMP_NUM_THREADS=1 in workers; give torch the threads this actor was granted
             torch.set_num_threads(max(1, int(os.environ.get("DISILLUSION_ACTOR_THREADS", threads))))
@@ -95,12 +95,12 @@ class Purify:
         self.models = fingerprints(self.purifier, noise)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        from .purify import purify_records  # torch: imported by the actor, never by the task workers
+        from .judge import judge_records  # torch: imported by the actor, never by the task workers
 
         start = time.perf_counter()
-        purified = purify_records(self.purifier, row_records(row), shard_name(uri_of(row)), noise=self.noise,
+        judgement = judge_records(self.purifier, row_records(row), shard_name(uri_of(row)), noise=self.noise,
                                   batch_size=self.batch_size, want_images=self.want_images)
-        return purified_row(row, purified, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
+        return judgement_row(row, judgement, seconds=time.perf_counter() - start, models=self.models, dim=self.purifier.encoder.dim)
 
 
 class WriteOutputs:
@@ -118,7 +118,7 @@ class WriteOutputs:
             return {"manifest": "", "stop": row["stop"]}
         try:
             manifest = finish_shard(
-                self.storage or Storage(self.s3_endpoint), self.output, shard_of(row), purified_of(row), dim=int(row["dim"]),
+                self.storage or Storage(self.s3_endpoint), self.output, shard_of(row), judgement_of(row), dim=int(row["dim"]),
                 policy=self.policy, seconds=float(row["seconds"]), fingerprints=json.loads(row["models"]),
                 work_size=int(row["work_size"]), on_error=self.on_error, on_uncertain=self.on_uncertain,
             )
@@ -128,7 +128,7 @@ class WriteOutputs:
 
 
 def shard_stages(config: SanitizeConfig, output: str, noise: NoiseKey, *, task_cpus: float = 1.0,
-                 purify: Resources = Resources(actors=1), threads: int | None = None, **injected: Any) -> list[Stage]:
+                 judge: Resources = Resources(actors=1), threads: int | None = None, **injected: Any) -> list[Stage]:
     """A run's three stages. The noise key reaches the purifiers as a constructor argument, never
     through the config that run.json records. `injected`: in-process extras (`storage`, `sandbox`,
     `purifier`), each given to the stages that take it."""
@@ -139,7 +139,7 @@ def shard_stages(config: SanitizeConfig, output: str, noise: NoiseKey, *, task_c
         Stage("read+decode", ReadDecode, {"work_size": config.working_size(), "max_shard_bytes": config.max_shard_bytes,
                                           "budgets": config.budgets(), "s3_endpoint": config.s3_endpoint, **given("storage", "sandbox")},
               Resources(num_cpus=task_cpus)),
-        Stage("purify", Purify, {"config": config, "noise": noise, "threads": threads, **given("purifier")}, purify),
+        Stage("judge", Judge, {"config": config, "noise": noise, "threads": threads, **given("purifier")}, judge),
         Stage("write", WriteOutputs, {"output": output, "policy": config.policy, "on_error": config.on_error,
                                       "on_uncertain": config.on_uncertain, "s3_endpoint": config.s3_endpoint, **given("storage")},
               Resources(num_cpus=task_cpus)),
@@ -176,7 +176,7 @@ def process_shard(
     budgets: Budgets = Budgets(),
     sandbox: Sandbox | None = None,
 ) -> dict[str, Any]:
-    """Read, decode, purify and write one shard in this process with `purifier`: the stages a Ray run
+    """Read, decode, judge and write one shard in this process with `purifier`: the stages a Ray run
     spreads over workers (stages.py), run by the in-process executor; returns the manifest.
     `work_size` defaults to the encoder's input size; `noise` to a fresh secret (pass the run's key
     to every shard of one run)."""

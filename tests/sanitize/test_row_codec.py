@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from pipeline.sanitize.row_codec import decoded_row, purified_of, purified_row, row_records, shard_of
+from pipeline.sanitize.row_codec import decoded_row, judgement_of, judgement_row, row_records, shard_of
 from pipeline.io.shards import Sample
 from pipeline.sanitize.records import Record
-from pipeline.sanitize.shard import Purified, ShardInput
+from pipeline.sanitize.shard import Judgement, ShardInput
 
 
 def test_rows_round_trip():
@@ -28,7 +28,7 @@ def test_rows_round_trip():
     verdicts = {"a": {"key": "a", "status": "ok", "embedding": [0.5, -0.5]}, "b": {"key": "b", "status": "error", "embedding": None},
                 "c": {"key": "c", "status": "ok", "embedding": [1.0, 0.0]}}
     members = {"a": {"png": "clean"}, "c": {"jpg": "illusion"}}
-    purified = Purified(verdicts, {("c", "jpg"): pixels[1]}, batch_size=16, batches=1, batched_images=2, members=members)
-    back = purified_of(purified_row(row, purified, seconds=1.5, models={"encoder": "e"}, dim=2))
+    purified = Judgement(verdicts, {("c", "jpg"): pixels[1]}, batch_size=16, batches=1, batched_images=2, members=members)
+    back = judgement_of(judgement_row(row, purified, seconds=1.5, models={"encoder": "e"}, dim=2))
     assert back.rows == verdicts and back.batches == 1 and back.batched_images == 2 and back.members == members
     assert list(back.images) == [("c", "jpg")] and np.array_equal(back.images[("c", "jpg")], pixels[1])

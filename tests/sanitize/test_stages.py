@@ -5,7 +5,7 @@ import sys
 from pipeline.io.shards import Sample, read_samples, write_samples
 from pipeline.models.noise import NoiseKey
 from pipeline.sanitize.config import SanitizeConfig
-from pipeline.sanitize.stages import Purify, ReadDecode, WriteOutputs, run_in_process, shard_stages
+from pipeline.sanitize.stages import Judge, ReadDecode, WriteOutputs, run_in_process, shard_stages
 from tests.corpora import corpus_samples
 
 
@@ -26,8 +26,8 @@ def test_outputs_come_from_the_bytes_that_were_examined(tmp_path):
     shard.write_bytes(write_samples(examined))
     decoded = ReadDecode(work_size=32, max_shard_bytes=1 << 30)({"uri": uri_field(str(shard))})
     shard.write_bytes(write_samples(replacement))
-    purified = Purify(config, NoiseKey.fresh())(decoded)
-    done = WriteOutputs(output=str(tmp_path / "out"), policy="keep", on_error="keep", on_uncertain="keep")(purified)
+    judged = Judge(config, NoiseKey.fresh())(decoded)
+    done = WriteOutputs(output=str(tmp_path / "out"), policy="keep", on_error="keep", on_uncertain="keep")(judged)
     assert done["stop"] == "" and json.loads(done["manifest"])["samples"] == 3
     written = list(read_samples((tmp_path / "out" / "shards" / "shard-000000.tar").read_bytes()))
     assert [s.key for s in written] == [s.key for s in examined]
@@ -40,7 +40,7 @@ def test_the_in_process_executor_runs_a_run_s_stages_shard_after_shard(tmp_path)
         (tmp_path / "in" / f"shard-{i:06d}.tar").write_bytes(write_samples(corpus_samples(3 * i, 3)))
     config = SanitizeConfig.resolve(preset="demo", n=2, on_illusion="drop")
     stages = shard_stages(config, str(tmp_path / "out"), NoiseKey.fresh())
-    assert [s.name for s in stages] == ["read+decode", "purify", "write"] and stages[1].resources.actors == 1
+    assert [s.name for s in stages] == ["read+decode", "judge", "write"] and stages[1].resources.actors == 1
     manifests = list(run_in_process(stages, sorted(str(p) for p in (tmp_path / "in").iterdir())))
     assert [m["shard"] for m in manifests] == ["shard-000000", "shard-000001"] and all(m["samples"] == 3 for m in manifests)
     assert (tmp_path / "out" / "manifests" / "shard-000001.json").exists()

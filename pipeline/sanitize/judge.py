@@ -1,4 +1,5 @@
-"""The purification step of a shard's work (torch): verdict rows and purified images for its records."""
+"""The judging step of a shard's work (torch): the consensus verdict row of every record, and the
+purified images of those judged illusions."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from ..defense.consensus import ConsensusPurifier
 from ..io.images import to_uint8
 from ..models.noise import NoiseKey
 from .records import Record, as_images
-from .shard import Purified
+from .shard import Judgement
 from .verdicts import error_row, ok_row, outcome, sample_row
 
 
-def purify_records(
+def judge_records(
     purifier: ConsensusPurifier, records: Sequence[Record], shard: str, *, noise: NoiseKey, batch_size: int, want_images: bool
-) -> Purified:
+) -> Judgement:
     """One verdict row per sample (errors included; see `sample_row` for samples with several image
     members) and the purified image of every member judged an illusion.
 
@@ -25,7 +26,7 @@ def purify_records(
     or on which worker ran them, and an attacker cannot compute them; a batch that fails is retried
     one image at a time so that only the culprit becomes an error row.
     """
-    out = Purified({}, {}, batch_size)
+    out = Judgement({}, {}, batch_size)
     decoded = [r for r in records if r.pixels is not None]
 
     def run(batch: list[Record]) -> list[dict[str, Any]]:
