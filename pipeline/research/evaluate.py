@@ -108,15 +108,8 @@ def run_evaluate(settings: EvaluateSettings, device: torch.device, device_name: 
     rows, adaptive_cache = [], {}
     for name in wanted:
         defense = _defense(name, preset, encoder, bank, text, settings, device, verdict, witness)
-        inputs = {"clean": images, "illusion": illusions}
-        if adaptive is not None:
-            if defense.attack_key not in adaptive_cache:
-                adaptive_cache[defense.attack_key] = _timed(f"adaptive attack against {defense.attack_key} on {adaptive_count} images", lambda: adaptive_inputs(
-                    defense, text, images[:adaptive_count], targets[:adaptive_count], adaptive, settings.batch_size))
-            inputs["adaptive"] = adaptive_cache[defense.attack_key]
-        if detect is not None and defense.detect_objective is not None:
-            inputs["detect-adaptive"] = _timed(f"detect-adaptive attack against {defense.name} on {detect_count} images", lambda: detect_adaptive_inputs(
-                defense, text, images[:detect_count], targets[:detect_count], detect, settings.batch_size))
+        inputs = {"clean": images, "illusion": illusions, **_attacked(defense, text, images, targets, (adaptive, adaptive_count),
+                                                                      (detect, detect_count), settings.batch_size, adaptive_cache)}
         new = evaluate_defense(defense, text, inputs, labels, targets, settings.batch_size)
         echo(format_rows(new, header=not rows))
         rows += new
@@ -126,6 +119,23 @@ def run_evaluate(settings: EvaluateSettings, device: torch.device, device_name: 
     final = report(rows, ablations, complete=True)
     write_tables(final, settings.json, settings.markdown, markdown_report)
     return final
+
+
+def _attacked(defense, text, images, targets, adaptive, detect, batch_size: int, cache: dict) -> dict[str, torch.Tensor]:
+    """The attacked inputs a defense faces: the adaptive (EOT) attack against its reconstructor (made
+    once per reconstructor kind: `cache`), and the detect-adaptive attacker when it gives verdicts.
+    `adaptive`, `detect`: (config or None when skipped, images attacked)."""
+    (adaptive, adaptive_count), (detect, detect_count) = adaptive, detect
+    inputs = {}
+    if adaptive is not None:
+        if defense.attack_key not in cache:
+            cache[defense.attack_key] = _timed(f"adaptive attack against {defense.attack_key} on {adaptive_count} images", lambda: adaptive_inputs(
+                defense, text, images[:adaptive_count], targets[:adaptive_count], adaptive, batch_size))
+        inputs["adaptive"] = cache[defense.attack_key]
+    if detect is not None and defense.detect_objective is not None:
+        inputs["detect-adaptive"] = _timed(f"detect-adaptive attack against {defense.name} on {detect_count} images", lambda: detect_adaptive_inputs(
+            defense, text, images[:detect_count], targets[:detect_count], detect, batch_size))
+    return inputs
 
 
 def _attacks(settings: EvaluateSettings) -> tuple[AttackConfig, AttackConfig | None, DetectAdaptiveConfig | None]:

@@ -104,23 +104,25 @@ def run_point(
     text = bank.embeddings(encoder)
     adaptive = detect_adaptive_inputs(defense, text, images[:attack_images], targets[:attack_images], attack, batch_size)
     rows = evaluate_defense(defense, text, {"clean": images, "illusion": illusions, "detect-adaptive": adaptive}, labels, targets, batch_size)
-    metrics: dict[str, Any] = {}
-    for row in rows:
-        count = len(images) if row.input != "detect-adaptive" else len(adaptive)
-        entry = {"images": count, "top1": row.top1, "flagged": row.verdict_illusion, "uncertain": row.verdict_uncertain,
-                 "uncertain_target": row.uncertain_target, "uncertain_true": row.uncertain_true}
-        for policy in POLICIES:
-            entry[f"top1_downstream_{policy}"] = getattr(row, f"true_{policy}")
-            share = getattr(row, f"target_{policy}")
-            entry[f"target_{policy}"] = share
-            entry[f"target_{policy}_ci"] = wilson(round(share * count), count)
-        metrics[row.input] = entry
+    metrics: dict[str, Any] = {row.input: _row_metrics(row, len(images) if row.input != "detect-adaptive" else len(adaptive)) for row in rows}
     thresholds = verdict.thresholds()
     if relaxed is not None and witness is not None:
         metrics["witness-relaxed"] = relaxed_suite(encoder, defended.witness, text, thresholds, relaxed,
                                                    images[:attack_images], targets[:attack_images], batch_size)
     return PointResult(point, thresholds,
                        max(c.false_positive_rate for c in per_group.values()), metrics, time.perf_counter() - start)
+
+
+def _row_metrics(row, count: int) -> dict[str, Any]:
+    """A point's figures for one input (of `count` images): verdict shares, and per policy the clean
+    Top-1 and the target's share downstream (with its Wilson interval)."""
+    entry = {"images": count, "top1": row.top1, "flagged": row.verdict_illusion, "uncertain": row.verdict_uncertain,
+             "uncertain_target": row.uncertain_target, "uncertain_true": row.uncertain_true}
+    for policy in POLICIES:
+        share = getattr(row, f"target_{policy}")
+        entry.update({f"top1_downstream_{policy}": getattr(row, f"true_{policy}"), f"target_{policy}": share,
+                      f"target_{policy}_ci": wilson(round(share * count), count)})
+    return entry
 
 
 def relaxed_pass(encoder, witness, text, thresholds: dict[str, Any], targets):

@@ -41,3 +41,16 @@ def test_witness_training_is_deterministic(bpe_path):
     data = LabelledImages(rng.integers(0, 256, (32, 28, 28), dtype=np.uint8), rng.integers(0, 10, 32))
     first, second = (train_witness(encoder, data, epochs=2, pgd_steps=2, batch_size=16, seed=3).model.state_dict() for _ in range(2))
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_clean_fidelity_term_pulls_the_witness_to_the_encoder_on_clean_images(bpe_path):
+    encoder = tiny_clip_encoder(bpe_path)
+    rng = np.random.default_rng(2)
+    data = LabelledImages(rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64))
+    x, _ = data.tensors()
+    recipe = dict(epochs=6, eps=32 / 255, pgd_steps=2, batch_size=32, lr=2e-3, seed=0)
+    fare, anchored = (train_witness(encoder, data, clean_weight=weight, **recipe) for weight in (0.0, 10.0))
+    assert float(witness_gaps(encoder, anchored, x).mean()) < float(witness_gaps(encoder, fare, x).mean())
+    # A device given as a string runs the same arithmetic as the default on this machine.
+    again = train_witness(encoder, data, clean_weight=10.0, device="cpu", **recipe)
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in anchored.model.state_dict().items())

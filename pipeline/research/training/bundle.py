@@ -100,18 +100,7 @@ def train_demo(settings: TrainDemoSettings, command: str) -> dict:
         recon.save_pretrained(os.path.join(settings.out, "dm"))
         metrics["dm"].update(epochs=settings.dm_epochs, psnr_strength_0p1_test=round(dm.reconstruction_psnr(lambda x: recon.reconstruct(x, 1)[:, 0], test, count=200), 2))
     if "witness" in wanted:
-        from ...models.registry import load_encoder
-        from ..witness import train_witness, witness_metrics
-
-        clip = load_encoder(f"clip:{os.path.join(settings.out, 'clip')}")
-        eps = parse_fraction(settings.witness_eps)
-        witness = timed("witness", lambda: train_witness(
-            clip, train, epochs=settings.witness_epochs, eps=eps, batch_size=settings.witness_batch_size, lr=settings.witness_lr,
-            stored_share=settings.witness_stored_share, clean_weight=settings.witness_clean_weight, seed=settings.seed,
-            device=settings.witness_device))
-        witness.save_pretrained(os.path.join(settings.out, "witness"))
-        metrics["witness"].update(machine=machine_description(torch.device(settings.witness_device)), epochs=settings.witness_epochs, eps=settings.witness_eps, stored_share=settings.witness_stored_share,
-                                  **_witness_recipe(settings), **witness_metrics(clip, witness, test, eps=eps, device=settings.witness_device))
+        _witness(settings, train, test, timed, metrics)
     for name in ("vae", "ae", "dm"):
         if os.path.isdir(os.path.join(settings.out, name)):
             with open(os.path.join(settings.out, name, "disillusion.json"), "w") as handle:
@@ -121,6 +110,23 @@ def train_demo(settings: TrainDemoSettings, command: str) -> dict:
     with open(os.path.join(settings.out, "MODEL_CARD.md"), "w") as handle:
         handle.write(model_card(metrics))
     return metrics
+
+
+def _witness(settings: TrainDemoSettings, train: LabelledImages, test: LabelledImages, timed, metrics: dict) -> None:
+    """The witness: a robust copy of the CLIP in `settings.out`, trained and measured (train_demo's `timed` and `metrics`)."""
+    from ...models.registry import load_encoder
+    from ..witness import train_witness, witness_metrics
+
+    clip = load_encoder(f"clip:{os.path.join(settings.out, 'clip')}")
+    eps = parse_fraction(settings.witness_eps)
+    witness = timed("witness", lambda: train_witness(
+        clip, train, epochs=settings.witness_epochs, eps=eps, batch_size=settings.witness_batch_size, lr=settings.witness_lr,
+        stored_share=settings.witness_stored_share, clean_weight=settings.witness_clean_weight, seed=settings.seed,
+        device=settings.witness_device))
+    witness.save_pretrained(os.path.join(settings.out, "witness"))
+    metrics["witness"].update(machine=machine_description(torch.device(settings.witness_device)), epochs=settings.witness_epochs,
+                              eps=settings.witness_eps, stored_share=settings.witness_stored_share, **_witness_recipe(settings),
+                              **witness_metrics(clip, witness, test, eps=eps, device=settings.witness_device))
 
 
 def _witness_recipe(settings: TrainDemoSettings) -> dict:
