@@ -322,6 +322,9 @@ def matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> 
 
 
 def full_size_purifier(encoder_name: str, setting: RunVariant, device: torch.device, labels, n: int) -> ConsensusPurifier:
+    """The full-size models with random weights, run one way (`setting`). The one purifier the research
+    code assembles itself: no spec names these models, so the factory (`SanitizeConfig.build_purifier`)
+    cannot load them, and the variants tried (autocast, memory format) are not settings of a run."""
     from ..models.architectures import full_size_encoder, sd_vae_reconstructor
 
     torch.manual_seed(0)

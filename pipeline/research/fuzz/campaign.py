@@ -34,7 +34,9 @@ from ...sanitize.outputs import output_paths
 from ...sanitize.stages import process_shard
 from .mutations import fuzz_shard
 
-POLICIES = ("drop", "purify", "keep", None)  # rotated over shards: every writer path is exercised (None: audit)
+# Rotated over shards so that every writer path is exercised: each of sanitize's POLICIES
+# (sanitize/outputs.py), in the order the seeded campaigns have always used, then None (audit).
+POLICY_ROTATION = ("drop", "purify", "keep", None)
 
 
 class _Timeout(Exception):
@@ -99,7 +101,7 @@ class ShardCheck:
         storage, name = Storage(), f"fuzz-{seed:06d}"
         uri, output = os.path.join(self.workdir, "in", f"{name}.tar"), os.path.join(self.workdir, "out")
         storage.write_bytes(uri, data)
-        policy = POLICIES[seed % len(POLICIES)]
+        policy = POLICY_ROTATION[seed % len(POLICY_ROTATION)]
         self.sandbox.decodes.clear()
         self.sandbox.walks.clear()
         outcome = Outcome(seed, mutations, "ok")

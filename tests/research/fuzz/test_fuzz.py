@@ -4,10 +4,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.io.sandbox import Budgets
-from pipeline.research.fuzz.campaign import RecordingSandbox, ShardCheck, run_campaign
+from pipeline.research.fuzz.campaign import POLICY_ROTATION, RecordingSandbox, ShardCheck, run_campaign
 from pipeline.research.fuzz.mutations import fuzz_shard, valid_shard
 from pipeline.research.fuzz.reproducers import REPRODUCERS
 from pipeline.sanitize.config import SanitizeConfig
+from pipeline.sanitize.outputs import POLICIES
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +70,7 @@ def test_fuzzed_shards_through_disillusion_audit_twice(tmp_path):
     assert summary["failures"] == [] and summary["manifests"] == 12
     first, rerun = summary["runs"]
     assert first["exit_code"] in (0, 1) and rerun["exit_code"] in (0, 1)
+
+
+def test_the_campaign_rotates_through_every_policy_and_audit():
+    assert sorted(p for p in POLICY_ROTATION if p) == sorted(POLICIES) and None in POLICY_ROTATION
