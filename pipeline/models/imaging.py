@@ -6,10 +6,31 @@ Models see their own range and size; these helpers convert in and out (different
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+# Inside `straight_through_clamps()` the output clamps pass gradients as the identity (BPDA): an
+# attacker's tool for gradients a clamp would zero (saturated background pixels); values are unchanged.
+_STRAIGHT_THROUGH: ContextVar[bool] = ContextVar("straight_through_clamps", default=False)
+
+
+@contextlib.contextmanager
+def straight_through_clamps() -> Iterator[None]:
+    token = _STRAIGHT_THROUGH.set(True)
+    try:
+        yield
+    finally:
+        _STRAIGHT_THROUGH.reset(token)
+
+
+def _clamp01(x: torch.Tensor) -> torch.Tensor:
+    clamped = x.clamp(0.0, 1.0)
+    return x + (clamped - x).detach() if _STRAIGHT_THROUGH.get() else clamped
 
 
 def as_rgb_batch(images: torch.Tensor) -> torch.Tensor:
@@ -84,8 +105,8 @@ def to_model_space(images: torch.Tensor, resolution: int | None, multiple: int) 
 
 def from_model_space(decoded: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Inverse of `to_model_space`: back to [0, 1] at the input size."""
-    images = ((decoded.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+    images = _clamp01((decoded.float() + 1.0) / 2.0)
     h, w = geometry.input_size
     if geometry.padded:
         return images[..., :h, :w]
-    return resize(images, (h, w)).clamp(0.0, 1.0)
+    return _clamp01(resize(images, (h, w)))

@@ -66,6 +66,8 @@ class FrontierSettings:
     detect_steps: int = setting(200, "steps of the detect-adaptive attacker", comparable=True)
     eot: int = setting(16, "reconstruction draws per step of the detect-adaptive attacker", comparable=True)
     restarts: int = setting(1, "starts of the detect-adaptive attacker", comparable=True)
+    straight_through: bool = setting(False, "the detect-adaptive attacker differentiates through the reconstructions' output clamps as "
+                                             "the identity (BPDA)", comparable=True, absent=False)
     dm_attack_steps: int | None = setting(None, "dm points: attack through a surrogate with this many denoising steps (default: the full chain)",
                                            comparable=True)
     seed: int = setting(0, "seed of the images, targets, attacks and draws", comparable=True)
@@ -103,7 +105,8 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
     illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(eps=eps, steps=settings.steps, seed=settings.seed))
     with torch.no_grad():
         undefended_top1 = float(((encoder.embed_images(images) @ text.T).argmax(-1).cpu() == labels).float().mean())
-    attack = DetectAdaptiveConfig(eps=eps, steps=settings.detect_steps, eot=settings.eot, restarts=settings.restarts, seed=settings.seed)
+    attack = DetectAdaptiveConfig(eps=eps, steps=settings.detect_steps, eot=settings.eot, restarts=settings.restarts, seed=settings.seed,
+                                  straight_through=settings.straight_through)
 
     def report(results, sanity, complete: bool) -> dict:
         # Written after every point too (complete: false): a long sweep keeps what it measured.

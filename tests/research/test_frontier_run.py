@@ -14,13 +14,14 @@ def test_the_witness_in_the_verdict_is_the_presets_or_the_one_named():
         witness_spec(FrontierSettings(witness_model="clip:/elsewhere"), demo)
 
 
-def test_a_frontier_point_with_a_named_witness_calibrates_its_thresholds_and_runs_the_relaxed_suite():
+def test_a_frontier_point_with_a_named_witness_and_a_bpda_attacker_calibrates_and_runs_the_relaxed_suite():
     settings = FrontierSettings(vae="0", ae="", dm="", n="3", offset=500, limit=6, attack_limit=4, witness=True,
                                 witness_model=get_preset("demo").witness, calibrate_on="sample", calibration_limit=20, steps=2,
-                                detect_steps=2, eot=2, suite_steps=2, suite_restarts=1, suite_queries=4, select_limit=4)
+                                detect_steps=2, eot=2, straight_through=True, suite_steps=2, suite_restarts=1, suite_queries=4, select_limit=4)
     report = run_frontier(settings, torch.device("cpu"), "cpu", echo=lambda *_: None)
     (point,) = report["points"]
-    assert report["config"]["witness_model"] == settings.witness_model and report["config"]["complete"]
+    assert report["config"]["witness_model"] == settings.witness_model and report["config"]["straight_through"]
+    assert report["config"]["complete"]
     assert point["thresholds"]["max_witness_gap"] is not None and point["thresholds"]["max_witness_margin"] is not None
     relaxed = point["metrics"]["witness-relaxed"]
     assert relaxed["images"] == 4 and set(relaxed["per_attack"]) == {"apgd", "square"} and relaxed["chosen"]["images"] == 4

@@ -20,6 +20,7 @@ random restarts, and the best iterate per image kept as judged by the real defen
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ...defense.consensus import witness_measures
+from ...models.imaging import straight_through_clamps
 from .illusion import Objective
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class DetectAdaptiveConfig:
     witness_margin_limit: float = 0.025  # aim below the verdict's witness-margin threshold (set from it by the caller)
     witness_weight: float = 10.0
     check_every: int = 25  # steps between judgements of the iterate on fresh draws
+    straight_through: bool = False  # BPDA: gradients through the reconstructions' output clamps as the identity
     seed: int = 0
 
 
@@ -108,7 +111,8 @@ def detect_adaptive_attack(
             x = (x + torch.empty(x.shape).uniform_(-config.eps, config.eps, generator=generator).to(x)).clamp(0, 1)
         for step in range(config.steps):
             x.requires_grad_(True)
-            (grad,) = torch.autograd.grad(objective(x, restart * config.steps + step).sum(), x)
+            with straight_through_clamps() if config.straight_through else contextlib.nullcontext():
+                (grad,) = torch.autograd.grad(objective(x, restart * config.steps + step).sum(), x)
             with torch.no_grad():
                 x = x - config.step_size * grad.sign()
                 x = (original + (x - original).clamp(-config.eps, config.eps)).clamp(0, 1)
