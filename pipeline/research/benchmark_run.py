@@ -118,8 +118,8 @@ def bench_images(count: int, size: int) -> torch.Tensor:
 # --- sections ---------------------------------------------------------------------------------------
 
 def models_section(settings: BenchmarkSettings, device: torch.device, echo=print) -> list[dict]:
-    from ..presets import get_preset
     from ..defense import ConsensusConfig
+    from ..presets import get_preset
     from .benchmark import benchmark_models, markdown_table
     from .models import preset_purifier
 
@@ -311,10 +311,10 @@ def pipeline_section(settings: BenchmarkSettings, echo=print) -> dict:
 
 
 def early_exit_section(settings: BenchmarkSettings, device: torch.device, echo=print) -> list[dict]:
+    from ..defense import ConsensusConfig
     from ..presets import get_preset
     from .attacks import AttackConfig, illusion_attack, pick_targets
     from .attacks.illusion import cosine_objective
-    from ..defense import ConsensusConfig
     from .benchmark import early_exit_comparison
     from .data.fashion_mnist import load_sample
     from .models import preset_purifier

@@ -213,8 +213,8 @@ def _defense(name, preset, encoder, bank, text, settings, device, verdict, witne
         return jpeg_defense(encoder, text, quality=75)
     if name == "blur":
         return blur_defense(encoder, text, sigma=1.0)
-    kind, _, consensus = name.partition("+")
-    n = settings.n if consensus else 1
+    kind, _, voted = name.partition("+")
+    n = settings.n if voted else 1
     consensus = ConsensusConfig(n=n, early_exit="off", top_k=len(bank), seed=settings.seed, verdict=verdict)
     purifier = preset_purifier(preset, kind, consensus, witness=witness, device=device)
     surrogate = None

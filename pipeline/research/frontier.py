@@ -82,10 +82,10 @@ def run_point(
     relaxed=None,
 ) -> PointResult:
     """`witness`: the model spec of a robust copy of the encoder in the verdict (its thresholds
-    calibrated with the drift's), which the attacker knows and aims under too; `on_uncertain`: what downstream gets of
-    `uncertain` samples; `relaxed`: a `research.witness_attack.Selection`, to also run the
-    relaxed suite against the witness test (`research/witness_attack.py`): loss weights chosen on the
-    selection images, reported on the attacked ones."""
+    calibrated with the drift's), which the attacker knows and aims under too; `on_uncertain`: what
+    downstream gets of `uncertain` samples; `relaxed`: a `research.witness_attack.Selection`, to also
+    run the relaxed suite against the witness test (`research/witness_attack.py`): loss weights chosen
+    on the selection images, reported on the attacked ones."""
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value}
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that
