@@ -130,8 +130,8 @@ def _witness(settings: TrainDemoSettings, train: LabelledImages, test: LabelledI
 
 
 def _witness_recipe(settings: TrainDemoSettings) -> dict:
-    """The witness settings that differ from the published recipe, for its metrics (the shipped
-    witness's metrics, written before these settings existed, stay as they were)."""
+    """The witness settings that differ from the published recipe, for its metrics (a witness made by
+    that recipe records none of them, as before these settings existed)."""
     defaults = TrainDemoSettings(out="-")
     names = ("witness_clean_weight", "witness_batch_size", "witness_lr", "witness_device")
     return {name.removeprefix("witness_"): getattr(settings, name) for name in names if getattr(settings, name) != getattr(defaults, name)}
