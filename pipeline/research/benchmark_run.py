@@ -30,7 +30,6 @@ SECTIONS = ("models", "reader", "geometry", "pipeline", "early-exit", "attack")
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "attack")  # the attack section runs when named
 
 
-
 @dataclass(frozen=True)
 class BenchmarkSettings:
     preset: str = setting("demo", "the preset measured")

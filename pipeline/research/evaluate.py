@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 ALL_DEFENSES = ("none", "jpeg", "blur", "ae", "ae+consensus", "vae", "vae+consensus", "dm", "dm+consensus")
 
 
-
 @dataclass(frozen=True)
 class EvaluateSettings:
     preset: str = setting("demo", "the preset evaluated")

@@ -33,7 +33,6 @@ Groups = dict[str, tuple[list[torch.Tensor], list[str]]]
 MODEL_SETTINGS = ("reconstructor", "witness") + tuple(s.name for s in SETTINGS if s.optional)
 
 
-
 @dataclass(frozen=True)
 class CalibrateSettings:
     """What a calibration run uses besides the models and consensus settings of `sanitize`."""

@@ -3,10 +3,11 @@
     ReadDecode (task)  ->  Judge (models loaded once per instance: an actor, GPU when there is one)
                        ->  WriteOutputs (task; manifest last)  ->  {"manifest", "stop"}
 
-A row is one input shard (the codec: row_codec.py). Stages hand each other rows only, so two executors run
-the same objects: `run_in_process` below (one process, one shard after another; `process_shard` runs
-one shard with a purifier already built: the benchmark, the fuzzer, the tests) and Ray Data (pipeline/distributed/stages.py). The read and write
-stages hold plain settings and never import torch (a Ray worker's start-up would cost seconds).
+A row is one input shard (the codec: row_codec.py). Stages hand each other rows only, so two
+executors run the same objects: `run_in_process` below (one process, one shard after another;
+`process_shard` runs one shard with a purifier already built: the benchmark, the fuzzer, the tests)
+and Ray Data (pipeline/distributed/stages.py). The read and write stages hold plain settings and
+never import torch (a Ray worker's start-up would cost seconds).
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ class ReadDecode:
 
 
 class Judge:
-    """The verdict on every sample of a shard by consensus purification, in full batches. The purifier is built from
-    the config once per instance (`purifier`: one already built, as `process_shard` is given)."""
+    """The verdict on every sample of a shard by consensus purification, in full batches. The
+    purifier is built from the config once per instance (`purifier`: one already built, as
+    `process_shard` is given)."""
 
     def __init__(self, config: SanitizeConfig, noise: NoiseKey, threads: int | None = None,
                  purifier: ConsensusPurifier | None = None):
