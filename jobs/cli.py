@@ -13,13 +13,13 @@ from collections.abc import Iterator, Sequence
 
 from pipeline import __version__
 
-from . import attack, audit, benchmark, calibrate, check, config, demo, evaluate, export, frontier, fuzz, sanitize, train_demo
+from . import attack, audit, benchmark, calibrate, check, config, corpus, demo, evaluate, export, frontier, fuzz, sanitize, train_demo
 
 # Each job module provides NAME, HELP, add_arguments(parser) and run(args) -> exit code.
 # Exit codes (README): 0 done; 1 done, with problems reported; 2 bad arguments or input, nothing
 # done; 3 the run cannot go on (outputs cannot be written, the store is unreachable, the cluster lost
 # the capacity it needs): it stopped, rerun to resume; 130 interrupted (rerun to resume).
-JOBS = (demo, sanitize, audit, export, check, attack, evaluate, frontier, calibrate, benchmark, fuzz, train_demo, config)
+JOBS = (demo, sanitize, audit, export, check, attack, corpus, evaluate, frontier, calibrate, benchmark, fuzz, train_demo, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,8 @@ rest to the gap test (the smallest gap threshold that flags at most its part, th
 margin on the samples left; a share of 0 leaves its test off), and the drift threshold
 takes what is left, so that the tests together meet the target.
 
-No illusion is looked at, so the thresholds are not tuned to any attack or corpus. They hold for
+No illusion is looked at, so the thresholds are not tuned to any attack or corpus. Without clean
+data, `unvetted_budget` says how much of an unvetted corpus the same calibration may flag. They hold for
 the reconstructor, N and early-exit setting they were measured with.
 """
 
@@ -56,7 +57,7 @@ def _drift_policy(results: Sequence[SampleResult], target_fpr: float, min_agreem
                   margin_share: float) -> VerdictPolicy:
     # The drift and witness tests come before the votes, so every sample can become a false positive:
     # floor(target * n) of them may lie above the thresholds.
-    allowed = int(target_fpr * len(results))
+    allowed = int(target_fpr * len(results) + 1e-9)  # 8/105 x 105 is 7.999... in floating point: still 8
     witness = {}
     if all(getattr(r, "witness_gap", None) is not None for r in results):
         budget = witness_share * allowed
@@ -118,19 +119,13 @@ def calibrate_groups(
     return policy, {name: Calibration(policy, *rates(results, policy), len(results)) for name, results in groups.items()}
 
 
-def unlabelled_policy(results: Sequence[SampleResult], spread: float = 3.0, min_agreement: float = 0.5) -> VerdictPolicy:
-    """Thresholds from a corpus nobody vouches for, under a stated assumption: fewer than half of its
-    samples are attacked, so the median and the median absolute deviation (MAD) of log-drift describe
-    clean samples, and a clean drift rarely lies more than `spread` robust standard deviations
-    (1.4826 MAD) above the median. The threshold sits there; illusions, which move their embedding
-    far, lie well above it."""
-    import math
-    import statistics
-
-    if not results:
-        raise ValueError("calibration needs at least one sample")
-    logs = [math.log(max(r.drift, 1e-6)) for r in results]
-    centre = statistics.median(logs)
-    mad = statistics.median(abs(v - centre) for v in logs)
-    threshold = min(2.0, math.exp(centre + spread * 1.4826 * mad))
-    return VerdictPolicy(min_agreement=min_agreement, max_drift=threshold, flip_min_drift=threshold)
+def unvetted_budget(target_fpr: float, attacked_share: float) -> float:
+    """The share b of an unvetted corpus that its own thresholds may flag so that at most
+    `target_fpr` (t) of its clean samples are flagged when up to `attacked_share` (a) of it is
+    attacked: b = a + t (1 - a). Where the attacked samples lie above the thresholds (the illusions
+    the tests see), they take a of the flags and t (1 - a) fall on clean samples: t of them. Where
+    they hide below, the clean share flagged grows to b / (1 - a); a clean corpus gets b. No tail
+    shape is assumed: the corpus's own quantiles set the thresholds, as `calibrate` does on clean data."""
+    if not 0.0 <= attacked_share < 1.0:
+        raise ValueError("attacked_share must lie in [0, 1)")
+    return attacked_share + target_fpr * (1.0 - attacked_share)

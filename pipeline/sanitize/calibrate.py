@@ -5,6 +5,8 @@ Clean images come grouped by how they were stored ({group: (images at the workin
 from shards (`shard_groups`, grouped by image format, through the reader `sanitize` uses), or, for
 the demo preset, from held-out Fashion-MNIST stored by each scraper pipeline (the research data,
 `pipeline/research/data/encodings.py`). Thresholds hold for every group (`calibrate_groups`).
+`unlabelled`: the shards are a corpus nobody vouches for, and its thresholds flag a bounded share of
+it (`unvetted_budget`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from ..batching import map_batched
 from ..defense import SampleResult, VerdictPolicy
-from ..defense.calibration import METHODS, Calibration, calibrate_groups, rates, unlabelled_policy
+from ..defense.calibration import METHODS, Calibration, calibrate as calibrate_results, calibrate_groups, rates, unvetted_budget
 from ..defense.verdict import THRESHOLDS, WITNESS_THRESHOLDS
 from ..io.shards import DEFAULT_MAX_SHARD_BYTES
 from ..io.storage import Storage
@@ -52,8 +54,10 @@ class CalibrateSettings:
     config: str | None = setting(None,
         "with --check: the thresholds, models, N and early exit of this JSON (as written by --json); model flags given here "
         "override its models", metavar="FILE")
-    unlabelled: bool = setting(False, "with --input: thresholds from the corpus itself, for audits without a clean reference (see --spread)")
-    spread: float = setting(3.0, "--unlabelled: the drift threshold sits this many robust standard deviations of log-drift above the median")
+    unlabelled: bool = setting(False, "with --input: thresholds from the corpus itself, for audits without a clean reference: "
+                                      "they flag --assume-attacked + --target-fpr x the rest of it, all groups pooled")
+    assume_attacked: float = setting(0.02, "--unlabelled: the largest share of the corpus taken to be attacked; up to it, at most "
+                                           "--target-fpr of the clean samples are flagged (a clean corpus: their sum)")
     target_fpr: float = setting(0.05, "the share of clean images a threshold may flag, on every group")
     method: str = setting("drift", "drift: flag embeddings that move under purification; votes: flag any label flip", choices=METHODS)
     min_agreement: float = setting(0.5, "drift method: vote share below which a sample is 'uncertain'")
@@ -67,6 +71,8 @@ class CalibrateSettings:
     def __post_init__(self):
         if self.unlabelled and not self.input:
             raise ValueError("--unlabelled sets thresholds from a corpus: pass it with --input")
+        if not 0.0 <= self.assume_attacked < 1.0:
+            raise ValueError("--assume-attacked must lie in [0, 1)")
         if self.config and not self.check:
             raise ValueError("--config names thresholds to check: pass it with --check")
         if self.input and self.data:
@@ -140,9 +146,14 @@ def calibrate(settings: CalibrateSettings, run: dict[str, Any], groups: Groups, 
         return {"thresholds": policy.thresholds(), "settings": {**models, **consensus},
                 "groups": {name: dict(zip(("samples", "flagged", "uncertain"), (len(rs), *rates(rs, policy)))) for name, rs in results.items()}}
     if settings.unlabelled:
-        policy = unlabelled_policy([r for rs in results.values() for r in rs], settings.spread, settings.min_agreement)
+        # Pooled, not per group: an attacker who stores every illusion in one rare format would make
+        # that group's own thresholds (and so their maximum) as loose as the illusions themselves.
+        budget = unvetted_budget(settings.target_fpr, settings.assume_attacked)
+        policy = calibrate_results([r for rs in results.values() for r in rs], budget, settings.method, settings.min_agreement,
+                                   settings.witness_share, settings.margin_share).policy
         per_group = {name: Calibration(policy, *rates(rs, policy), len(rs)) for name, rs in results.items()}
-        method = f"unlabelled: median + {settings.spread} robust sd of log-drift (assumes under half the corpus is attacked)"
+        method = (f"unlabelled {settings.method}: the corpus's own thresholds, flagging {budget:.4f} of it (at most {settings.target_fpr} "
+                  f"of its clean samples if at most {settings.assume_attacked} of it is attacked)")
     else:
         policy, per_group = calibrate_groups(results, settings.target_fpr, settings.method, settings.min_agreement,
                                              settings.witness_share, settings.margin_share)
@@ -150,7 +161,8 @@ def calibrate(settings: CalibrateSettings, run: dict[str, Any], groups: Groups, 
     return {
         "preset": settings.preset, **models, "n": consensus["n"], "early_exit": consensus["early_exit"], "alpha": consensus["alpha"],
         **policy.thresholds(),
-        "calibration": {"method": method, "target_fpr": None if settings.unlabelled else settings.target_fpr,
+        "calibration": {"method": method, "target_fpr": settings.target_fpr,
+                        **({"assume_attacked": settings.assume_attacked} if settings.unlabelled else {}),
                         "groups": {name: {"samples": c.samples, "flagged": c.false_positive_rate, "uncertain": c.uncertain_rate}
                                    for name, c in per_group.items()},
                         "source": source},

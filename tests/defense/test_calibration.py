@@ -2,7 +2,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.defense.calibration import calibrate
+from pipeline.defense.calibration import calibrate, unvetted_budget
 
 
 def clean_results():
@@ -57,6 +57,23 @@ def test_a_witness_takes_its_share_of_the_budget_and_the_three_tests_meet_the_ta
     assert margin_only.max_witness_gap is None and margin_only.max_witness_margin == pytest.approx(0.095)
     bare = calibrate(clean_results(), target_fpr=0.06).policy
     assert bare.max_witness_gap is None and bare.max_witness_margin is None
+
+
+def test_an_unvetted_corpus_keeps_the_clean_share_flagged_under_the_target_while_its_attacks_stay_under_the_bound():
+    assert unvetted_budget(0.03, 0.0) == pytest.approx(0.03) and unvetted_budget(0.03, 0.02) == pytest.approx(0.0494)
+    # 100 clean samples (drifts 0.001-0.1) and 5 illusions that moved far: with the bound at 5 of
+    # 105, the corpus's own threshold flags every illusion and 3 clean samples (the target's 3%).
+    clean = [SimpleNamespace(label_original=0, label_consensus=0, agreement=1.0, drift=0.001 * (i + 1)) for i in range(100)]
+    illusions = [SimpleNamespace(label_original=1, label_consensus=1, agreement=1.0, drift=0.5)] * 5
+    policy = calibrate(clean + illusions, unvetted_budget(0.03, 5 / 105)).policy
+    assert all(policy.judge(r) == "illusion" for r in illusions)
+    assert sum(policy.judge(r) == "illusion" for r in clean) == 3
+    # Illusions that hide below every threshold: clean samples take all the flags, b / (1 - a) of them.
+    hidden = [SimpleNamespace(label_original=1, label_consensus=1, agreement=1.0, drift=0.0)] * 5
+    policy = calibrate(clean + hidden, unvetted_budget(0.03, 5 / 105)).policy
+    assert sum(policy.judge(r) == "illusion" for r in clean) == 8  # 8% of them: b / (1 - a) = (8 / 105) / (100 / 105)
+    with pytest.raises(ValueError, match="attacked_share"):
+        unvetted_budget(0.03, 1.0)
 
 
 def test_bad_arguments():

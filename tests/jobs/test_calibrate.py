@@ -52,13 +52,18 @@ def test_thresholds_hold_on_every_encoding_and_check_reports_them(tmp_path):
     assert {name: g["flagged"] for name, g in report["groups"].items()} == {name: g["flagged"] for name, g in groups.items()}
 
 
-def test_unlabelled_thresholds_come_from_the_corpus(tmp_path):
+def test_unlabelled_thresholds_come_from_the_corpus_and_flag_a_bounded_share_of_it(tmp_path):
     mixed_shard(tmp_path / "corpus" / "shard-000000.tar")
     out = tmp_path / "thresholds.json"
-    assert main(["calibrate", "--unlabelled", "--input", str(tmp_path / "corpus"), "--n", "3", "--json", str(out)]) == 0
+    assert main(["calibrate", "--unlabelled", "--input", str(tmp_path / "corpus"), "--n", "3", "--target-fpr", "0.1",
+                 "--assume-attacked", "0.1", "--json", str(out)]) == 0
     config = json.loads(out.read_text())
-    assert "unlabelled" in config["calibration"]["method"] and 0 < config["max_drift"] < 2
+    assert "unlabelled" in config["calibration"]["method"] and config["calibration"]["assume_attacked"] == 0.1
+    assert 0 < config["max_drift"] < 2 and config["max_witness_gap"] is not None  # the preset's witness tests too
+    # 0.1 + 0.1 x 0.9 = 0.19 of the 24 samples, pooled over both groups: at most 4 flagged.
+    assert sum(g["flagged"] * g["samples"] for g in config["calibration"]["groups"].values()) <= 4 + 1e-9
     assert main(["calibrate", "--unlabelled", "--n", "3"]) == 2  # needs a corpus
+    assert main(["calibrate", "--unlabelled", "--input", str(tmp_path / "corpus"), "--assume-attacked", "1"]) == 2
 
 
 def test_stored_encodings_go_through_the_sanitize_decoder():

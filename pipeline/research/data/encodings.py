@@ -15,6 +15,7 @@ below would store it, and every stored copy goes through the decoding `sanitize`
 from __future__ import annotations
 
 import io
+import json
 import random
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 
 from ...io.images import decode_working
+from ...io.shards import Sample
 
 ENCODINGS = ("png", "jpeg", "jpeg-any", "upscaled", "webp")
 SCRAPED = ENCODINGS[2:]  # the pipelines calibration did not see before 2026-11-27
@@ -66,16 +68,39 @@ def stored_at_working_size(images, encoding: str, work_size: int, rng: random.Ra
     return [at_working_size(as_stored(image, encoding, rng), work_size) for image in images]
 
 
-def held_out_groups(data_dir: str, *, offset: int, limit: int, encodings: list[str], work_size: int,
-                    seed: int = 0) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
+def held_out_stored(data_dir: str, *, offset: int, limit: int, encodings: list[str],
+                    seed: int = 0) -> dict[str, list[tuple[str, int, bytes]]]:
     """Clean images from the distribution the demo corpus comes from, none of them in that corpus
     (Fashion-MNIST test images outside the bundled sample, `limit` from `offset`), each stored by
-    every pipeline of `encodings` (a seeded random size and quality) and decoded as `sanitize` does:
-    {encoding: (images, keys)}, for `calibrate` and the frontier."""
+    every pipeline of `encodings` (a seeded random size and quality): {encoding: [(key, label, file bytes)]}."""
     from .fashion_mnist import held_out_test_indices, load_split
 
     indices = held_out_test_indices()[offset : offset + limit]
-    x, _ = load_split("t10k", data_dir).tensors(indices)
+    x, labels = load_split("t10k", data_dir).tensors(indices)
     rng = random.Random(seed)
     keys = [f"t10k-{i:05d}" for i in indices]
-    return {encoding: (stored_at_working_size(x, encoding, work_size, rng), keys) for encoding in encodings}
+    return {encoding: [(key, int(label), as_stored(image, encoding, rng)) for key, label, image in zip(keys, labels, x)]
+            for encoding in encodings}
+
+
+def held_out_groups(data_dir: str, *, offset: int, limit: int, encodings: list[str], work_size: int,
+                    seed: int = 0) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
+    """`held_out_stored`, decoded as `sanitize` does: {encoding: (images, keys)}, for `calibrate` and the frontier."""
+    stored = held_out_stored(data_dir, offset=offset, limit=limit, encodings=encodings, seed=seed)
+    return {encoding: ([at_working_size(data, work_size) for _, _, data in files], [key for key, _, _ in files])
+            for encoding, files in stored.items()}
+
+
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "jpeg-any": "jpg", "upscaled": "jpg", "webp": "webp"}  # the member each pipeline writes
+
+
+def scraped_samples(data_dir: str, *, offset: int, limit: int, encodings: list[str], seed: int = 0) -> list[Sample]:
+    """`held_out_stored` (the same files) as WebDataset samples, the way a scraped corpus arrives: each
+    image's copies side by side (so that any prefix holds every pipeline), `{key}-{encoding}` with its
+    image member and a json member {"label": class name, "encoding"}."""
+    from .fashion_mnist import CLASSES
+
+    stored = held_out_stored(data_dir, offset=offset, limit=limit, encodings=encodings, seed=seed)
+    return [Sample(f"{key}-{encoding}", {EXTENSIONS[encoding]: data,
+                                         "json": json.dumps({"label": CLASSES[label], "encoding": encoding}).encode()})
+            for copies in zip(*stored.values()) for encoding, (key, label, data) in zip(stored, copies)]
