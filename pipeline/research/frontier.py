@@ -34,10 +34,11 @@ class Point:
     kind: str  # vae | ae | dm
     value: float  # of PARAMETERS[kind]
     n: int = ConsensusConfig.n
+    model: str | None = None  # a model spec of this kind instead of the preset's (e.g. an encoder-aligned VAE)
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {PARAMETERS[self.kind]}={self.value:g} N={self.n}"
+        return f"{self.kind} {PARAMETERS[self.kind]}={self.value:g} N={self.n}" + (f" ({self.model})" if self.model else "")
 
 
 @dataclass
@@ -91,7 +92,7 @@ def run_point(
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that
     # meet the target on each group of them (e.g. as PNG and as JPEG of other sizes).
     purifier = preset_purifier(preset, point.kind, ConsensusConfig(n=point.n, early_exit="off", seed=seed + 17), witness=witness,
-                               device=device, **options)
+                               reconstructor=point.model, device=device, **options)
     clean_results = {group: [r for i in range(0, len(x), batch_size) for r in purifier.purify(x[i : i + batch_size])]
                      for group, x in calibration_images.items()}
     verdict, per_group = calibrate_groups(clean_results, target_fpr)
@@ -164,7 +165,8 @@ def attack_sanity(
     steps, EOT draws and starts grow (it should level off). Yields one entry per budget, as each is
     measured. `witness`: as `run_point`'s."""
     consensus = ConsensusConfig(n=point.n, early_exit="off", top_k=len(bank), seed=seed, verdict=policy)
-    purifier = preset_purifier(preset, point.kind, consensus, witness=witness, device=device, **{PARAMETERS[point.kind]: point.value})
+    purifier = preset_purifier(preset, point.kind, consensus, witness=witness, reconstructor=point.model, device=device,
+                               **{PARAMETERS[point.kind]: point.value})
     defense = reconstruction_defense(f"{point.kind}+consensus", purifier, eot_samples=2, seed=seed, on_uncertain=on_uncertain)
     text = bank.embeddings(encoder)
     labels = torch.zeros_like(targets)  # unused by the downstream shares

@@ -44,9 +44,11 @@ class FrontierSettings:
                                     "aims under it too", comparable=True, absent=False)
     witness_model: str | None = setting(None, "with --witness, this witness (a model spec, e.g. clip:/dir from `train-demo --models "
                                                 "witness`) instead of the preset's", comparable=True, absent=None, metavar="SPEC")
+    vae_model: str | None = setting(None, "the VAE points run this VAE (a model spec, e.g. vae:DIR/aligned-vae from `train-demo "
+                                          "--models aligned-vae`) instead of the preset's", comparable=True, absent=None, metavar="SPEC")
     on_uncertain: str = setting("drop", "what downstream gets of uncertain samples (default: nothing, as `sanitize` does)",
                                  comparable=True, absent="keep", choices=ON_UNCERTAIN)
-    suite_steps: int = setting(500, "with --witness, the relaxed suite: APGD steps", comparable=True)
+    suite_steps: int = setting(500, "with --witness, the relaxed suite: APGD steps (0 skips the suite)", comparable=True)
     suite_restarts: int = setting(3, "relaxed suite: APGD starts (the first at the clean image)", comparable=True)
     suite_queries: int = setting(2000, "relaxed suite: Square attack queries (0 skips it)", comparable=True)
     select_offset: int = setting(0, "relaxed suite: the loss weights are chosen on the bundled sample's images from here", comparable=True)
@@ -95,7 +97,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
     preset = get_preset(settings.preset)
     encoder, bank = preset.load_encoder(device=device), preset.label_bank()
     witness = witness_spec(settings, preset)
-    relaxed = relaxed_suite_inputs(settings, len(bank), device) if witness is not None else None
+    relaxed = relaxed_suite_inputs(settings, len(bank), device) if witness is not None and settings.suite_steps else None
     text = bank.embeddings(encoder)
     images, labels = load_sample().tensors(slice(settings.offset, settings.offset + settings.limit))
     calibration = calibration_images(settings, preset.work_size, device)
@@ -115,7 +117,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
             "config": {**config, "eps": eps, "undefended_top1": undefended_top1, "seconds": round(time.perf_counter() - start, 1),
                        "threads": torch.get_num_threads(), "device_name": device_name, "complete": complete},
             "points": [{"kind": r.point.kind, "parameter": PARAMETERS[r.point.kind],
-                        "value": r.point.value, "n": r.point.n, "thresholds": r.thresholds, "calibration_fpr": r.calibration_fpr,
+                        "value": r.point.value, "n": r.point.n, **({"model": r.point.model} if r.point.model else {}), "thresholds": r.thresholds, "calibration_fpr": r.calibration_fpr,
                         "metrics": r.metrics, "meets_target": meets_target(r, undefended_top1), "seconds": round(r.seconds, 1)} for r in results],
             "sanity": sanity,
         }
@@ -209,4 +211,5 @@ def relaxed_suite_inputs(settings: FrontierSettings, labels: int, device):
 
 def points(settings: FrontierSettings) -> list[Point]:
     values = {kind: [float(v) for v in getattr(settings, kind).split(",") if v.strip()] for kind in ("vae", "ae", "dm")}
-    return [Point(kind, value, int(n)) for kind, vs in values.items() for value in vs for n in settings.n.split(",")]
+    models = {"vae": settings.vae_model}
+    return [Point(kind, value, int(n), models.get(kind)) for kind, vs in values.items() for value in vs for n in settings.n.split(",")]

@@ -37,16 +37,19 @@ def load_reconstructor(preset: Preset, kind: str | None = None, **overrides):
 
 
 def preset_purifier(preset: Preset, kind: str | None, consensus: ConsensusConfig, *, witness: str | None = None,
-                    device: Any = "cpu", **options: Any) -> ConsensusPurifier:
+                    reconstructor: str | None = None, device: Any = "cpu", **options: Any) -> ConsensusPurifier:
     """The purifier of one research defense, from `SanitizeConfig.build_purifier`: the preset's `kind`
-    reconstructor (None: its default) with `options` over the preset's own, its encoder and labels,
-    `witness` (a model spec; None: no witness) and `consensus`. `purifier.with_consensus` gives the
-    same models under other consensus settings without loading them again."""
+    reconstructor (None: its default; `reconstructor`: another model of that kind, a spec) with
+    `options` over the preset's own, its encoder and labels, `witness` (a model spec; None: no
+    witness) and `consensus`. `purifier.with_consensus` gives the same models under other consensus
+    settings without loading them again."""
     kind = kind or preset.default_reconstructor
     if kind not in preset.reconstructors:
         raise ValueError(f"preset {preset.name!r} has no {kind!r} reconstructor; it has {sorted(preset.reconstructors)}")
+    if reconstructor is not None and reconstructor.split(":", 1)[0] != kind:
+        raise ValueError(f"{reconstructor!r} is not a {kind} model spec ({kind}:DIR)")
     config = SanitizeConfig(
-        models=ModelSettings(preset=preset.name, reconstructor=preset.reconstructors[kind],
+        models=ModelSettings(preset=preset.name, reconstructor=reconstructor or preset.reconstructors[kind],
                              reconstructor_options={**preset.reconstructor_options.get(kind, {}), **options}, witness=witness or "none"),
         consensus=consensus,
         runtime=RuntimeSettings(precision="float32", decode_batch_size=_decode_batch_size(preset, device)),

@@ -25,3 +25,16 @@ def test_a_frontier_point_with_a_named_witness_and_a_bpda_attacker_calibrates_an
     assert point["thresholds"]["max_witness_gap"] is not None and point["thresholds"]["max_witness_margin"] is not None
     relaxed = point["metrics"]["witness-relaxed"]
     assert relaxed["images"] == 4 and set(relaxed["per_attack"]) == {"apgd", "square"} and relaxed["chosen"]["images"] == 4
+
+
+def test_the_vae_points_run_a_named_vae_and_a_suite_of_zero_steps_is_skipped():
+    from pipeline.research.frontier_run import points
+
+    vae = get_preset("demo").reconstructors["vae"]
+    assert [p.model for p in points(FrontierSettings(vae="0,1", ae="0.5", dm="", vae_model=vae))] == [vae, vae, None]
+    settings = FrontierSettings(vae="0", ae="", dm="", n="2", offset=500, limit=4, attack_limit=2, witness=True, vae_model=vae,
+                                calibrate_on="sample", calibration_limit=10, steps=1, detect_steps=1, eot=1, suite_steps=0)
+    report = run_frontier(settings, torch.device("cpu"), "cpu", echo=lambda *_: None)
+    (point,) = report["points"]
+    assert point["model"] == vae and report["config"]["vae_model"] == vae
+    assert "witness-relaxed" not in point["metrics"] and point["metrics"]["detect-adaptive"]["images"] == 2

@@ -40,3 +40,9 @@ def test_a_research_defense_is_built_by_the_products_purifier_factory(monkeypatc
     assert other.reconstructor is purifier.reconstructor and other.witness is purifier.witness and other.config.n == 7
     with pytest.raises(ValueError, match="no 'gan' reconstructor"):
         preset_purifier(demo, "gan", ConsensusConfig())
+    # Another model of the kind (e.g. an encoder-aligned VAE) in place of the preset's, with the preset's options.
+    built.clear()
+    preset_purifier(demo, "vae", ConsensusConfig(n=2), reconstructor=demo.reconstructors["vae"])
+    assert built[0].models.reconstructor == demo.reconstructors["vae"]
+    with pytest.raises(ValueError, match="not a vae model spec"):
+        preset_purifier(demo, "vae", ConsensusConfig(), reconstructor=demo.reconstructors["ae"])
