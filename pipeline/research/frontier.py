@@ -151,8 +151,9 @@ def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.1
     points below the undefended model's."""
     clean, attacked = result.metrics["clean"], result.metrics["detect-adaptive"]
     policy = min(("purify", "drop"), key=lambda p: attacked[f"target_{p}"])
-    return (attacked[f"target_{policy}"] <= max_target and clean["flagged"] <= max_flagged
-            and clean_top1 - clean[f"top1_downstream_{policy}"] <= max_top1_loss)
+    slack = 1e-6  # the shares are float32 means: 20 of 200 reads 0.100000001
+    return (attacked[f"target_{policy}"] <= max_target + slack and clean["flagged"] <= max_flagged + slack
+            and clean_top1 - clean[f"top1_downstream_{policy}"] <= max_top1_loss + slack)
 
 
 def attack_sanity(
