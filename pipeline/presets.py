@@ -76,7 +76,10 @@ PRESETS = {
     "demo": Preset(
         name="demo",
         encoder=f"clip:{DEMO_DIR}/clip",
-        reconstructors={kind: f"{kind}:{DEMO_DIR}/{kind}" for kind in ("vae", "ae", "dm")},
+        # The VAE is `vae/` aligned with the encoder (`train-demo --models aligned-vae`, research/aligned.py): its
+        # reconstructions of perturbed images stay near the clean image's embedding, which the consensus needs
+        # against an attacker who aims the reconstructions at the target (EOT and frontier in EVALUATION.md).
+        reconstructors={"vae": f"vae:{DEMO_DIR}/aligned-vae", **{kind: f"{kind}:{DEMO_DIR}/{kind}" for kind in ("ae", "dm")}},
         witness=f"clip:{DEMO_DIR}/witness",
         labels=FASHION_MNIST_LABELS,
         work_size=32,
@@ -86,12 +89,12 @@ PRESETS = {
             "dm": {"strength": 0.15, "denoise_steps": 10},
         },
         # `disillusion calibrate --preset demo --limit 1000 --target-fpr 0.03 --encodings png,jpeg,jpeg-any,upscaled,webp`
-        # (sequential early exit, alpha 0.02, the witness; docs/calibration-witness12.json): 1,000 clean test images
-        # outside the bundled sample, each stored by five scraper pipelines; a quarter of the budget to each witness
-        # test, and the drift threshold meets 3% on every pipeline with them (PNG 0.3%, the others 1.6-2.6%). On the
-        # next 1,000 (`--check --offset 1000`): PNG 0.3%, the others 2.4-3.2% flagged. The 3% target leaves room
-        # under the 5% false-positive budget for sampling noise on a new corpus.
-        verdict=VerdictPolicy(min_agreement=0.5, max_drift=0.237, flip_min_drift=0.237, max_witness_gap=0.250, max_witness_margin=0.294),
+        # (sequential early exit, alpha 0.02, the witness, the aligned VAE; docs/calibration-aligned.json): 1,000 clean
+        # test images outside the bundled sample, each stored by five scraper pipelines; a quarter of the budget to each
+        # witness test, and the drift threshold meets 3% on every pipeline with them (PNG 1.2%, the others 1.5-2.9%).
+        # On the next 1,000 (`--check --offset 1000`): see docs/calibration-aligned-check.json. The 3% target leaves
+        # room under the 5% false-positive budget for sampling noise on a new corpus.
+        verdict=VerdictPolicy(min_agreement=0.5, max_drift=0.157, flip_min_drift=0.157, max_witness_gap=0.250, max_witness_margin=0.294),
     ),
     "imagebind": Preset(
         name="imagebind",
