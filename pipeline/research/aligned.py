@@ -26,6 +26,7 @@ from ..models.encoders import CLIPEncoder
 from ..models.reconstructors.vae import VAEReconstructor
 from .data.fashion_mnist import LabelledImages
 from .training.demo_models import _augment, fit, seeded
+from .witness import furthest
 
 
 def _embedding_distance(encoder: CLIPEncoder, reconstruct, x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
@@ -61,21 +62,12 @@ def train_aligned_vae(
         seeds = torch.randint(0, 2**62, (len(x),), generator=generator).tolist()
         return student.reconstruct(x, 1, seeds)[:, 0]
 
-    def worst_case(x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-        step = eps / 4
-        delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
-        for _ in range(pgd_steps):
-            delta.requires_grad_(True)
-            loss = _embedding_distance(encoder, reconstruct, (x + delta).clamp(0, 1), anchor).sum()
-            (grad,) = torch.autograd.grad(loss, delta)
-            delta = (delta.detach() + step * grad.sign()).clamp(-eps, eps)
-        return (x + delta).clamp(0, 1).detach()
-
     def step(index: torch.Tensor) -> torch.Tensor:
         x = _augment(images[index], generator)
         with torch.no_grad():
             anchor = encoder.embed_images(x)
-        adversarial = worst_case(x, anchor)
+        adversarial = furthest(lambda z: _embedding_distance(encoder, reconstruct, z, anchor), x, eps=eps, steps=pgd_steps,
+                               generator=generator)
         clean = reconstruct(x)
         loss = _embedding_distance(encoder, reconstruct, adversarial, anchor).mean()
         loss = loss + clean_weight * (encoder.embed_images(clean) - anchor).pow(2).sum(-1).mean()
@@ -99,17 +91,15 @@ def aligned_metrics(reconstructor: VAEReconstructor, aligned: VAEReconstructor, 
     generator = torch.Generator().manual_seed(seed)
 
     def measured(model: VAEReconstructor) -> dict[str, float]:
-        seeds = list(range(len(x)))
-        recon = model.reconstruct(x, 1, seeds)[:, 0]
+        seeds = list(range(len(x)))  # the draws fixed, so that PGD sees one function
+
+        def reconstruct(images: torch.Tensor) -> torch.Tensor:
+            return model.reconstruct(images, 1, seeds)[:, 0]
+
+        recon = reconstruct(x)
         psnr = float((10 * torch.log10(1.0 / (recon - x).pow(2).flatten(1).mean(1).clamp_min(1e-10))).mean())
-        delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
-        for _ in range(20):
-            with torch.enable_grad():
-                delta.requires_grad_(True)
-                moved = encoder.embed_images(model.reconstruct((x + delta).clamp(0, 1), 1, seeds)[:, 0])
-                (grad,) = torch.autograd.grad((moved - anchor).pow(2).sum(), delta)
-            delta = (delta.detach() + eps / 4 * grad.sign()).clamp(-eps, eps)
-        moved = encoder.embed_images(model.reconstruct((x + delta).clamp(0, 1), 1, seeds)[:, 0])
+        adversarial = furthest(lambda z: _embedding_distance(encoder, reconstruct, z, anchor), x, eps=eps, steps=20, generator=generator)
+        moved = encoder.embed_images(reconstruct(adversarial))
         return {"psnr": round(psnr, 2), "drift_clean_median": round(float((1 - (encoder.embed_images(recon) * anchor).sum(-1)).median()), 4),
                 "pgd20_moves_reconstruction": round(float((1 - (moved * anchor).sum(-1)).median()), 4)}
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -37,18 +37,25 @@ def _distance(student: CLIPEncoder, x: torch.Tensor, anchor: torch.Tensor) -> to
     return (student.embed_images(x) - anchor).pow(2).sum(-1)
 
 
-def worst_case(student: CLIPEncoder, x: torch.Tensor, anchor: torch.Tensor, *, eps: float, steps: int,
-               generator: torch.Generator) -> torch.Tensor:
-    """PGD (signed steps of eps/4, random start) for the perturbed image furthest from the anchor.
-    The start is drawn on the CPU `generator` whatever the device, so a seed means the same start."""
+def furthest(distance: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, eps: float, steps: int,
+             generator: torch.Generator) -> torch.Tensor:
+    """PGD (signed steps of eps/4, random start) for the images within eps of `x` that maximise the
+    per-image `distance`. The start is drawn on the CPU `generator` whatever the device, so a seed
+    means the same start."""
     step = eps / 4
     delta = ((torch.rand(x.shape, generator=generator) * 2 - 1) * eps).to(x.device)
     for _ in range(steps):
-        delta.requires_grad_(True)
-        loss = _distance(student, (x + delta).clamp(0, 1), anchor).sum()
-        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.enable_grad():
+            delta.requires_grad_(True)
+            (grad,) = torch.autograd.grad(distance((x + delta).clamp(0, 1)).sum(), delta)
         delta = (delta.detach() + step * grad.sign()).clamp(-eps, eps)
     return (x + delta).clamp(0, 1).detach()
+
+
+def worst_case(student: CLIPEncoder, x: torch.Tensor, anchor: torch.Tensor, *, eps: float, steps: int,
+               generator: torch.Generator) -> torch.Tensor:
+    """The perturbed image furthest from the anchor in the student's embedding (`furthest`)."""
+    return furthest(lambda z: _distance(student, z, anchor), x, eps=eps, steps=steps, generator=generator)
 
 
 def as_scraped(x: torch.Tensor, share: float, encodings: Sequence[str], rng: random.Random,

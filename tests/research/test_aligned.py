@@ -7,6 +7,7 @@ from pipeline.models.reconstructors.vae import VAEReconstructor
 from pipeline.models.registry import load_reconstructor
 from pipeline.research.aligned import _embedding_distance, aligned_metrics, train_aligned_vae
 from pipeline.research.data.fashion_mnist import LabelledImages
+from pipeline.research.witness import furthest
 from tests.tiny_models import tiny_clip_encoder, tiny_vae
 
 
@@ -15,16 +16,12 @@ def worst_distance(encoder, reconstructor, x, eps=16 / 255, steps=5):
     anchor = encoder.embed_images(x).detach()
     seeds = list(range(len(x)))
 
-    def reconstruct(images):
-        return reconstructor.reconstruct(images, 1, seeds)[:, 0]
+    def distance(images):
+        return _embedding_distance(encoder, lambda z: reconstructor.reconstruct(z, 1, seeds)[:, 0], images, anchor)
 
-    delta = torch.zeros_like(x)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        (grad,) = torch.autograd.grad(_embedding_distance(encoder, reconstruct, (x + delta).clamp(0, 1), anchor).sum(), delta)
-        delta = (delta.detach() + eps / 4 * grad.sign()).clamp(-eps, eps)
+    adversarial = furthest(distance, x, eps=eps, steps=steps, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        return float(_embedding_distance(encoder, reconstruct, (x + delta).clamp(0, 1), anchor).mean())
+        return float(distance(adversarial).mean())
 
 
 def test_the_aligned_vae_keeps_perturbed_reconstructions_at_the_clean_embedding_and_leaves_its_teachers_alone(bpe_path, tmp_path):
