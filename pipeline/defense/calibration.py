@@ -15,9 +15,9 @@ rest to the gap test (the smallest gap threshold that flags at most its part, th
 margin on the samples left; a share of 0 leaves its test off), and the drift threshold
 takes what is left, so that the tests together meet the target.
 
-No illusion is looked at, so the thresholds are not tuned to any attack or corpus. Without clean
-data, `unvetted_budget` says how much of an unvetted corpus the same calibration may flag. They hold for
-the reconstructor, N and early-exit setting they were measured with.
+No illusion is looked at, so the thresholds are not tuned to any attack or corpus. They hold for
+the reconstructor, N and early-exit setting they were measured with. Without clean data,
+`unvetted_budget` says how much of an unvetted corpus the same calibration may flag.
 """
 
 from __future__ import annotations

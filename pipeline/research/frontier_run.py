@@ -116,8 +116,8 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
         return {
             "config": {**config, "eps": eps, "undefended_top1": undefended_top1, "seconds": round(time.perf_counter() - start, 1),
                        "threads": torch.get_num_threads(), "device_name": device_name, "complete": complete},
-            "points": [{"kind": r.point.kind, "parameter": PARAMETERS[r.point.kind],
-                        "value": r.point.value, "n": r.point.n, **({"model": r.point.model} if r.point.model else {}), "thresholds": r.thresholds, "calibration_fpr": r.calibration_fpr,
+            "points": [{"kind": r.point.kind, "parameter": PARAMETERS[r.point.kind], "value": r.point.value, "n": r.point.n,
+                        **({"model": r.point.model} if r.point.model else {}), "thresholds": r.thresholds, "calibration_fpr": r.calibration_fpr,
                         "metrics": r.metrics, "meets_target": meets_target(r, undefended_top1), "seconds": round(r.seconds, 1)} for r in results],
             "sanity": sanity,
         }
