@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
                               seed=args.seed)
     storage = Storage(args.s3_endpoint)
     for start in range(0, len(samples), args.per_shard):
+        shard = samples[start : start + args.per_shard]
         uri = join(args.output, f"scraped-{start // args.per_shard:06d}.tar")
-        storage.write_bytes(uri, write_samples(samples[start : start + args.per_shard]))
-        print(f"{uri}: {len(samples[start : start + args.per_shard])} samples", flush=True)
+        storage.write_bytes(uri, write_samples(shard))
+        print(f"{uri}: {len(shard)} samples", flush=True)
     return 0

@@ -51,9 +51,8 @@ def train_aligned_vae(
     """A copy of `reconstructor` (left unchanged) fine-tuned on the images of `data` as above;
     `encoder` stays frozen. Each step draws its latent samples from fresh seeds of the run's generator."""
     generator = seeded(seed)
-    vae = copy.deepcopy(reconstructor.vae).requires_grad_(True)
-    student = VAEReconstructor(vae, sample_scale=reconstructor.sample_scale, latent_noise=reconstructor.latent_noise,
-                               resolution=reconstructor.resolution)
+    student = VAEReconstructor(copy.deepcopy(reconstructor.vae), sample_scale=reconstructor.sample_scale,
+                               latent_noise=reconstructor.latent_noise, resolution=reconstructor.resolution)
     student.vae.requires_grad_(True)  # the constructor freezes the model it is given
     encoder.model.requires_grad_(False)
     images, _ = data.tensors()
@@ -76,8 +75,7 @@ def train_aligned_vae(
     fit("aligned-vae", list(student.vae.parameters()), step, images=len(data), batch_size=batch_size, epochs=epochs, lr=lr,
         generator=generator)
     student.vae.requires_grad_(False)
-    return VAEReconstructor(student.vae, sample_scale=reconstructor.sample_scale, latent_noise=reconstructor.latent_noise,
-                            resolution=reconstructor.resolution)
+    return student
 
 
 @torch.no_grad()
