@@ -13,6 +13,7 @@ import time
 
 ACCESS_KEY = "disillusion-test-key"
 SECRET_KEY = "disillusion-test-secret"
+VOLUMES, VOLUME_MB = 200, 16
 
 
 def free_port() -> int:
@@ -46,7 +47,11 @@ class SeaweedS3:
                                        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, handle)
         self.process = subprocess.Popen(
             [binary, f"-logdir={logs}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={self.port}",
-             f"-s3.config={config}", "-admin.ui=false", "-s3.port.iceberg=0"],
+             f"-s3.config={config}", "-admin.ui=false", "-s3.port.iceberg=0",
+             # By default the volume count is free disk / volume size, so on a nearly full disk each new
+             # bucket (a collection of its own) fails with "no free volumes left". Test objects are tiny:
+             # small sparse volumes, a fixed count.
+             f"-volume.max={VOLUMES}", f"-master.volumeSizeLimitMB={VOLUME_MB}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         client = self.client()
