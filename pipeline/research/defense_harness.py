@@ -96,6 +96,7 @@ def transform_defense(name: str, encoder, text: torch.Tensor, transform, differe
 
 def reconstruction_defense(
     name: str, purifier: ConsensusPurifier, *, eot_samples: int, seed: int, attack_reconstructor=None, on_uncertain: str = "keep",
+    public_seed: bool = False,
 ) -> Defense:
     """The defense of `purifier` (from `research.models.preset_purifier`): its n == 1, a single
     stochastic reconstruction; n > 1, the consensus vote over n reconstructions, with the
@@ -104,15 +105,20 @@ def reconstruction_defense(
 
     The adaptive attack is EOT through `attack_reconstructor` (default: the defense's own), the same
     for the single and the consensus variant, since both draw from the same reconstruction distribution.
+
+    `public_seed`: the defense draws as the product does under a public `--seed` (the same draws for a
+    given sample at every call: here image i of a batch, from seed + i), and the detect-adaptive
+    attacker, who can compute them, optimises against exactly those N draws (`known_seed`).
     """
     reconstructor, encoder, witness, n = purifier.reconstructor, purifier.encoder, purifier.witness, purifier.config.n
     text = purifier.labels.embeddings(encoder)
     counter = {"calls": 0}
 
     def apply(images: torch.Tensor) -> DefenseOutput:
-        # Fresh seeds per call so that evaluating an attack never reuses the noise it was built against.
+        # Fresh seeds per call so that evaluating an attack never reuses the noise it was built against
+        # (secret noise); under a public seed, the same seeds every call.
         counter["calls"] += 1
-        seeds = [seed + 7919 * counter["calls"] + i for i in range(images.shape[0])]
+        seeds = [seed + (0 if public_seed else 7919 * counter["calls"]) + i for i in range(images.shape[0])]
         if n == 1:
             with torch.no_grad():
                 emb = encoder.embed_images(reconstructor.reconstruct(images, 1, seeds)[:, 0])
@@ -130,7 +136,8 @@ def reconstruction_defense(
         n=n,
         attack_key=name.partition("+")[0],
         detect_objective=(lambda targets, cfg: detect_adaptive_objective(
-            through.reconstruct, encoder.embed_images, text, targets, cfg, witness=witness.embed_images if witness else None))
+            through.reconstruct, encoder.embed_images, text, targets, replace(cfg, known_seed=seed, eot=n) if public_seed else cfg,
+            witness=witness.embed_images if witness else None))
         if n > 1 else None,
         verdict=purifier.config.verdict,
     )

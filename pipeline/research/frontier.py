@@ -81,12 +81,18 @@ def run_point(
     witness=None,
     on_uncertain: str = "keep",
     relaxed=None,
+    public_seed: bool = False,
+    transfer_from: str | None = None,
 ) -> PointResult:
     """`witness`: the model spec of a robust copy of the encoder in the verdict (its thresholds
     calibrated with the drift's), which the attacker knows and aims under too; `on_uncertain`: what
     downstream gets of `uncertain` samples; `relaxed`: a `research.witness_attack.Selection`, to also
     run the relaxed suite against the witness test (`research/witness_attack.py`): loss weights chosen
-    on the selection images, reported on the attacked ones."""
+    on the selection images, reported on the attacked ones. `public_seed`: the defense draws from a
+    seed the attacker knows, and the attacker aims at exactly those draws (`reconstruction_defense`).
+    `transfer_from`: a model spec of the point's kind (an independently trained copy of its
+    reconstructor): the detect-adaptive attacker builds its images white-box against the same verdict
+    with this reconstructor in it, and they are scored on the real one (a transfer attack)."""
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value}
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that
@@ -99,11 +105,17 @@ def run_point(
     # The attack differentiates through the whole denoising chain unless given a shorter surrogate.
     surrogate = (load_reconstructor(preset, "dm", **options, denoise_steps=dm_attack_steps, device=device)
                  if point.kind == "dm" and dm_attack_steps else None)
-    defended = purifier.with_consensus(ConsensusConfig(n=point.n, early_exit="off", top_k=len(bank), seed=seed, verdict=verdict))
+    consensus = ConsensusConfig(n=point.n, early_exit="off", top_k=len(bank), seed=seed, verdict=verdict)
+    defended = purifier.with_consensus(consensus)
     defense = reconstruction_defense(f"{point.kind}+consensus", defended, eot_samples=2, seed=seed, attack_reconstructor=surrogate,
-                                     on_uncertain=on_uncertain)
+                                     on_uncertain=on_uncertain, public_seed=public_seed)
+    source = defense
+    if transfer_from is not None:
+        copy = preset_purifier(preset, point.kind, consensus, witness=witness, reconstructor=transfer_from, device=device, **options)
+        source = reconstruction_defense(f"{point.kind}+consensus", copy, eot_samples=2, seed=seed, on_uncertain=on_uncertain,
+                                        public_seed=public_seed)
     text = bank.embeddings(encoder)
-    adaptive = detect_adaptive_inputs(defense, text, images[:attack_images], targets[:attack_images], attack, batch_size)
+    adaptive = detect_adaptive_inputs(source, text, images[:attack_images], targets[:attack_images], attack, batch_size)
     rows = evaluate_defense(defense, text, {"clean": images, "illusion": illusions, "detect-adaptive": adaptive}, labels, targets, batch_size)
     metrics: dict[str, Any] = {row.input: _row_metrics(row, len(images) if row.input != "detect-adaptive" else len(adaptive)) for row in rows}
     thresholds = verdict.thresholds()

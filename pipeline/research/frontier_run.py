@@ -70,6 +70,12 @@ class FrontierSettings:
     restarts: int = setting(1, "starts of the detect-adaptive attacker", comparable=True)
     straight_through: bool = setting(False, "the detect-adaptive attacker differentiates through the reconstructions' output clamps as "
                                              "the identity (BPDA)", comparable=True, absent=False)
+    public_seed: bool = setting(False, "known randomness: the defense draws each image's reconstructions from a public seed (as "
+                                        "`sanitize --seed` does) and the detect-adaptive attacker aims at exactly those draws",
+                                comparable=True, absent=False)
+    transfer_from: str | None = setting(None, "a transfer attack: the detect-adaptive attacker builds its images against this "
+                                              "reconstructor (a model spec of the points' kind, e.g. an independently trained copy) "
+                                              "and the real one scores them", comparable=True, absent=None, metavar="SPEC")
     dm_attack_steps: int | None = setting(None, "dm points: attack through a surrogate with this many denoising steps (default: the full chain)",
                                            comparable=True)
     seed: int = setting(0, "seed of the images, targets, attacks and draws", comparable=True)
@@ -127,7 +133,8 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
         result = run_point(point, preset, encoder, bank, calibration_images=calibration, images=images, labels=labels, targets=targets,
                            illusions=illusions, attack=attack, attack_images=min(settings.attack_limit, settings.limit),
                            target_fpr=settings.target_fpr, seed=settings.seed, dm_attack_steps=settings.dm_attack_steps, batch_size=settings.batch_size, device=device,
-                           witness=witness, on_uncertain=settings.on_uncertain, relaxed=relaxed)
+                           witness=witness, on_uncertain=settings.on_uncertain, relaxed=relaxed, public_seed=settings.public_seed,
+                           transfer_from=settings.transfer_from)
         results.append(result)
         log.info("%s: %.0f s", point.label, result.seconds)
         echo(summary_line(result, undefended_top1))

@@ -47,7 +47,7 @@ def preset_purifier(preset: Preset, kind: str | None, consensus: ConsensusConfig
     if kind not in preset.reconstructors:
         raise ValueError(f"preset {preset.name!r} has no {kind!r} reconstructor; it has {sorted(preset.reconstructors)}")
     if reconstructor is not None and reconstructor.split(":", 1)[0] != kind:
-        raise ValueError(f"{reconstructor!r} is not a {kind} model spec ({kind}:DIR)")
+        raise ValueError(f"{reconstructor!r} is not a model spec of kind {kind} ({kind}:DIR)")
     config = SanitizeConfig(
         models=ModelSettings(preset=preset.name, reconstructor=reconstructor or preset.reconstructors[kind],
                              reconstructor_options={**preset.reconstructor_options.get(kind, {}), **options}, witness=witness or "none"),

@@ -57,3 +57,15 @@ def test_attack_on_the_undefended_model_moves_towards_the_target(bpe_path):
     rows = evaluate_defense(none_defense(encoder, text), text, {"clean": images, "illusion": illusions}, labels, targets)
     clean, attacked = rows
     assert attacked.cos_target > clean.cos_target + 0.05 and attacked.asr >= clean.asr
+
+
+def test_a_public_seed_draws_the_same_every_call_and_secret_noise_does_not(bpe_path):
+    encoder, bank, text, images, labels, targets = setup(bpe_path)
+
+    def defense(public_seed: bool):
+        purifier = ConsensusPurifier(VAEReconstructor(tiny_vae()), encoder, bank, ConsensusConfig(n=3, early_exit="off", top_k=len(bank), seed=0))
+        return reconstruction_defense("vae+consensus", purifier, eot_samples=2, seed=5, public_seed=public_seed)
+
+    public, secret = defense(True), defense(False)
+    assert torch.equal(public.apply(images).embedding, public.apply(images).embedding)
+    assert not torch.equal(secret.apply(images).embedding, secret.apply(images).embedding)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -38,3 +40,17 @@ def test_the_vae_points_run_a_named_vae_and_a_suite_of_zero_steps_is_skipped():
     (point,) = report["points"]
     assert point["model"] == vae and report["config"]["vae_model"] == vae
     assert "witness-relaxed" not in point["metrics"] and point["metrics"]["detect-adaptive"]["images"] == 2
+
+
+def test_a_transfer_attack_against_a_copy_under_a_public_seed_is_scored_on_the_real_reconstructor():
+    vae = get_preset("demo").reconstructors["vae"]
+    settings = FrontierSettings(vae="0", ae="", dm="", n="2", offset=500, limit=4, attack_limit=2, calibrate_on="sample",
+                                calibration_limit=10, steps=1, detect_steps=1, eot=1, public_seed=True, transfer_from="vae:/no/such/copy")
+    with pytest.raises(FileNotFoundError):  # the copy is loaded, not ignored
+        run_frontier(settings, torch.device("cpu"), "cpu", echo=lambda *_: None)
+    report = run_frontier(replace(settings, transfer_from=vae), torch.device("cpu"), "cpu", echo=lambda *_: None)
+    (point,) = report["points"]
+    assert report["config"]["transfer_from"] == vae and report["config"]["public_seed"]
+    assert point["metrics"]["detect-adaptive"]["images"] == 2
+    with pytest.raises(ValueError, match="not a model spec of kind ae"):
+        run_frontier(replace(settings, vae="", ae="0.5", transfer_from=vae), torch.device("cpu"), "cpu", echo=lambda *_: None)

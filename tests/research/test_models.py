@@ -44,5 +44,5 @@ def test_a_research_defense_is_built_by_the_products_purifier_factory(monkeypatc
     built.clear()
     preset_purifier(demo, "vae", ConsensusConfig(n=2), reconstructor=demo.reconstructors["vae"])
     assert built[0].models.reconstructor == demo.reconstructors["vae"]
-    with pytest.raises(ValueError, match="not a vae model spec"):
+    with pytest.raises(ValueError, match="not a model spec of kind vae"):
         preset_purifier(demo, "vae", ConsensusConfig(), reconstructor=demo.reconstructors["ae"])

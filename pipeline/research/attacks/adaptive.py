@@ -13,7 +13,8 @@ sanitiser as `clean` while still embedding as the target, and so minimises, per 
   + w_witness * max(0, witness margin - limit)      and the witness likes the target label nearly as
                                                     well as its own best label
 
-with fresh reconstruction draws every step (EOT), signed-gradient steps under an L-inf budget,
+with fresh reconstruction draws every step (EOT; or, against a defense whose seed is public, the very
+draws it will vote on: `known_seed`), signed-gradient steps under an L-inf budget,
 random restarts, and the best iterate per image kept as judged by the real defense on fresh draws
 (`judge`), as in the literature on adaptive evaluation of purification defenses.
 """
@@ -53,6 +54,9 @@ class DetectAdaptiveConfig:
     check_every: int = 25  # steps between judgements of the iterate on fresh draws
     straight_through: bool = False  # BPDA: gradients through the reconstructions' output clamps as the identity
     seed: int = 0
+    # Known randomness: the defense's public seed. Image i of a batch is reconstructed from seed + i,
+    # draws 0..eot-1, at every step: exactly the draws the defense will vote on, so no EOT is needed.
+    known_seed: int | None = None
 
 
 def detect_adaptive_objective(
@@ -72,7 +76,10 @@ def detect_adaptive_objective(
     def objective(x: torch.Tensor, step: int) -> torch.Tensor:
         batch = x.shape[0]
         original = embed(x)
-        seeds = [config.seed + 1_000_003 * step + i for i in range(batch)]
+        if config.known_seed is None:
+            seeds = [config.seed + 1_000_003 * step + i for i in range(batch)]
+        else:
+            seeds = [config.known_seed + i for i in range(batch)]
         recon = embed(reconstruct(x, config.eot, seeds).flatten(0, 1)).unflatten(0, (batch, config.eot))
         purified = F.normalize(recon.mean(1), dim=-1)
         drift = 1.0 - (original * purified).sum(-1)

@@ -55,3 +55,19 @@ def test_the_witness_terms_charge_only_a_gap_and_a_margin_beyond_their_limits(bp
         plain = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, margin_only)
         same = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, margin_only, witness=encoder.embed_images)
         torch.testing.assert_close(same(images, 0), plain(images, 0) + 5.0 * margin, atol=1e-5, rtol=0)
+
+
+def test_a_known_seed_gives_the_attacker_the_same_draws_every_step_and_fresh_ones_otherwise(bpe_path):
+    encoder, vae = tiny_clip_encoder(bpe_path), VAEReconstructor(tiny_vae())
+    text = LabelBank(["cat", "dog", "hello"]).embeddings(encoder)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([1, 2])
+    with torch.no_grad():
+        fresh = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, DetectAdaptiveConfig(eot=2))
+        known = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, targets, DetectAdaptiveConfig(eot=2, known_seed=7))
+        assert not torch.equal(fresh(images, 0), fresh(images, 1))
+        assert torch.equal(known(images, 0), known(images, 1))
+        # The draws the defense votes on: image i from seed 7 + i, draws 0 and 1.
+        recon = vae.reconstruct(images, 2, [7, 8])
+        spelled = detect_adaptive_objective(lambda x, k, seeds: recon, encoder.embed_images, text, targets, DetectAdaptiveConfig(eot=2))
+        torch.testing.assert_close(known(images, 3), spelled(images, 3))
