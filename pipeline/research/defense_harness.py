@@ -207,33 +207,74 @@ def adaptive_inputs(defense: Defense, text: torch.Tensor, images: torch.Tensor, 
     ])
 
 
+def _aimed(defense: Defense, config: DetectAdaptiveConfig) -> DetectAdaptiveConfig:
+    """The attacker aims at half of each of the verdict's thresholds (drift, witness gap and margin)."""
+    if defense.detect_objective is None:
+        raise ValueError(f"{defense.name} gives no verdict: the detect-adaptive attack needs a consensus defense")
+    verdict = defense.verdict or VerdictPolicy()
+    return replace(config, drift_limit=0.5 * (verdict.max_drift or 0.1), witness_limit=0.5 * (verdict.max_witness_gap or 0.1),
+                   witness_margin_limit=0.5 * (verdict.max_witness_margin or 0.05))
+
+
+def _judge(defense: Defense, text: torch.Tensor, targets: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How well images do for the attacker on the defense's own (fresh) draws: how many policies (purify,
+    drop) hand downstream the target, ties broken by the purified embedding's closeness to the target."""
+    def judge(x: torch.Tensor) -> torch.Tensor:
+        out = defense.apply(x)
+        delivered = sum((out.downstream[p] == targets.cpu()).float() for p in ("purify", "drop"))
+        closeness = (out.embedding.float().to(text.device) * text[targets]).sum(-1)
+        return delivered + 0.01 * closeness.cpu()
+
+    return judge
+
+
 def detect_adaptive_inputs(
     defense: Defense, text: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, config: DetectAdaptiveConfig, batch_size: int = 100
 ) -> torch.Tensor:
     """The detect-adaptive illusion against a consensus defense, for every image. The attacker keeps
     its drift under half the verdict's threshold, and keeps the iterate that the defense itself, on
-    fresh draws, lets through to downstream as the target most often (purify and drop; ties broken
-    by the purified embedding's closeness to the target)."""
-    if defense.detect_objective is None:
-        raise ValueError(f"{defense.name} gives no verdict: the detect-adaptive attack needs a consensus defense")
-    verdict = defense.verdict or VerdictPolicy()
-    config = replace(config, drift_limit=0.5 * (verdict.max_drift or 0.1), witness_limit=0.5 * (verdict.max_witness_gap or 0.1),
-                     witness_margin_limit=0.5 * (verdict.max_witness_margin or 0.05))
-
-    def judge_for(batch_targets: torch.Tensor):
-        def judge(x: torch.Tensor) -> torch.Tensor:
-            out = defense.apply(x)
-            delivered = sum((out.downstream[p] == batch_targets.cpu()).float() for p in ("purify", "drop"))
-            closeness = (out.embedding.float().to(text.device) * text[batch_targets]).sum(-1)
-            return delivered + 0.01 * closeness.cpu()
-
-        return judge
-
+    fresh draws, lets through to downstream as the target most often (`_judge`)."""
+    config = _aimed(defense, config)
     return torch.cat([
         detect_adaptive_attack(images[i : i + batch_size], defense.detect_objective(targets[i : i + batch_size], config),
-                               judge_for(targets[i : i + batch_size]), config)
+                               _judge(defense, text, targets[i : i + batch_size]), config)
         for i in range(0, len(images), batch_size)
     ])
+
+
+def detect_square_inputs(
+    defense: Defense, text: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, config: DetectAdaptiveConfig, queries: int,
+    batch_size: int = 100,
+) -> torch.Tensor:
+    """A gradient-free check on the detect-adaptive attacker: the Square query attack
+    (`witness_attack.square`) on the same loss through the whole pipeline, forward passes only, so
+    that masked gradients (clamps, a reconstructor trained against PGD) cannot hide a way through.
+    A query compares losses, so each image keeps one set of draws throughout: under a public seed
+    the defense's own, otherwise `config.eot` draws the defense will not use."""
+    from .witness_attack import square
+
+    config = _aimed(defense, config)
+    adversarial = []
+    for i in range(0, len(images), batch_size):
+        objective = defense.detect_objective(targets[i : i + batch_size], config)
+        adversarial.append(square(lambda x: objective(x, 0), images[i : i + batch_size], eps=config.eps, queries=queries, seed=config.seed))
+    return torch.cat(adversarial)
+
+
+def strongest_inputs(
+    defense: Defense, text: torch.Tensor, candidates: Sequence[torch.Tensor], targets: torch.Tensor, batch_size: int = 100
+) -> torch.Tensor:
+    """Per image, the candidate (the images of several attacks) that the defense, on fresh draws,
+    lets through as the target most (`_judge`; the first candidate on ties): an attacker who runs
+    every attack keeps what works."""
+    chosen = []
+    for i in range(0, len(targets), batch_size):
+        judge = _judge(defense, text, targets[i : i + batch_size])
+        batch = torch.stack([c[i : i + batch_size] for c in candidates])  # K x B x ...
+        scores = torch.stack([judge(x) for x in batch])  # K x B
+        best = scores.argmax(0)  # the first maximum: ties keep the earlier attack
+        chosen.append(batch[best.to(batch.device), torch.arange(batch.shape[1], device=batch.device)])
+    return torch.cat(chosen)
 
 
 def evaluate_defense(

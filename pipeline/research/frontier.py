@@ -22,7 +22,8 @@ import torch
 from ..defense import ConsensusConfig
 from ..defense.calibration import calibrate_groups
 from .attacks.adaptive import DetectAdaptiveConfig
-from .defense_harness import POLICIES, detect_adaptive_inputs, evaluate_defense, reconstruction_defense
+from .defense_harness import (POLICIES, detect_adaptive_inputs, detect_square_inputs, evaluate_defense, reconstruction_defense,
+                              strongest_inputs)
 from .models import load_reconstructor, preset_purifier
 
 # Per reconstructor kind, the option that sets how much its reconstructions vary: what the frontier sweeps.
@@ -83,6 +84,7 @@ def run_point(
     relaxed=None,
     public_seed: bool = False,
     transfer_from: str | None = None,
+    detect_queries: int = 0,
 ) -> PointResult:
     """`witness`: the model spec of a robust copy of the encoder in the verdict (its thresholds
     calibrated with the drift's), which the attacker knows and aims under too; `on_uncertain`: what
@@ -92,7 +94,9 @@ def run_point(
     seed the attacker knows, and the attacker aims at exactly those draws (`reconstruction_defense`).
     `transfer_from`: a model spec of the point's kind (an independently trained copy of its
     reconstructor): the detect-adaptive attacker builds its images white-box against the same verdict
-    with this reconstructor in it, and they are scored on the real one (a transfer attack)."""
+    with this reconstructor in it, and they are scored on the real one (a transfer attack).
+    `detect_queries`: also the Square query attack on the same loss (`detect-square`), and per image
+    the better of the two attacks' images (`strongest`, what the bar is judged on)."""
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value}
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that
@@ -115,9 +119,13 @@ def run_point(
         source = reconstruction_defense(f"{point.kind}+consensus", copy, eot_samples=2, seed=seed, on_uncertain=on_uncertain,
                                         public_seed=public_seed)
     text = bank.embeddings(encoder)
-    adaptive = detect_adaptive_inputs(source, text, images[:attack_images], targets[:attack_images], attack, batch_size)
-    rows = evaluate_defense(defense, text, {"clean": images, "illusion": illusions, "detect-adaptive": adaptive}, labels, targets, batch_size)
-    metrics: dict[str, Any] = {row.input: _row_metrics(row, len(images) if row.input != "detect-adaptive" else len(adaptive)) for row in rows}
+    attacked_images, attacked_targets = images[:attack_images], targets[:attack_images]
+    attacked = {"detect-adaptive": detect_adaptive_inputs(source, text, attacked_images, attacked_targets, attack, batch_size)}
+    if detect_queries:
+        attacked["detect-square"] = detect_square_inputs(source, text, attacked_images, attacked_targets, attack, detect_queries, batch_size)
+        attacked["strongest"] = strongest_inputs(source, text, list(attacked.values()), attacked_targets, batch_size)
+    rows = evaluate_defense(defense, text, {"clean": images, "illusion": illusions, **attacked}, labels, targets, batch_size)
+    metrics: dict[str, Any] = {row.input: _row_metrics(row, len(attacked_images) if row.input in attacked else len(images)) for row in rows}
     thresholds = verdict.thresholds()
     if relaxed is not None and witness is not None:
         metrics["witness-relaxed"] = relaxed_suite(encoder, defended.witness, text, thresholds, relaxed,
@@ -161,7 +169,7 @@ def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.1
     least: at most 10% of attacked samples reach downstream as the target, at most 5% of clean samples
     are flagged, and clean Top-1 as seen downstream (a removed sample counts as lost) is at most 5
     points below the undefended model's."""
-    clean, attacked = result.metrics["clean"], result.metrics["detect-adaptive"]
+    clean, attacked = result.metrics["clean"], result.metrics.get("strongest", result.metrics["detect-adaptive"])
     policy = min(("purify", "drop"), key=lambda p: attacked[f"target_{p}"])
     slack = 1e-6  # the shares are float32 means: 20 of 200 reads 0.100000001
     return (attacked[f"target_{policy}"] <= max_target + slack and clean["flagged"] <= max_flagged + slack

@@ -34,8 +34,12 @@ def join_reports(reports: dict[str, dict], comparable: dict[str, object]) -> dic
 
 def summary_line(result, undefended_top1: float) -> str:
     clean, attacked = result.metrics["clean"], result.metrics["detect-adaptive"]
-    return (f"{result.point.label:<32} clean top1 {clean['top1']:.3f} (undefended {undefended_top1:.3f}) flagged {clean['flagged']:.3f} | "
+    line = (f"{result.point.label:<32} clean top1 {clean['top1']:.3f} (undefended {undefended_top1:.3f}) flagged {clean['flagged']:.3f} | "
             f"detect-adaptive to target: purify {attacked['target_purify']:.3f} drop {attacked['target_drop']:.3f} keep {attacked['target_keep']:.3f}")
+    for name in ("detect-square", "strongest"):
+        if name in result.metrics:
+            line += f" | {name}: purify {result.metrics[name]['target_purify']:.3f} drop {result.metrics[name]['target_drop']:.3f}"
+    return line
 
 
 def markdown(report: dict) -> str:
@@ -60,6 +64,15 @@ def markdown(report: dict) -> str:
                      f"| {pct(clean['flagged'])} | {pct(clean['uncertain'])} | {pct(m['illusion']['flagged'])} | {attacked['images']} "
                      f"| {pct(attacked['flagged'])} "
                      f"| {share(attacked, 'purify')} | {share(attacked, 'drop')} | {share(attacked, 'keep')} | {'yes' if p['meets_target'] else 'no'} |")
+    queried = [p for p in report["points"] if "strongest" in p["metrics"]]
+    if queried:
+        lines += ["", "| point | attacked | gradient (detect-adaptive) via drop | queries (detect-square) via drop "
+                      "| the better per image: via purify | via drop |", "|---|---|---|---|---|---|"]
+        for p in queried:
+            m = p["metrics"]
+            lines.append(f"| {p['kind']} {p['parameter']}={p['value']:g}, N={p['n']} | {m['strongest']['images']} "
+                         f"| {share(m['detect-adaptive'], 'drop')} | {share(m['detect-square'], 'drop')} "
+                         f"| {share(m['strongest'], 'purify')} | {share(m['strongest'], 'drop')} |")
     relaxed = [p for p in report["points"] if "witness-relaxed" in p["metrics"]]
     if relaxed:
         lines += ["", "| point | relaxed suite vs the witness tests: images | passed (any attack) | APGD | Square | loss chosen on |",

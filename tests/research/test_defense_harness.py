@@ -69,3 +69,31 @@ def test_a_public_seed_draws_the_same_every_call_and_secret_noise_does_not(bpe_p
     public, secret = defense(True), defense(False)
     assert torch.equal(public.apply(images).embedding, public.apply(images).embedding)
     assert not torch.equal(secret.apply(images).embedding, secret.apply(images).embedding)
+
+
+def test_the_square_check_stays_in_budget_and_the_strongest_keeps_what_the_defense_lets_through(bpe_path):
+    from pipeline.defense import VerdictPolicy
+    from pipeline.research.attacks.adaptive import DetectAdaptiveConfig
+    from pipeline.research.defense_harness import detect_square_inputs, strongest_inputs
+
+    encoder, bank, text, images, labels, targets = setup(bpe_path)
+    purifier = ConsensusPurifier(VAEReconstructor(tiny_vae()), encoder, bank,
+                                 ConsensusConfig(n=3, early_exit="off", top_k=len(bank), seed=0, verdict=VerdictPolicy()))
+    defense = reconstruction_defense("vae+consensus", purifier, eot_samples=2, seed=0, public_seed=True)
+    config = DetectAdaptiveConfig(eps=8 / 255, eot=2)
+    queried = detect_square_inputs(defense, text, images, targets, config, queries=5, batch_size=4)
+    assert queried.shape == images.shape and (queried - images).abs().max() <= config.eps + 1e-6
+    # Per image, the candidate whose downstream label (both policies) is the target more often, then the closer.
+    # (A public seed draws by position in the batch: score in the batches of 4 that the choice uses.)
+    def score(x, t):
+        out = defense.apply(x)
+        delivered = sum((out.downstream[p] == t).float() for p in ("purify", "drop"))
+        return delivered + 0.01 * (out.embedding * text[t]).sum(-1)
+
+    candidates = [images, queried, torch.rand(images.shape, generator=torch.Generator().manual_seed(1))]
+    expected = torch.stack([torch.cat([score(c[:4], targets[:4]), score(c[4:], targets[4:])]) for c in candidates]).argmax(0)
+    assert len(set(expected.tolist())) > 1  # the choice is per image
+    chosen = strongest_inputs(defense, text, candidates, targets, batch_size=4)
+    for i, k in enumerate(expected.tolist()):
+        assert torch.equal(chosen[i], candidates[k][i])
+    assert torch.equal(strongest_inputs(defense, text, [images, images.clone()], targets, batch_size=4), images)
