@@ -229,15 +229,18 @@ def _judge(defense: Defense, text: torch.Tensor, targets: torch.Tensor) -> Calla
 
 
 def detect_adaptive_inputs(
-    defense: Defense, text: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, config: DetectAdaptiveConfig, batch_size: int = 100
+    defense: Defense, text: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, config: DetectAdaptiveConfig, batch_size: int = 100,
+    exemplars: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The detect-adaptive illusion against a consensus defense, for every image. The attacker keeps
     its drift under half the verdict's threshold, and keeps the iterate that the defense itself, on
-    fresh draws, lets through to downstream as the target most often (`_judge`)."""
+    fresh draws, lets through to downstream as the target most often (`_judge`). `exemplars`: a
+    clean image of each image's target class, for the second start (`detect_adaptive_attack`)."""
     config = _aimed(defense, config)
     return torch.cat([
         detect_adaptive_attack(images[i : i + batch_size], defense.detect_objective(targets[i : i + batch_size], config),
-                               _judge(defense, text, targets[i : i + batch_size]), config)
+                               _judge(defense, text, targets[i : i + batch_size]), config,
+                               None if exemplars is None else exemplars[i : i + batch_size])
         for i in range(0, len(images), batch_size)
     ])
 

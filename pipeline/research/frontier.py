@@ -85,6 +85,7 @@ def run_point(
     public_seed: bool = False,
     transfer_from: str | None = None,
     detect_queries: int = 0,
+    exemplars: torch.Tensor | None = None,
 ) -> PointResult:
     """`witness`: the model spec of a robust copy of the encoder in the verdict (its thresholds
     calibrated with the drift's), which the attacker knows and aims under too; `on_uncertain`: what
@@ -96,7 +97,8 @@ def run_point(
     reconstructor): the detect-adaptive attacker builds its images white-box against the same verdict
     with this reconstructor in it, and they are scored on the real one (a transfer attack).
     `detect_queries`: also the Square query attack on the same loss (`detect-square`), and per image
-    the better of the two attacks' images (`strongest`, what the bar is judged on)."""
+    the better of the two attacks' images (`strongest`, what the bar is judged on). `exemplars`: a
+    clean image of each attacked image's target class, where the attacker's second start heads."""
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value}
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that
@@ -120,7 +122,8 @@ def run_point(
                                         public_seed=public_seed)
     text = bank.embeddings(encoder)
     attacked_images, attacked_targets = images[:attack_images], targets[:attack_images]
-    attacked = {"detect-adaptive": detect_adaptive_inputs(source, text, attacked_images, attacked_targets, attack, batch_size)}
+    attacked = {"detect-adaptive": detect_adaptive_inputs(source, text, attacked_images, attacked_targets, attack, batch_size,
+                                                         None if exemplars is None else exemplars[:attack_images])}
     if detect_queries:
         attacked["detect-square"] = detect_square_inputs(source, text, attacked_images, attacked_targets, attack, detect_queries, batch_size)
         attacked["strongest"] = strongest_inputs(source, text, list(attacked.values()), attacked_targets, batch_size)

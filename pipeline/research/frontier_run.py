@@ -70,6 +70,9 @@ class FrontierSettings:
     restarts: int = setting(1, "starts of the detect-adaptive attacker", comparable=True)
     straight_through: bool = setting(False, "the detect-adaptive attacker differentiates through the reconstructions' output clamps as "
                                              "the identity (BPDA)", comparable=True, absent=False)
+    exemplar_start: bool = setting(False, "with --restarts 2 or more, the detect-adaptive attacker's second start moves each image as "
+                                          "far as the budget allows towards a clean image of its target class (one of the bundled "
+                                          "sample's images that no figure is reported on)", comparable=True, absent=False)
     detect_queries: int = setting(0, "also the Square query attack on the detect-adaptive loss through the whole pipeline (a check on "
                                      "masked gradients; 0 skips it); the bar is then judged on the better of the two per image",
                                   comparable=True, absent=0)
@@ -102,6 +105,8 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
         raise ValueError("the frontier runs on the demo preset's bundled sample")
     if settings.calibrate_on == "sample" and settings.offset + settings.limit + settings.calibration_limit > 1000:
         raise ValueError("--offset + --limit + --calibration-limit must not exceed the bundled sample's 1000 images")
+    if settings.exemplar_start and settings.restarts < 2:
+        raise ValueError("--exemplar-start sets the second start: it needs --restarts 2 or more")
     start = time.perf_counter()
     preset = get_preset(settings.preset)
     encoder, bank = preset.load_encoder(device=device), preset.label_bank()
@@ -112,6 +117,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
     calibration = calibration_images(settings, preset.work_size, device)
     images = images.to(device)  # labels and targets stay on the CPU
     targets = pick_targets(labels.tolist(), len(bank), seed=settings.seed)
+    exemplars = exemplar_images(settings, targets).to(device) if settings.exemplar_start else None
     eps = parse_fraction(settings.eps)
     illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(eps=eps, steps=settings.steps, seed=settings.seed))
     with torch.no_grad():
@@ -137,7 +143,8 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
                            illusions=illusions, attack=attack, attack_images=min(settings.attack_limit, settings.limit),
                            target_fpr=settings.target_fpr, seed=settings.seed, dm_attack_steps=settings.dm_attack_steps, batch_size=settings.batch_size, device=device,
                            witness=witness, on_uncertain=settings.on_uncertain, relaxed=relaxed, public_seed=settings.public_seed,
-                           transfer_from=settings.transfer_from, detect_queries=settings.detect_queries)
+                           transfer_from=settings.transfer_from, detect_queries=settings.detect_queries,
+                           exemplars=exemplars)
         results.append(result)
         log.info("%s: %.0f s", point.label, result.seconds)
         echo(summary_line(result, undefended_top1))
@@ -183,6 +190,20 @@ def calibration_images(settings: FrontierSettings, work_size: int, device) -> di
 
 
 SANITY_IMAGES = 100  # the relaxed suite's sanity curves run on the first 100 attacked images
+
+
+def exemplar_images(settings: FrontierSettings, targets: torch.Tensor) -> torch.Tensor:
+    """Per attacked image, a clean image of its target class that no figure is reported on: one of
+    the bundled sample's images outside the evaluated ones (and the calibration ones, when they come
+    from the sample), drawn with the seed."""
+    sample = load_sample()
+    excluded = set(range(settings.offset, settings.offset + settings.limit))
+    if settings.calibrate_on == "sample":
+        excluded |= set(range(len(sample.labels) - settings.calibration_limit, len(sample.labels)))
+    pool = {c: [i for i, label in enumerate(sample.labels.tolist()) if label == c and i not in excluded] for c in set(targets.tolist())}
+    rng = random.Random(settings.seed)
+    images, _ = sample.tensors([rng.choice(pool[t]) for t in targets.tolist()])
+    return images
 
 
 def witness_spec(settings: FrontierSettings, preset) -> str | None:

@@ -56,3 +56,20 @@ def test_a_transfer_attack_against_a_copy_under_a_public_seed_is_scored_on_the_r
     assert "the better per image" in markdown(report)
     with pytest.raises(ValueError, match="not a model spec of kind ae"):
         run_frontier(replace(settings, vae="", ae="0.5", transfer_from=vae), torch.device("cpu"), "cpu", echo=lambda *_: None)
+
+
+def test_exemplars_are_clean_images_of_each_target_class_that_no_figure_is_reported_on():
+    from pipeline.research.data.fashion_mnist import load_sample
+    from pipeline.research.frontier_run import exemplar_images
+
+    settings = FrontierSettings(offset=500, limit=200, calibrate_on="sample", calibration_limit=300, restarts=2, exemplar_start=True)
+    targets = torch.tensor([0, 3, 3, 9])
+    exemplars = exemplar_images(settings, targets)
+    sample = load_sample()
+    images, labels = sample.tensors()
+    reported = set(range(500, 700)) | set(range(700, 1000))
+    for exemplar, target in zip(exemplars, targets.tolist()):
+        (index,) = [i for i in range(len(images)) if torch.equal(images[i], exemplar)][:1]
+        assert labels[index] == target and index not in reported
+    with pytest.raises(ValueError, match="needs --restarts 2"):
+        run_frontier(replace(settings, restarts=1), torch.device("cpu"), "cpu", echo=lambda *_: None)
