@@ -182,16 +182,18 @@ def meets_target(result: PointResult, clean_top1: float, max_target: float = 0.1
 def attack_sanity(
     point: Point, preset, encoder, bank, *, images: torch.Tensor, targets: torch.Tensor, attack: DetectAdaptiveConfig,
     policy, eps_values, step_values, eot_values, restart_values=(), seed: int = 0, batch_size: int = 100,
-    device: str | torch.device = "cpu", witness: str | None = None, on_uncertain: str = "keep",
+    device: str | torch.device = "cpu", witness: str | None = None, on_uncertain: str = "keep", public_seed: bool = False,
+    exemplars: torch.Tensor | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Checks that the attack, not its budget, sets the frontier: downstream target success (purify)
     of the detect-adaptive attack as the budget epsilon grows (it should approach 100%), and as its
     steps, EOT draws and starts grow (it should level off). Yields one entry per budget, as each is
-    measured. `witness`: as `run_point`'s."""
+    measured. `witness`, `public_seed`, `exemplars`: as `run_point`'s."""
     consensus = ConsensusConfig(n=point.n, early_exit="off", top_k=len(bank), seed=seed, verdict=policy)
     purifier = preset_purifier(preset, point.kind, consensus, witness=witness, reconstructor=point.model, device=device,
                                **{PARAMETERS[point.kind]: point.value})
-    defense = reconstruction_defense(f"{point.kind}+consensus", purifier, eot_samples=2, seed=seed, on_uncertain=on_uncertain)
+    defense = reconstruction_defense(f"{point.kind}+consensus", purifier, eot_samples=2, seed=seed, on_uncertain=on_uncertain,
+                                     public_seed=public_seed)
     text = bank.embeddings(encoder)
     labels = torch.zeros_like(targets)  # unused by the downstream shares
     grid = ([("eps", e, replace(attack, eps=e, step_size=max(attack.step_size, e / 20))) for e in eps_values]
@@ -199,7 +201,7 @@ def attack_sanity(
             + [("eot", k, replace(attack, eot=k)) for k in eot_values]
             + [("restarts", r, replace(attack, restarts=r)) for r in restart_values])
     for knob, value, config in grid:
-        adversarial = detect_adaptive_inputs(defense, text, images, targets, config, batch_size)
+        adversarial = detect_adaptive_inputs(defense, text, images, targets, config, batch_size, exemplars)
         (row,) = evaluate_defense(defense, text, {"detect-adaptive": adversarial}, labels, targets, batch_size)
         yield {"knob": knob, "value": value, "target_purify": row.target_purify, "target_drop": row.target_drop,
                "flagged": row.verdict_illusion, "images": len(images)}

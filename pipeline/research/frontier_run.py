@@ -151,7 +151,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
         write_tables(report(results, [], complete=False), settings.json, settings.markdown, markdown)
     sanity = []
     if settings.sanity:
-        for entry in pipeline_sanity(settings, results[0], preset, encoder, bank, images, targets, attack, device, witness):
+        for entry in pipeline_sanity(settings, results[0], preset, encoder, bank, images, targets, attack, device, witness, exemplars):
             sanity.append(entry)
             echo(f"sanity {entry['knob']}={entry['value']:.4g}: purify {entry['target_purify']:.3f} drop {entry['target_drop']:.3f}")
             write_tables(report(results, sanity, complete=False), settings.json, settings.markdown, markdown)
@@ -167,7 +167,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
 
 
 def pipeline_sanity(settings: FrontierSettings, first, preset, encoder, bank, images, targets, attack: DetectAdaptiveConfig, device,
-                    witness: str | None):
+                    witness: str | None, exemplars: torch.Tensor | None):
     """The detect-adaptive attacker's sanity grid at the first point (`frontier.attack_sanity`): eps
     4-64/255, a quarter and twice its steps and EOT draws, and 5 starts; one entry per budget."""
     count = min(settings.attack_limit, settings.limit)
@@ -176,7 +176,8 @@ def pipeline_sanity(settings: FrontierSettings, first, preset, encoder, bank, im
                          step_values=[settings.detect_steps // 4, settings.detect_steps, 2 * settings.detect_steps],
                          eot_values=[max(1, settings.eot // 4), settings.eot, 2 * settings.eot],
                          restart_values=[5] if settings.restarts < 5 else [], seed=settings.seed, batch_size=settings.batch_size,
-                         device=device, witness=witness, on_uncertain=settings.on_uncertain)
+                         device=device, witness=witness, on_uncertain=settings.on_uncertain, public_seed=settings.public_seed,
+                         exemplars=None if exemplars is None else exemplars[:count])
 
 
 def calibration_images(settings: FrontierSettings, work_size: int, device) -> dict[str, torch.Tensor]:

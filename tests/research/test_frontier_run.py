@@ -73,3 +73,14 @@ def test_exemplars_are_clean_images_of_each_target_class_that_no_figure_is_repor
         assert labels[index] == target and index not in reported
     with pytest.raises(ValueError, match="needs --restarts 2"):
         run_frontier(replace(settings, restarts=1), torch.device("cpu"), "cpu", echo=lambda *_: None)
+
+
+def test_the_sanity_grid_runs_with_the_points_attacker():
+    settings = FrontierSettings(vae="0", ae="", dm="", n="2", offset=500, limit=4, attack_limit=2, calibrate_on="sample",
+                                calibration_limit=10, steps=1, detect_steps=4, eot=2, restarts=2, exemplar_start=True, public_seed=True,
+                                sanity=True)
+    report = run_frontier(settings, torch.device("cpu"), "cpu", echo=lambda *_: None)
+    grid = [(entry["knob"], entry["value"]) for entry in report["sanity"]]
+    assert grid == [("eps", 4 / 255), ("eps", 16 / 255), ("eps", 64 / 255), ("steps", 1), ("steps", 4), ("steps", 8),
+                    ("eot", 1), ("eot", 2), ("eot", 4), ("restarts", 5)]
+    assert all(entry["images"] == 2 and 0 <= entry["target_drop"] <= 1 for entry in report["sanity"])
