@@ -21,6 +21,7 @@ from ..sanitize.outputs import POLICIES
 from .attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from .attacks.illusion import AttackConfig, Objective, bpda, cosine_objective, eot_objective, illusion_attack
 from .baselines import gaussian_blur, jpeg
+from .witness_attack import square
 
 
 REMOVED = -1  # a downstream label: the sample was removed (quarantined)
@@ -254,8 +255,6 @@ def detect_square_inputs(
     that masked gradients (clamps, a reconstructor trained against PGD) cannot hide a way through.
     A query compares losses, so each image keeps one set of draws throughout: under a public seed
     the defense's own, otherwise `config.eot` draws the defense will not use."""
-    from .witness_attack import square
-
     config = _aimed(defense, config)
     adversarial = []
     for i in range(0, len(images), batch_size):
