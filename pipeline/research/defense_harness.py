@@ -235,8 +235,8 @@ def detect_adaptive_inputs(
 ) -> torch.Tensor:
     """The detect-adaptive illusion against a consensus defense, for every image. The attacker keeps
     its drift under half the verdict's threshold, and keeps the iterate that the defense itself, on
-    fresh draws, lets through to downstream as the target most often (`_judge`). `exemplars`: a
-    clean image of each image's target class, for the second start (`detect_adaptive_attack`)."""
+    fresh draws, lets through to downstream as the target most often (`_judge`). `exemplars`: clean
+    images of each image's target class, directions of the starts after the first (`detect_adaptive_attack`)."""
     config = _aimed(defense, config)
     return torch.cat([
         detect_adaptive_attack(images[i : i + batch_size], defense.detect_objective(targets[i : i + batch_size], config),

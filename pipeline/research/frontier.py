@@ -97,8 +97,8 @@ def run_point(
     reconstructor): the detect-adaptive attacker builds its images white-box against the same verdict
     with this reconstructor in it, and they are scored on the real one (a transfer attack).
     `detect_queries`: also the Square query attack on the same loss (`detect-square`), and per image
-    the better of the two attacks' images (`strongest`, what the bar is judged on). `exemplars`: a
-    clean image of each attacked image's target class, where the attacker's second start heads."""
+    the better of the two attacks' images (`strongest`, what the bar is judged on). `exemplars`:
+    clean images of each attacked image's target class, where the attacker's starts after the first head."""
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value}
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that

@@ -70,9 +70,13 @@ class FrontierSettings:
     restarts: int = setting(1, "starts of the detect-adaptive attacker", comparable=True)
     straight_through: bool = setting(False, "the detect-adaptive attacker differentiates through the reconstructions' output clamps as "
                                              "the identity (BPDA)", comparable=True, absent=False)
-    exemplar_start: bool = setting(False, "with --restarts 2 or more, the detect-adaptive attacker's second start moves each image as "
-                                          "far as the budget allows towards a clean image of its target class (one of the bundled "
-                                          "sample's images that no figure is reported on)", comparable=True, absent=False)
+    exemplar_start: bool = setting(False, "with --restarts 2 or more, the detect-adaptive attacker's starts after the first move each "
+                                          "image as far as the budget allows towards clean images of its target class (bundled-sample "
+                                          "images that no figure is reported on; see --exemplar-choice)", comparable=True, absent=False)
+    exemplar_choice: str = setting("nearest", "with --exemplar-start: which clean images: `nearest` (every later start heads for "
+                                              "another, those the budget brings closest first) or `random` (the second start heads "
+                                              "for one drawn at random, the rest start at random points: reports before 2026-11-28)",
+                                   comparable=True, absent="random", choices=("nearest", "random"))
     detect_queries: int = setting(0, "also the Square query attack on the detect-adaptive loss through the whole pipeline (a check on "
                                      "masked gradients; 0 skips it); the bar is then judged on the better of the two per image",
                                   comparable=True, absent=0)
@@ -106,7 +110,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
     if settings.calibrate_on == "sample" and settings.offset + settings.limit + settings.calibration_limit > 1000:
         raise ValueError("--offset + --limit + --calibration-limit must not exceed the bundled sample's 1000 images")
     if settings.exemplar_start and settings.restarts < 2:
-        raise ValueError("--exemplar-start sets the second start: it needs --restarts 2 or more")
+        raise ValueError("--exemplar-start sets the starts after the first: it needs --restarts 2 or more")
     start = time.perf_counter()
     preset = get_preset(settings.preset)
     encoder, bank = preset.load_encoder(device=device), preset.label_bank()
@@ -115,9 +119,9 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
     text = bank.embeddings(encoder)
     images, labels = load_sample().tensors(slice(settings.offset, settings.offset + settings.limit))
     calibration = calibration_images(settings, preset.work_size, device)
-    images = images.to(device)  # labels and targets stay on the CPU
     targets = pick_targets(labels.tolist(), len(bank), seed=settings.seed)
-    exemplars = exemplar_images(settings, targets).to(device) if settings.exemplar_start else None
+    exemplars = exemplar_images(settings, images, targets).to(device) if settings.exemplar_start else None
+    images = images.to(device)  # labels and targets stay on the CPU
     eps = parse_fraction(settings.eps)
     illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(eps=eps, steps=settings.steps, seed=settings.seed))
     with torch.no_grad():
@@ -193,18 +197,28 @@ def calibration_images(settings: FrontierSettings, work_size: int, device) -> di
 SANITY_IMAGES = 100  # the relaxed suite's sanity curves run on the first 100 attacked images
 
 
-def exemplar_images(settings: FrontierSettings, targets: torch.Tensor) -> torch.Tensor:
-    """Per attacked image, a clean image of its target class that no figure is reported on: one of
-    the bundled sample's images outside the evaluated ones (and the calibration ones, when they come
-    from the sample), drawn with the seed."""
+def exemplar_images(settings: FrontierSettings, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per attacked image (`images`, N x C x H x W), clean images of its target class that no figure
+    is reported on (the bundled sample's images outside the evaluated ones, and the calibration
+    ones when they come from the sample): N x k x C x H x W. `nearest`: k = restarts - 1, those
+    an L-inf step of --eps brings closest (the least L2 distance left beyond the budget) first;
+    `random`: k = 1, drawn with the seed."""
     sample = load_sample()
     excluded = set(range(settings.offset, settings.offset + settings.limit))
     if settings.calibrate_on == "sample":
         excluded |= set(range(len(sample.labels) - settings.calibration_limit, len(sample.labels)))
     pool = {c: [i for i, label in enumerate(sample.labels.tolist()) if label == c and i not in excluded] for c in set(targets.tolist())}
-    rng = random.Random(settings.seed)
-    images, _ = sample.tensors([rng.choice(pool[t]) for t in targets.tolist()])
-    return images
+    if settings.exemplar_choice == "random":
+        rng = random.Random(settings.seed)
+        chosen, _ = sample.tensors([rng.choice(pool[t]) for t in targets.tolist()])
+        return chosen[:, None]
+    eps, count = parse_fraction(settings.eps), settings.restarts - 1
+    picked = []
+    for image, target in zip(images, targets.tolist()):
+        candidates, _ = sample.tensors(pool[target])
+        beyond = ((candidates - image).abs() - eps).clamp(min=0).flatten(1).norm(dim=1)
+        picked.append(candidates[beyond.argsort(stable=True)[:count]])
+    return torch.stack(picked)
 
 
 def witness_spec(settings: FrontierSettings, preset) -> str | None:

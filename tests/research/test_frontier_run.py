@@ -62,17 +62,41 @@ def test_exemplars_are_clean_images_of_each_target_class_that_no_figure_is_repor
     from pipeline.research.data.fashion_mnist import load_sample
     from pipeline.research.frontier_run import exemplar_images
 
-    settings = FrontierSettings(offset=500, limit=200, calibrate_on="sample", calibration_limit=300, restarts=2, exemplar_start=True)
-    targets = torch.tensor([0, 3, 3, 9])
-    exemplars = exemplar_images(settings, targets)
     sample = load_sample()
     images, labels = sample.tensors()
     reported = set(range(500, 700)) | set(range(700, 1000))
-    for exemplar, target in zip(exemplars, targets.tolist()):
-        (index,) = [i for i in range(len(images)) if torch.equal(images[i], exemplar)][:1]
-        assert labels[index] == target and index not in reported
+    targets = torch.tensor([0, 3, 3, 9])
+    attacked = images[500:504]
+    for choice, restarts in (("random", 2), ("nearest", 4)):
+        settings = FrontierSettings(offset=500, limit=200, calibrate_on="sample", calibration_limit=300, restarts=restarts,
+                                    exemplar_start=True, exemplar_choice=choice)
+        exemplars = exemplar_images(settings, attacked, targets)
+        assert exemplars.shape == (4, 1 if choice == "random" else 3, *images.shape[1:])
+        for per_image, target in zip(exemplars, targets.tolist()):
+            for exemplar in per_image:
+                (index,) = [i for i in range(len(images)) if torch.equal(images[i], exemplar)][:1]
+                assert labels[index] == target and index not in reported
     with pytest.raises(ValueError, match="needs --restarts 2"):
         run_frontier(replace(settings, restarts=1), torch.device("cpu"), "cpu", echo=lambda *_: None)
+
+
+def test_the_nearest_exemplars_are_those_the_budget_brings_closest_first():
+    from pipeline.research.data.fashion_mnist import load_sample
+    from pipeline.research.frontier_run import exemplar_images
+
+    settings = FrontierSettings(offset=500, limit=200, calibrate_on="sample", calibration_limit=300, restarts=3,
+                                exemplar_start=True, eps="16/255")
+    images, labels = load_sample().tensors()
+    pool = [i for i in range(700) if labels[i] == 7 and not 500 <= i < 700]
+    attacked = images[pool[4]][None]  # a pool image itself: the budget reaches it exactly
+    exemplars = exemplar_images(settings, attacked, torch.tensor([7]))[0]
+    assert torch.equal(exemplars[0], images[pool[4]])
+
+    def left(exemplar):
+        return float(((exemplar - attacked[0]).abs() - 16 / 255).clamp(min=0).norm())
+
+    assert left(exemplars[0]) == 0 < left(exemplars[1])
+    assert left(exemplars[1]) == min(left(images[i]) for i in pool if i != pool[4])
 
 
 def test_the_sanity_grid_runs_with_the_points_attacker():

@@ -43,8 +43,8 @@ class DetectAdaptiveConfig:
     step_size: float = 1 / 255
     steps: int = 200
     eot: int = 16  # reconstruction draws per step
-    # The first starts at the clean image; given exemplars, the second as far towards the image's
-    # exemplar (a clean image of its target class) as the budget allows; the others at random points.
+    # The first starts at the clean image; given k exemplars per image, the next k each as far
+    # towards one exemplar (a clean image of its target class) as the budget allows; the rest at random points.
     restarts: int = 1
     drift_limit: float = 0.05  # aim below the verdict's drift threshold (set from it by the caller)
     drift_weight: float = 10.0
@@ -111,18 +111,18 @@ def detect_adaptive_attack(
 ) -> torch.Tensor:
     """Signed-gradient descent on `objective` from each start; returns, per image, the iterate that
     `judge` (higher is better for the attacker, on fresh defense draws) scored best. `exemplars`
-    (like `images`): a clean image of each image's target class, the second start's direction: a
-    defense that holds the target's own images to the true label has no gradient to follow from
-    the clean image (the aligned reconstructor and the robust witness), but a start that already
-    looks a little like the target may not need one."""
+    (N x k x C x H x W): k clean images of each image's target class, the directions of starts
+    2..k+1: a defense that holds the target's own images to the true label has no gradient to
+    follow from the clean image (the aligned reconstructor and the robust witness), but a start
+    that already looks a little like the target may not need one."""
     original = images.detach()
     best, best_score = original.clone(), torch.full((len(original),), -torch.inf, device=original.device)
     generator = torch.Generator().manual_seed(config.seed)
     start = time.perf_counter()
     for restart in range(config.restarts):
         x = original.clone()
-        if restart == 1 and exemplars is not None:
-            x = (x + (exemplars.to(x) - x).clamp(-config.eps, config.eps)).clamp(0, 1)
+        if exemplars is not None and 1 <= restart <= exemplars.shape[1]:
+            x = (x + (exemplars[:, restart - 1].to(x) - x).clamp(-config.eps, config.eps)).clamp(0, 1)
         elif restart:
             x = (x + torch.empty(x.shape).uniform_(-config.eps, config.eps, generator=generator).to(x)).clamp(0, 1)
         for step in range(config.steps):

@@ -73,15 +73,16 @@ def test_a_known_seed_gives_the_attacker_the_same_draws_every_step_and_fresh_one
         torch.testing.assert_close(known(images, 3), spelled(images, 3))
 
 
-def test_the_second_start_heads_for_the_exemplar_as_far_as_the_budget_allows(bpe_path):
+def test_the_starts_after_the_first_head_for_the_exemplars_as_far_as_the_budget_allows(bpe_path):
     encoder, vae = tiny_clip_encoder(bpe_path), VAEReconstructor(tiny_vae())
     text = LabelBank(["cat", "dog", "hello"]).embeddings(encoder)
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    exemplars = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    config = DetectAdaptiveConfig(eps=8 / 255, step_size=0.0, steps=1, eot=1, restarts=3, check_every=1)
+    exemplars = torch.rand(2, 2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    config = DetectAdaptiveConfig(eps=8 / 255, step_size=0.0, steps=1, eot=1, restarts=4, check_every=1)
     objective = detect_adaptive_objective(vae.reconstruct, encoder.embed_images, text, torch.tensor([1, 2]), config)
     starts = []
     detect_adaptive_attack(images, objective, lambda x: starts.append(x.clone()) or torch.zeros(2), config, exemplars)
     assert torch.equal(starts[0], images)  # step size 0: each judged iterate is its start
-    assert torch.allclose(starts[1], images + (exemplars - images).clamp(-config.eps, config.eps))
-    assert not torch.allclose(starts[2], starts[1]) and (starts[2] - images).abs().max() <= config.eps + 1e-6
+    for k in (0, 1):
+        assert torch.allclose(starts[1 + k], images + (exemplars[:, k] - images).clamp(-config.eps, config.eps))
+    assert not torch.allclose(starts[3], starts[1]) and (starts[3] - images).abs().max() <= config.eps + 1e-6
