@@ -66,6 +66,9 @@ class FrontierSettings:
     eps: str = setting("16/255", "L-inf budget of the attacks", comparable=True)
     steps: int = setting(100, "steps of the published illusion", comparable=True)
     detect_steps: int = setting(200, "steps of the detect-adaptive attacker", comparable=True)
+    detect_step_size: str | None = setting(None, "signed step of the detect-adaptive attacker (default: eps/20, at least 1/255, as "
+                                                 "the sanity grid scales it; reports before 2026-11-28 took 1/255 at every eps)",
+                                           comparable=True, absent=None, metavar="FRACTION")
     eot: int = setting(16, "reconstruction draws per step of the detect-adaptive attacker", comparable=True)
     restarts: int = setting(1, "starts of the detect-adaptive attacker", comparable=True)
     straight_through: bool = setting(False, "the detect-adaptive attacker differentiates through the reconstructions' output clamps as "
@@ -126,8 +129,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
     illusions = illusion_attack(images, cosine_objective(encoder.embed_images, text[targets]), AttackConfig(eps=eps, steps=settings.steps, seed=settings.seed))
     with torch.no_grad():
         undefended_top1 = float(((encoder.embed_images(images) @ text.T).argmax(-1).cpu() == labels).float().mean())
-    attack = DetectAdaptiveConfig(eps=eps, steps=settings.detect_steps, eot=settings.eot, restarts=settings.restarts, seed=settings.seed,
-                                  straight_through=settings.straight_through)
+    attack = detect_adaptive_config(settings)
 
     def report(results, sanity, complete: bool) -> dict:
         # Written after every point too (complete: false): a long sweep keeps what it measured.
@@ -168,6 +170,15 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
     if settings.plot:
         plot(final, settings.plot)
     return final
+
+
+def detect_adaptive_config(settings: FrontierSettings) -> DetectAdaptiveConfig:
+    """The detect-adaptive attacker the settings ask for. Its default step grows with the budget:
+    at 1/255, 100 steps cannot even cross a 255/255 ball."""
+    eps = parse_fraction(settings.eps)
+    step_size = parse_fraction(settings.detect_step_size) if settings.detect_step_size else max(1 / 255, eps / 20)
+    return DetectAdaptiveConfig(eps=eps, step_size=step_size, steps=settings.detect_steps, eot=settings.eot, restarts=settings.restarts,
+                                seed=settings.seed, straight_through=settings.straight_through)
 
 
 def pipeline_sanity(settings: FrontierSettings, first, preset, encoder, bank, images, targets, attack: DetectAdaptiveConfig, device,

@@ -99,6 +99,14 @@ def test_the_nearest_exemplars_are_those_the_budget_brings_closest_first():
     assert left(exemplars[1]) == min(left(images[i]) for i in pool if i != pool[4])
 
 
+def test_the_attackers_step_grows_with_the_budget_unless_given():
+    from pipeline.research.frontier_run import detect_adaptive_config
+
+    assert detect_adaptive_config(FrontierSettings(eps="16/255")).step_size == 1 / 255
+    assert detect_adaptive_config(FrontierSettings(eps="64/255")).step_size == 64 / 255 / 20
+    assert detect_adaptive_config(FrontierSettings(eps="64/255", detect_step_size="1/255")).step_size == 1 / 255
+
+
 def test_the_sanity_grid_runs_with_the_points_attacker():
     settings = FrontierSettings(vae="0", ae="", dm="", n="2", offset=500, limit=4, attack_limit=2, calibrate_on="sample",
                                 calibration_limit=10, steps=1, detect_steps=4, eot=2, restarts=2, exemplar_start=True, public_seed=True,
