@@ -21,7 +21,7 @@ from ..sanitize.outputs import POLICIES
 from .attacks.adaptive import DetectAdaptiveConfig, detect_adaptive_attack, detect_adaptive_objective
 from .attacks.illusion import AttackConfig, Objective, bpda, cosine_objective, eot_objective, illusion_attack
 from .baselines import gaussian_blur, jpeg
-from .witness_attack import square
+from .witness_attack import apgd, square
 
 
 REMOVED = -1  # a downstream label: the sample was removed (quarantined)
@@ -252,14 +252,32 @@ def detect_square_inputs(
 ) -> torch.Tensor:
     """A gradient-free check on the detect-adaptive attacker: the Square query attack
     (`witness_attack.square`) on the same loss through the whole pipeline, forward passes only, so
-    that masked gradients (clamps, a reconstructor trained against PGD) cannot hide a way through.
-    A query compares losses, so each image keeps one set of draws throughout: under a public seed
+    that masked gradients (clamps, a reconstructor trained against PGD) cannot hide a way through."""
+    return _on_fixed_draws(defense, images, targets, config, batch_size,
+                           lambda loss, x: square(loss, x, eps=config.eps, queries=queries, seed=config.seed))
+
+
+def detect_apgd_inputs(
+    defense: Defense, text: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, config: DetectAdaptiveConfig, steps: int,
+    batch_size: int = 100,
+) -> torch.Tensor:
+    """The detect-adaptive loss minimised by APGD (`witness_attack.apgd`: momentum, a step that
+    starts at 2 eps and halves where progress stalls, `config.restarts` starts) instead of fixed
+    signed steps: the step-size schedule the fixed-step attacker lacks."""
+    return _on_fixed_draws(defense, images, targets, config, batch_size,
+                           lambda loss, x: apgd(loss, x, eps=config.eps, steps=steps, restarts=config.restarts, seed=config.seed))
+
+
+def _on_fixed_draws(defense: Defense, images: torch.Tensor, targets: torch.Tensor, config: DetectAdaptiveConfig, batch_size: int,
+                    attack: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`attack(loss, images)` on the detect-adaptive loss, batch by batch. These attacks compare
+    losses between iterates, so each image keeps one set of draws throughout: under a public seed
     the defense's own, otherwise `config.eot` draws the defense will not use."""
     config = _aimed(defense, config)
     adversarial = []
     for i in range(0, len(images), batch_size):
         objective = defense.detect_objective(targets[i : i + batch_size], config)
-        adversarial.append(square(lambda x: objective(x, 0), images[i : i + batch_size], eps=config.eps, queries=queries, seed=config.seed))
+        adversarial.append(attack(lambda x: objective(x, 0), images[i : i + batch_size]))
     return torch.cat(adversarial)
 
 

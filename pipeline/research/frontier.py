@@ -22,8 +22,8 @@ import torch
 from ..defense import ConsensusConfig
 from ..defense.calibration import calibrate_groups
 from .attacks.adaptive import DetectAdaptiveConfig
-from .defense_harness import (POLICIES, detect_adaptive_inputs, detect_square_inputs, evaluate_defense, reconstruction_defense,
-                              strongest_inputs)
+from .defense_harness import (POLICIES, detect_adaptive_inputs, detect_apgd_inputs, detect_square_inputs, evaluate_defense,
+                              reconstruction_defense, strongest_inputs)
 from .models import load_reconstructor, preset_purifier
 
 # Per reconstructor kind, the option that sets how much its reconstructions vary: what the frontier sweeps.
@@ -85,6 +85,7 @@ def run_point(
     public_seed: bool = False,
     transfer_from: str | None = None,
     detect_queries: int = 0,
+    detect_apgd: int = 0,
     exemplars: torch.Tensor | None = None,
 ) -> PointResult:
     """`witness`: the model spec of a robust copy of the encoder in the verdict (its thresholds
@@ -96,8 +97,9 @@ def run_point(
     `transfer_from`: a model spec of the point's kind (an independently trained copy of its
     reconstructor): the detect-adaptive attacker builds its images white-box against the same verdict
     with this reconstructor in it, and they are scored on the real one (a transfer attack).
-    `detect_queries`: also the Square query attack on the same loss (`detect-square`), and per image
-    the better of the two attacks' images (`strongest`, what the bar is judged on). `exemplars`:
+    `detect_queries`, `detect_apgd`: also the Square query attack (`detect-square`) or APGD for
+    this many steps (`detect-apgd`) on the same loss, and per image the best of the attacks' images
+    (`strongest`, what the bar is judged on). `exemplars`:
     clean images of each attacked image's target class, where the attacker's starts after the first head."""
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value}
@@ -126,6 +128,9 @@ def run_point(
                                                          None if exemplars is None else exemplars[:attack_images])}
     if detect_queries:
         attacked["detect-square"] = detect_square_inputs(source, text, attacked_images, attacked_targets, attack, detect_queries, batch_size)
+    if detect_apgd:
+        attacked["detect-apgd"] = detect_apgd_inputs(source, text, attacked_images, attacked_targets, attack, detect_apgd, batch_size)
+    if len(attacked) > 1:
         attacked["strongest"] = strongest_inputs(source, text, list(attacked.values()), attacked_targets, batch_size)
     rows = evaluate_defense(defense, text, {"clean": images, "illusion": illusions, **attacked}, labels, targets, batch_size)
     metrics: dict[str, Any] = {row.input: _row_metrics(row, len(attacked_images) if row.input in attacked else len(images)) for row in rows}

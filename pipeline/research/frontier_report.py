@@ -36,7 +36,7 @@ def summary_line(result, undefended_top1: float) -> str:
     clean, attacked = result.metrics["clean"], result.metrics["detect-adaptive"]
     line = (f"{result.point.label:<32} clean top1 {clean['top1']:.3f} (undefended {undefended_top1:.3f}) flagged {clean['flagged']:.3f} | "
             f"detect-adaptive to target: purify {attacked['target_purify']:.3f} drop {attacked['target_drop']:.3f} keep {attacked['target_keep']:.3f}")
-    for name in ("detect-square", "strongest"):
+    for name in ("detect-square", "detect-apgd", "strongest"):
         if name in result.metrics:
             line += f" | {name}: purify {result.metrics[name]['target_purify']:.3f} drop {result.metrics[name]['target_drop']:.3f}"
     return line
@@ -66,13 +66,16 @@ def markdown(report: dict) -> str:
                      f"| {share(attacked, 'purify')} | {share(attacked, 'drop')} | {share(attacked, 'keep')} | {'yes' if p['meets_target'] else 'no'} |")
     queried = [p for p in report["points"] if "strongest" in p["metrics"]]
     if queried:
-        lines += ["", "| point | attacked | gradient (detect-adaptive) via drop | queries (detect-square) via drop "
-                      "| the better per image: via purify | via drop |", "|---|---|---|---|---|---|"]
+        others = [(name, title) for name, title in (("detect-square", "queries (detect-square)"), ("detect-apgd", "APGD (detect-apgd)"))
+                  if any(name in p["metrics"] for p in queried)]
+        lines += ["", "| point | attacked | gradient (detect-adaptive) via drop | " + " | ".join(f"{title} via drop" for _, title in others)
+                  + " | the best per image: via purify | via drop |", "|---|---|---|" + "---|" * len(others) + "---|---|"]
         for p in queried:
             m = p["metrics"]
             lines.append(f"| {p['kind']} {p['parameter']}={p['value']:g}, N={p['n']} | {m['strongest']['images']} "
-                         f"| {share(m['detect-adaptive'], 'drop')} | {share(m['detect-square'], 'drop')} "
-                         f"| {share(m['strongest'], 'purify')} | {share(m['strongest'], 'drop')} |")
+                         f"| {share(m['detect-adaptive'], 'drop')} | "
+                         + " | ".join(share(m[name], "drop") if name in m else "-" for name, _ in others)
+                         + f" | {share(m['strongest'], 'purify')} | {share(m['strongest'], 'drop')} |")
     relaxed = [p for p in report["points"] if "witness-relaxed" in p["metrics"]]
     if relaxed:
         lines += ["", "| point | relaxed suite vs the witness tests: images | passed (any attack) | APGD | Square | loss chosen on |",

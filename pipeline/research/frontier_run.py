@@ -83,6 +83,9 @@ class FrontierSettings:
     detect_queries: int = setting(0, "also the Square query attack on the detect-adaptive loss through the whole pipeline (a check on "
                                      "masked gradients; 0 skips it); the bar is then judged on the better of the two per image",
                                   comparable=True, absent=0)
+    detect_apgd: int = setting(0, "also APGD for this many steps on the detect-adaptive loss through the whole pipeline (the step-"
+                                  "size schedule: momentum, a step from 2 eps halved where progress stalls; --restarts starts; 0 skips "
+                                  "it); the bar is then judged on the best attack per image", comparable=True, absent=0)
     public_seed: bool = setting(False, "known randomness: the defense draws each image's reconstructions from a public seed (as "
                                         "`sanitize --seed` does) and the detect-adaptive attacker aims at exactly those draws",
                                 comparable=True, absent=False)
@@ -149,7 +152,7 @@ def run_frontier(settings: FrontierSettings, device: torch.device, device_name: 
                            illusions=illusions, attack=attack, attack_images=min(settings.attack_limit, settings.limit),
                            target_fpr=settings.target_fpr, seed=settings.seed, dm_attack_steps=settings.dm_attack_steps, batch_size=settings.batch_size, device=device,
                            witness=witness, on_uncertain=settings.on_uncertain, relaxed=relaxed, public_seed=settings.public_seed,
-                           transfer_from=settings.transfer_from, detect_queries=settings.detect_queries,
+                           transfer_from=settings.transfer_from, detect_queries=settings.detect_queries, detect_apgd=settings.detect_apgd,
                            exemplars=exemplars)
         results.append(result)
         log.info("%s: %.0f s", point.label, result.seconds)

@@ -49,11 +49,12 @@ def test_a_transfer_attack_against_a_copy_under_a_public_seed_is_scored_on_the_r
                                 calibration_limit=10, steps=1, detect_steps=1, eot=1, public_seed=True, transfer_from="vae:/no/such/copy")
     with pytest.raises(FileNotFoundError):  # the copy is loaded, not ignored
         run_frontier(settings, torch.device("cpu"), "cpu", echo=lambda *_: None)
-    report = run_frontier(replace(settings, transfer_from=vae, detect_queries=3), torch.device("cpu"), "cpu", echo=lambda *_: None)
+    report = run_frontier(replace(settings, transfer_from=vae, detect_queries=3, detect_apgd=2), torch.device("cpu"), "cpu",
+                          echo=lambda *_: None)
     (point,) = report["points"]
     assert report["config"]["transfer_from"] == vae and report["config"]["public_seed"]
-    assert all(point["metrics"][name]["images"] == 2 for name in ("detect-adaptive", "detect-square", "strongest"))
-    assert "the better per image" in markdown(report)
+    assert all(point["metrics"][name]["images"] == 2 for name in ("detect-adaptive", "detect-square", "detect-apgd", "strongest"))
+    assert "the best per image" in markdown(report) and "APGD (detect-apgd) via drop" in markdown(report)
     with pytest.raises(ValueError, match="not a model spec of kind ae"):
         run_frontier(replace(settings, vae="", ae="0.5", transfer_from=vae), torch.device("cpu"), "cpu", echo=lambda *_: None)
 
