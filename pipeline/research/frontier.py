@@ -99,8 +99,8 @@ def run_point(
     with this reconstructor in it, and they are scored on the real one (a transfer attack).
     `detect_queries`, `detect_apgd`: also the Square query attack (`detect-square`) or APGD for
     this many steps (`detect-apgd`) on the same loss, and per image the best of the attacks' images
-    (`strongest`, what the bar is judged on). `exemplars`:
-    clean images of each attacked image's target class, where the attacker's starts after the first head."""
+    (`strongest`, what the bar is judged on). `exemplars`: clean images of each attacked image's
+    target class, where the attacker's starts after the first head."""
     start = time.perf_counter()
     options = {PARAMETERS[point.kind]: point.value}
     # Thresholds for this point, from clean images only (all N draws, as the evaluation votes), that

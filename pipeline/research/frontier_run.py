@@ -81,7 +81,7 @@ class FrontierSettings:
                                               "for one drawn at random, the rest start at random points: reports before 2026-11-28)",
                                    comparable=True, absent="random", choices=("nearest", "random"))
     detect_queries: int = setting(0, "also the Square query attack on the detect-adaptive loss through the whole pipeline (a check on "
-                                     "masked gradients; 0 skips it); the bar is then judged on the better of the two per image",
+                                     "masked gradients; 0 skips it); the bar is then judged on the best attack per image",
                                   comparable=True, absent=0)
     detect_apgd: int = setting(0, "also APGD for this many steps on the detect-adaptive loss through the whole pipeline (the step-"
                                   "size schedule: momentum, a step from 2 eps halved where progress stalls; --restarts starts; 0 skips "
