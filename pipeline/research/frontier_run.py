@@ -227,11 +227,11 @@ def exemplar_images(settings: FrontierSettings, images: torch.Tensor, targets: t
         chosen, _ = sample.tensors([rng.choice(pool[t]) for t in targets.tolist()])
         return chosen[:, None]
     eps, count = parse_fraction(settings.eps), settings.restarts - 1
+    candidates = {c: sample.tensors(indices)[0] for c, indices in pool.items()}  # decoded once per class
     picked = []
     for image, target in zip(images, targets.tolist()):
-        candidates, _ = sample.tensors(pool[target])
-        beyond = ((candidates - image).abs() - eps).clamp(min=0).flatten(1).norm(dim=1)
-        picked.append(candidates[beyond.argsort(stable=True)[:count]])
+        beyond = ((candidates[target] - image).abs() - eps).clamp(min=0).flatten(1).norm(dim=1)
+        picked.append(candidates[target][beyond.argsort(stable=True)[:count]])
     return torch.stack(picked)
 
 

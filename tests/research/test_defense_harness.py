@@ -71,15 +71,22 @@ def test_a_public_seed_draws_the_same_every_call_and_secret_noise_does_not(bpe_p
     assert not torch.equal(secret.apply(images).embedding, secret.apply(images).embedding)
 
 
-def test_apgd_on_the_detect_adaptive_loss_stays_in_budget_and_lowers_the_loss_on_the_defenses_draws(bpe_path):
+def public_consensus_defense(bpe_path):
+    """A 3-draw VAE consensus defense with default verdict thresholds and a public seed (exact
+    comparisons between iterates); returns the label texts, images, targets and the defense."""
     from pipeline.defense import VerdictPolicy
-    from pipeline.research.attacks.adaptive import DetectAdaptiveConfig
-    from pipeline.research.defense_harness import _aimed, detect_apgd_inputs
 
     encoder, bank, text, images, labels, targets = setup(bpe_path)
     purifier = ConsensusPurifier(VAEReconstructor(tiny_vae()), encoder, bank,
                                  ConsensusConfig(n=3, early_exit="off", top_k=len(bank), seed=0, verdict=VerdictPolicy()))
-    defense = reconstruction_defense("vae+consensus", purifier, eot_samples=2, seed=0, public_seed=True)
+    return text, images, targets, reconstruction_defense("vae+consensus", purifier, eot_samples=2, seed=0, public_seed=True)
+
+
+def test_apgd_on_the_detect_adaptive_loss_stays_in_budget_and_lowers_the_loss_on_the_defenses_draws(bpe_path):
+    from pipeline.research.attacks.adaptive import DetectAdaptiveConfig
+    from pipeline.research.defense_harness import _aimed, detect_apgd_inputs
+
+    text, images, targets, defense = public_consensus_defense(bpe_path)
     config = DetectAdaptiveConfig(eps=8 / 255, eot=2)
     adversarial = detect_apgd_inputs(defense, text, images, targets, config, steps=10, batch_size=4)
     assert adversarial.shape == images.shape and (adversarial - images).abs().max() <= config.eps + 1e-6
@@ -91,14 +98,10 @@ def test_apgd_on_the_detect_adaptive_loss_stays_in_budget_and_lowers_the_loss_on
 
 
 def test_the_square_check_stays_in_budget_and_the_strongest_keeps_what_the_defense_lets_through(bpe_path):
-    from pipeline.defense import VerdictPolicy
     from pipeline.research.attacks.adaptive import DetectAdaptiveConfig
     from pipeline.research.defense_harness import detect_square_inputs, strongest_inputs
 
-    encoder, bank, text, images, labels, targets = setup(bpe_path)
-    purifier = ConsensusPurifier(VAEReconstructor(tiny_vae()), encoder, bank,
-                                 ConsensusConfig(n=3, early_exit="off", top_k=len(bank), seed=0, verdict=VerdictPolicy()))
-    defense = reconstruction_defense("vae+consensus", purifier, eot_samples=2, seed=0, public_seed=True)
+    text, images, targets, defense = public_consensus_defense(bpe_path)
     config = DetectAdaptiveConfig(eps=8 / 255, eot=2)
     queried = detect_square_inputs(defense, text, images, targets, config, queries=5, batch_size=4)
     assert queried.shape == images.shape and (queried - images).abs().max() <= config.eps + 1e-6
